@@ -1,0 +1,111 @@
+"""Combinators: layers made of layers. Children are keyed by name (given, or their slot "0", "1", ...).
+
+Each combinator is a :class:`~nn_jax.core.Block`, so its ``init`` is derived from its forward pass
+and its children's params appear under their names (empty entries, e.g. for ``relu``, are left
+out). Plain functions are accepted wherever a layer is and wrapped in :class:`~nn_jax.core.Lambda`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+
+from nn_jax.core import Block, Layer, Scope, as_layer
+from nn_jax.errors import ShapeError
+
+LayerLike = Layer | Callable[[Any], Any]
+
+
+def _named(layers: tuple[Any, ...]) -> tuple[tuple[str, Layer], ...]:
+    """``(layer, ...)`` -> slot names "0", "1", ...; a single dict -> its own (ordered) names."""
+    if len(layers) == 1 and isinstance(layers[0], Mapping):
+        return tuple((str(k), as_layer(v)) for k, v in layers[0].items())
+    return tuple((str(i), as_layer(layer)) for i, layer in enumerate(layers))
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class Sequential(Block):
+    """Apply layers one after another: ``Sequential(Dense(32), jax.nn.relu, Dense(1))``.
+
+    Children are keyed by slot (``"0"``, ``"1"``, ...), or by name when given one dict:
+    ``Sequential({"encoder": enc, "head": head})``.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from nn_jax import Dense
+    >>> model = Sequential(Dense(4), jax.nn.relu, Dense(2))
+    >>> params, _ = model.init(jax.random.key(0), jax.ShapeDtypeStruct((8, 3), jnp.float32))
+    >>> jax.tree.map(jnp.shape, params)
+    {'0': {'b': (4,), 'w': (3, 4)}, '2': {'b': (2,), 'w': (4, 2)}}
+    """
+
+    layers: tuple[tuple[str, Layer], ...]
+
+    def __init__(self, *layers: LayerLike | Mapping[str, LayerLike]) -> None:
+        object.__setattr__(self, "layers", _named(layers))
+
+    def forward(self, scope: Scope, x: Any) -> Any:
+        for name, layer in self.layers:
+            x = scope(name, layer, x)
+        return x
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class Branch(Block):
+    """Apply every layer to the same input; returns the tuple of their outputs."""
+
+    layers: tuple[tuple[str, Layer], ...]
+
+    def __init__(self, *layers: LayerLike | Mapping[str, LayerLike]) -> None:
+        object.__setattr__(self, "layers", _named(layers))
+
+    def forward(self, scope: Scope, x: Any) -> tuple[Any, ...]:
+        return tuple(scope(name, layer, x) for name, layer in self.layers)
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class Parallel(Block):
+    """Apply the i-th layer to the i-th element of a tuple input; returns the tuple of outputs."""
+
+    layers: tuple[tuple[str, Layer], ...]
+
+    def __init__(self, *layers: LayerLike | Mapping[str, LayerLike]) -> None:
+        object.__setattr__(self, "layers", _named(layers))
+
+    def forward(self, scope: Scope, x: Any) -> tuple[Any, ...]:
+        if not isinstance(x, tuple | list) or len(x) != len(self.layers):
+            given = f"{type(x).__name__} of length {len(x)}" if isinstance(x, tuple | list) else (
+                type(x).__name__
+            )
+            raise self.error(
+                ShapeError, f"expected a tuple of {len(self.layers)} inputs, given {given}"
+            )
+        return tuple(scope(name, layer, xi) for (name, layer), xi in zip(self.layers, x, strict=True))
+
+
+@dataclasses.dataclass(frozen=True)
+class Residual(Block):
+    """``y = body(x) + shortcut(x)``; ``shortcut`` defaults to the identity.
+
+    Params: ``{"body": ..., "shortcut": ...}`` (the latter only for a layer with params, e.g. a
+    projection). The shapes must match exactly: nothing is broadcast silently.
+    """
+
+    body: LayerLike
+    shortcut: LayerLike | None = None
+
+    def forward(self, scope: Scope, x: Any) -> Any:
+        y = scope("body", self.body, x)
+        skip = x if self.shortcut is None else scope("shortcut", self.shortcut, x)
+        if jax.tree.structure(y) != jax.tree.structure(skip) or any(
+            a.shape != b.shape for a, b in zip(jax.tree.leaves(y), jax.tree.leaves(skip), strict=True)
+        ):
+            shapes = (jax.tree.map(lambda a: a.shape, y), jax.tree.map(lambda a: a.shape, skip))
+            raise self.error(
+                ShapeError,
+                f"body output shape {shapes[0]} differs from shortcut shape {shapes[1]}; "
+                "give a projection shortcut, e.g. Residual(body, shortcut=Dense(n))",
+            )
+        return jax.tree.map(lambda a, b: a + b, y, skip)

@@ -1,0 +1,142 @@
+"""Dense building blocks: ``Dense`` (a.k.a. ``Linear``), ``Flatten``, ``Reshape``."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import KW_ONLY
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from nn_jax.core import Array, Initializer, Layer, Params, PRNGKey, State
+from nn_jax.errors import ConfigError, ShapeError
+
+default_kernel_init: Initializer = jax.nn.initializers.lecun_normal()
+"""LeCun normal, as in Flax; PyTorch's ``nn.Linear`` uses a uniform of the same scale family."""
+
+
+def add_bias(y: Array, b: Array) -> Array:
+    """``y + b`` with ``b`` broadcast explicitly along the trailing axes (no rank promotion)."""
+    return y + b.reshape((1,) * (y.ndim - b.ndim) + b.shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dense(Layer):
+    """Affine map over the last axis: ``y = x @ w + b``.
+
+    Args:
+        features: output size ``F``.
+        use_bias: add ``b``.
+        dtype: computation dtype; ``None`` uses the promoted dtype of input and params.
+        param_dtype: storage dtype of ``w`` and ``b``.
+        w_init, b_init: initializers with the ``(key, shape, dtype)`` signature.
+        precision: passed to ``jax.lax.dot_general``.
+
+    Input ``(..., D)`` -> output ``(..., F)``. Params: ``w: (D, F)``, ``b: (F,)``.
+
+    >>> import jax, jax.numpy as jnp
+    >>> params, _ = Dense(3).init(jax.random.key(0), jnp.zeros((2, 5)))
+    >>> jax.tree.map(jnp.shape, params)
+    {'b': (3,), 'w': (5, 3)}
+    """
+
+    features: int
+    _: KW_ONLY
+    use_bias: bool = True
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    w_init: Initializer = default_kernel_init
+    b_init: Initializer = jax.nn.initializers.zeros
+    precision: Any = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.features, int) or self.features <= 0:
+            raise ConfigError(f"Dense: features must be a positive int, given {self.features!r}")
+
+    def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
+        self.check_rank(x, tuple(range(1, 33)))
+        w_key, b_key = jax.random.split(key)
+        params = {"w": self.w_init(w_key, (x.shape[-1], self.features), self.param_dtype)}
+        if self.use_bias:
+            params["b"] = self.b_init(b_key, (self.features,), self.param_dtype)
+        return params, {}
+
+    def apply(
+        self, params: Params, state: State, x: Any, *, rng: PRNGKey | None = None, train: bool = False
+    ) -> tuple[Array, State]:
+        w = self.param(params, "w")
+        x = jnp.asarray(x)
+        if x.ndim == 0:
+            self.check_rank(x, tuple(range(1, 33)))
+        if w.ndim != 2 or w.shape[1] != self.features:
+            raise self.error(
+                ShapeError, f"parameter 'w' has shape {w.shape}, expected (in, {self.features})"
+            )
+        if x.shape[-1] != w.shape[0]:
+            raise self.error(
+                ShapeError,
+                f"input last axis has size {x.shape[-1]} (input shape {x.shape}), expected "
+                f"{w.shape[0]}, the size this layer was initialized with (w: {w.shape})",
+            )
+        dtype = self.dtype or jnp.result_type(x.dtype, w.dtype)
+        y = jax.lax.dot_general(
+            x.astype(dtype),
+            w.astype(dtype),
+            (((x.ndim - 1,), (0,)), ((), ())),
+            precision=self.precision,
+        )
+        if self.use_bias:
+            y = add_bias(y, self.param(params, "b", (self.features,)).astype(dtype))
+        return y, {}
+
+
+Linear = Dense
+"""PyTorch's name for :class:`Dense`."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Flatten(Layer):
+    """Flatten all axes after the first ``batch_dims``: ``(B, H, W, C) -> (B, H*W*C)``."""
+
+    batch_dims: int = 1
+
+    def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
+        return {}, {}
+
+    def apply(
+        self, params: Params, state: State, x: Any, *, rng: PRNGKey | None = None, train: bool = False
+    ) -> tuple[Array, State]:
+        if jnp.ndim(x) < self.batch_dims:
+            self.check_rank(x, tuple(range(self.batch_dims, 33)))
+        shape = jnp.shape(x)
+        return jnp.reshape(x, (*shape[: self.batch_dims], math.prod(shape[self.batch_dims :]))), {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Reshape(Layer):
+    """Reshape the axes after the first ``batch_dims`` to ``shape`` (``-1`` allowed once)."""
+
+    shape: tuple[int, ...]
+    _: KW_ONLY
+    batch_dims: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(self.shape))
+
+    def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
+        return {}, {}
+
+    def apply(
+        self, params: Params, state: State, x: Any, *, rng: PRNGKey | None = None, train: bool = False
+    ) -> tuple[Array, State]:
+        batch, rest = jnp.shape(x)[: self.batch_dims], jnp.shape(x)[self.batch_dims :]
+        known = math.prod(d for d in self.shape if d != -1)
+        size = math.prod(rest)
+        if (-1 in self.shape and size % known) or (-1 not in self.shape and size != known):
+            raise self.error(
+                ShapeError,
+                f"cannot reshape per-example shape {rest} ({size} elements) to {self.shape}",
+            )
+        return jnp.reshape(x, (*batch, *self.shape)), {}
