@@ -54,9 +54,14 @@ class ApplyFn(Protocol):
 _PATH: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("nn_jax_path", default=())
 
 
+def layer_path() -> str:
+    """The slash-separated path of the layer being traced, e.g. ``encoder/0`` (``""`` at top)."""
+    return "/".join(_PATH.get())
+
+
 def current_path() -> str:
-    """The slash-separated path of the layer being traced, e.g. ``'encoder/0'``; ``<root>`` at top."""
-    path = "/".join(_PATH.get())
+    """:func:`layer_path` quoted for messages, ``<root>`` for the top-level layer."""
+    path = layer_path()
     return f"'{path}'" if path else "<root>"
 
 
@@ -266,7 +271,7 @@ class Scope:
                 self.new_state[name] = s_new
             records = _RECORDER.get()
             if records is not None:
-                records.append((current_path(), layer, y))
+                records.append((layer_path(), layer, y))
         return y
 
     def param(

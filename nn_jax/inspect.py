@@ -1,0 +1,117 @@
+"""Looking inside models and parameter trees: counts, summaries, paths, intermediates."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from nn_jax.core import Lambda, Layer, Params, PRNGKey, State, recording
+
+SEP = "/"
+
+
+def param_count(tree: Any) -> int:
+    """Total number of scalars in a params (or any) pytree."""
+    return sum(math.prod(jnp.shape(leaf)) for leaf in jax.tree.leaves(tree))
+
+
+def flatten_params(tree: Mapping[str, Any], sep: str = SEP) -> dict[str, Any]:
+    """``{"a": {"b": x}}`` -> ``{"a/b": x}``, in sorted path order."""
+    flat: dict[str, Any] = {}
+
+    def visit(node: Any, prefix: str) -> None:
+        if isinstance(node, Mapping):
+            for key in sorted(node):
+                visit(node[key], f"{prefix}{sep}{key}" if prefix else str(key))
+        else:
+            flat[prefix] = node
+
+    visit(tree, "")
+    return flat
+
+
+def unflatten_params(flat: Mapping[str, Any], sep: str = SEP) -> dict[str, Any]:
+    """Inverse of :func:`flatten_params`: ``{"a/b": x}`` -> ``{"a": {"b": x}}``."""
+    tree: dict[str, Any] = {}
+    for path, value in flat.items():
+        *parents, leaf = path.split(sep)
+        node = tree
+        for key in parents:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"path {path!r} goes through a leaf at {key!r}")
+        if leaf in node:
+            raise ValueError(f"path {path!r} appears twice")
+        node[leaf] = value
+    return tree
+
+
+def _subtree(tree: Mapping[str, Any], path: str) -> Any:
+    node: Any = tree
+    for key in path.split(SEP) if path else []:
+        node = node.get(key, {}) if isinstance(node, Mapping) else {}
+    return node
+
+
+def apply_with_intermediates(
+    model: Layer,
+    params: Params,
+    state: State,
+    x: Any,
+    *,
+    rng: PRNGKey | None = None,
+    train: bool = False,
+) -> tuple[Any, State, dict[str, Any]]:
+    """``model.apply`` that also returns every child's output keyed by its layer path.
+
+    Pure and ``jit``-able (the outputs are returned, never stored), e.g. to plot activations.
+    """
+    with recording() as records:
+        y, new_state = model.apply(params, state, x, rng=rng, train=train)
+    return y, new_state, {path: out for path, _, out in records}
+
+
+def _fmt_shape(tree: Any) -> str:
+    shapes = [f"{jnp.dtype(a.dtype).name}{list(a.shape)}" for a in jax.tree.leaves(tree)]
+    return shapes[0] if len(shapes) == 1 else "(" + ", ".join(shapes) + ")"
+
+
+def summary(model: Layer, x: Any, *, key: PRNGKey | None = None, train: bool = False) -> str:
+    """A table of every layer: path, type, output shape, parameter shapes and counts.
+
+    Computed with ``jax.eval_shape``: nothing is run on data. Nested rows repeat the counts of
+    their children; the total counts each parameter once.
+    """
+    key = jax.random.key(0) if key is None else key
+    params, state = jax.eval_shape(model.init, key, x)
+
+    def run(p: Params, s: State, x: Any) -> Any:
+        return model.apply(p, s, x, rng=key, train=train)[0]
+
+    with recording() as records:  # records hold tracers: only their shapes and dtypes are read
+        y = jax.eval_shape(run, params, state, x)
+    seen: set[str] = set()
+    rows = [("(root)", type(model).__name__, _fmt_shape(y), "", str(param_count(params)))]
+    for path, layer, out in records:
+        if path in seen:
+            continue
+        seen.add(path)
+        sub = _subtree(params, path)
+        own = (
+            ", ".join(f"{k}: {list(v.shape)}" for k, v in sub.items() if not isinstance(v, Mapping))
+            if isinstance(sub, Mapping)
+            else ""
+        )
+        kind = repr(layer) if isinstance(layer, Lambda) else type(layer).__name__
+        rows.append((path, kind, _fmt_shape(out), own, str(param_count(sub))))
+    header = ("path", "type", "output", "params", "count")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    line = "  ".join("{:<%d}" % w for w in widths)
+    out_lines = [line.format(*header), line.format(*("-" * w for w in widths))]
+    out_lines += [line.format(*r).rstrip() for r in rows]
+    out_lines.append(f"Total parameters: {param_count(params):,}")
+    return "\n".join(out_lines)

@@ -1,0 +1,124 @@
+"""Classification metrics: fractions of correct predictions, optionally masked.
+
+Each metric computes a per-example 0/1 correctness and averages it with the same masked mean as
+the losses (``sum(mask * correct) / sum(mask)``; a fully masked batch gives 0, not NaN).
+
+Ties are resolved deterministically, toward the **lowest class index** (the rule of
+``jnp.argmax``): with logits ``[1, 1, 0]`` the prediction is class 0, so label 1 counts as wrong
+for ``accuracy`` and as rank 2 for ``top_k_accuracy``. Thresholds are strict: a score exactly
+equal to the threshold is class 0.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from nn_jax.errors import ConfigError
+from nn_jax.losses import _check_class_axis, _check_int_labels, _check_same_shape, _reduce
+
+__all__ = ["accuracy", "binary_accuracy", "top_k_accuracy"]
+
+
+def accuracy(
+    logits_or_probs: ArrayLike,
+    labels: ArrayLike,
+    *,
+    threshold: float = 0.5,
+    mask: ArrayLike | None = None,
+) -> jax.Array:
+    """Fraction of examples whose predicted class equals the integer label.
+
+    With ``C > 1`` columns the prediction is ``argmax`` over the last axis (ties: lowest index).
+    With a single column (``C == 1``) the column is read as a class-1 score: the prediction is
+    ``score > threshold`` (default 0.5, for sigmoid probabilities; pass ``threshold=0.0`` for
+    logits).
+
+    Args:
+      logits_or_probs: scores of shape ``[..., C]``.
+      labels: integer class indices of shape ``[...]``.
+      threshold: used only when ``C == 1``.
+      mask: optional mask/weights of shape ``[...]``.
+
+    Returns:
+      A scalar in ``[0, 1]``.
+
+    Builds on: ``jnp.argmax``.
+    """
+    name = "accuracy"
+    scores, labels = jnp.asarray(logits_or_probs), jnp.asarray(labels)
+    _check_class_axis(name, scores)
+    _check_int_labels(name, scores, labels)
+    if scores.shape[-1] == 1:
+        predicted = (scores[..., 0] > threshold).astype(labels.dtype)
+    else:
+        predicted = jnp.argmax(scores, axis=-1)
+    correct = (predicted == labels).astype(jnp.result_type(float))
+    return _reduce(correct, "mean", mask, name)
+
+
+def top_k_accuracy(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    k: int,
+    *,
+    mask: ArrayLike | None = None,
+) -> jax.Array:
+    """Fraction of examples whose label is among the ``k`` highest-scoring classes.
+
+    The label's rank is the number of classes scoring strictly higher, plus those scoring the
+    same with a lower index (ties: lowest index first, so ``k=1`` agrees with :func:`accuracy`);
+    the example is correct when that rank is ``< k``.
+
+    Args:
+      logits: scores of shape ``[..., C]``.
+      labels: integer class indices in ``[0, C)`` of shape ``[...]``.
+      k: a positive Python int (``k >= C`` makes every example correct).
+      mask: optional mask/weights of shape ``[...]``.
+
+    Returns:
+      A scalar in ``[0, 1]``.
+
+    Builds on: ``jnp.take_along_axis`` (a rank count, no sort).
+    """
+    name = "top_k_accuracy"
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ConfigError(f"{name}: k must be a positive int; got {k!r}")
+    logits, labels = jnp.asarray(logits), jnp.asarray(labels)
+    _check_class_axis(name, logits)
+    _check_int_labels(name, logits, labels)
+    label_score = jnp.take_along_axis(logits, labels[..., None], axis=-1)
+    index = jnp.arange(logits.shape[-1])
+    ahead = (logits > label_score) | ((logits == label_score) & (index < labels[..., None]))
+    correct = (jnp.sum(ahead, axis=-1) < k).astype(jnp.result_type(float))
+    return _reduce(correct, "mean", mask, name)
+
+
+def binary_accuracy(
+    probs_or_logits: ArrayLike,
+    targets: ArrayLike,
+    *,
+    threshold: float = 0.5,
+    mask: ArrayLike | None = None,
+) -> jax.Array:
+    """Fraction of elements where ``score > threshold`` agrees with the 0/1 target.
+
+    Args:
+      probs_or_logits: scores of any shape ``[...]``; use ``threshold=0.5`` for probabilities
+        (the default) and ``threshold=0.0`` for logits.
+      targets: 0/1 (bool, int or float) targets, the same shape; a float target counts as 1 when
+        it is ``> 0.5``.
+      threshold: the decision threshold (strict: ``score == threshold`` predicts 0).
+      mask: optional mask/weights of the same shape.
+
+    Returns:
+      A scalar in ``[0, 1]``.
+
+    Builds on: plain ``jnp`` comparisons.
+    """
+    name = "binary_accuracy"
+    scores, targets = jnp.asarray(probs_or_logits), jnp.asarray(targets)
+    _check_same_shape(name, "probs_or_logits", scores, "targets", targets)
+    correct = ((scores > threshold) == (targets > 0.5)).astype(jnp.result_type(float))
+    return _reduce(correct, "mean", mask, name)

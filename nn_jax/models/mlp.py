@@ -1,0 +1,73 @@
+"""Dense models: the seed's ``SimpleNetwork`` and a generic ``MLP``."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+from nn_jax.activations import get_activation
+from nn_jax.combinators import Sequential
+from nn_jax.core import Block, Scope
+from nn_jax.dense import Dense
+from nn_jax.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class SimpleNetwork(Block):
+    """The seed's network: ``10 -> 32 -> 16 -> 1`` with ReLU, ReLU and a sigmoid output.
+
+    Params mirror the seed's PyTorch ``state_dict`` (``layers.0.weight`` is
+    ``params["layers"]["0"]["w"]``, transposed)::
+
+        {"layers": {"0": {"w": (10, 32), "b": (32,)},
+                    "2": {"w": (32, 16), "b": (16,)},
+                    "4": {"w": (16, 1), "b": (1,)}}}
+
+    Train it with ``losses.binary_cross_entropy`` (PyTorch's ``nn.BCELoss``) and
+    ``optax.adam(0.01)``.
+    """
+
+    def forward(self, scope: Scope, x: Any) -> Any:
+        layers = Sequential(
+            Dense(32), jax.nn.relu, Dense(16), jax.nn.relu, Dense(1), jax.nn.sigmoid
+        )
+        return scope("layers", layers, x)
+
+
+@dataclasses.dataclass(frozen=True)
+class MLP(Block):
+    """A multi-layer perceptron: ``Dense(widths[0])``, activation, ..., ``Dense(widths[-1])``.
+
+    Args:
+        widths: output sizes of each Dense layer; the last is the model's output size.
+        activation: between layers (a callable or a name such as ``"relu"``).
+        final_activation: after the last layer (``None``: logits).
+
+    Params: ``{"dense_0": {"w", "b"}, ..., "dense_{n-1}": {...}}``.
+    """
+
+    widths: tuple[int, ...]
+    activation: Callable[[Any], Any] | str = "relu"
+    final_activation: Callable[[Any], Any] | str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "widths", tuple(self.widths))
+        if not self.widths or any(not isinstance(w, int) or w <= 0 for w in self.widths):
+            raise ConfigError(f"MLP: widths must be positive ints, given {self.widths!r}")
+        get_activation(self.activation)
+        if self.final_activation is not None:
+            get_activation(self.final_activation)
+
+    def forward(self, scope: Scope, x: Any) -> Any:
+        act = get_activation(self.activation)
+        last = len(self.widths) - 1
+        for i, width in enumerate(self.widths):
+            x = scope(f"dense_{i}", Dense(width), x)
+            if i < last:
+                x = act(x)
+        if self.final_activation is not None:
+            x = get_activation(self.final_activation)(x)
+        return x

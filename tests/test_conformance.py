@@ -1,0 +1,186 @@
+"""Every registered layer through the same checks (the registry is tests/cases/).
+
+init from a ShapeDtypeStruct == init from an array; eval_shape == real output; jit == eager;
+vmap == loop; float64 gradients vs central finite differences; a train step compiles once;
+NumPy inputs accepted; every public layer is registered.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import nn_jax
+from nn_jax.core import Layer
+from nn_jax.train import TrainState, make_stateful_train_step
+from tests.cases import Case, all_cases
+
+CASES = all_cases()
+KEY = jax.random.key(0)
+
+
+def _input(case: Case, dtype=jnp.float32, seed: int = 0):
+    raw = case.make_input(np.random.default_rng(seed))
+    return jax.tree.map(
+        lambda a: np.asarray(a, dtype) if np.issubdtype(np.asarray(a).dtype, np.floating) else a,
+        raw,
+    )
+
+
+def _apply(case: Case, params, state, x):
+    rng = jax.random.key(1) if case.rng else None
+    return case.layer.apply(params, state, x, rng=rng, train=case.train)
+
+
+def _floats(tree):
+    return [a for a in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(a), jnp.floating)]
+
+
+def _scalar_loss(y):
+    """A smooth scalar of all float outputs with fixed, non-uniform weights."""
+    total = 0.0
+    for i, a in enumerate(_floats(y)):
+        w = jnp.cos(jnp.arange(a.size, dtype=a.dtype) * 0.37 + i).reshape(a.shape)
+        total = total + jnp.sum(jnp.sin(a) * w)
+    return total
+
+
+def _assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64), rtol, atol)
+
+
+@pytest.fixture(params=CASES, ids=[c.id for c in CASES], scope="module")
+def case(request):
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def initialized(case):
+    x = _input(case)
+    params, state = case.layer.init(KEY, x)
+    return x, params, state
+
+
+def test_layer_is_hashable_and_comparable(case):
+    assert hash(case.layer) == hash(copy.copy(case.layer))
+    assert case.layer == copy.copy(case.layer)
+
+
+def test_init_from_shape_struct_is_identical(case, initialized):
+    x, params, state = initialized
+    structs = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype), x)
+    params2, state2 = case.layer.init(KEY, structs)
+    assert jax.tree.structure(params) == jax.tree.structure(params2)
+    for a, b in zip(jax.tree.leaves((params, state)), jax.tree.leaves((params2, state2)), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_eval_shape_matches_output(case, initialized):
+    x, params, state = initialized
+    predicted = jax.eval_shape(lambda p, s, x: _apply(case, p, s, x), params, state, x)
+    actual = _apply(case, params, state, x)
+    assert jax.tree.structure(predicted) == jax.tree.structure(actual)
+    for p, a in zip(jax.tree.leaves(predicted), jax.tree.leaves(actual), strict=True):
+        assert (p.shape, p.dtype) == (a.shape, a.dtype)
+
+
+def test_jit_equals_eager(case, initialized):
+    x, params, state = initialized
+    eager = _apply(case, params, state, x)
+    jitted = jax.jit(lambda p, s, x: _apply(case, p, s, x))(params, state, x)
+    _assert_trees_close(eager, jitted)
+
+
+def test_numpy_and_jax_inputs_agree(case, initialized):
+    x, params, state = initialized
+    _assert_trees_close(
+        _apply(case, params, state, x), _apply(case, params, state, jax.tree.map(jnp.asarray, x))
+    )
+
+
+def test_vmap_equals_loop(case, initialized):
+    if not case.vmap:
+        pytest.skip("layer couples examples across the mapped axis")
+    _, params, state = initialized
+    xs = [_input(case, seed=s) for s in (1, 2, 3)]
+    stacked = jax.tree.map(lambda *a: np.stack(a), *xs)
+    mapped = jax.vmap(lambda x: _apply(case, params, state, x))(stacked)
+    looped = [_apply(case, params, state, x) for x in xs]
+    _assert_trees_close(mapped, jax.tree.map(lambda *a: jnp.stack(a), *looped))
+
+
+def _directional_fd_check(f, point, rtol, seed=0):
+    """Compare grad(f)·v with a central difference along 3 random directions v (float64)."""
+    g = jax.grad(f)(point)
+    rng = np.random.default_rng(seed)
+    for _ in range(3):
+        v = jax.tree.map(lambda a: rng.standard_normal(np.shape(a)), point)
+        analytic = sum(np.vdot(np.asarray(a), b) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(v), strict=True))
+        eps = 1e-6
+        plus = f(jax.tree.map(lambda a, d: a + eps * d, point, v))
+        minus = f(jax.tree.map(lambda a, d: a - eps * d, point, v))
+        numeric = (float(plus) - float(minus)) / (2 * eps)
+        assert abs(analytic - numeric) <= rtol * max(abs(analytic), abs(numeric), 1.0), (
+            analytic,
+            numeric,
+        )
+
+
+def test_float64_gradients_match_finite_differences(case):
+    if not case.smooth:
+        pytest.skip("not differentiable at generic points")
+    with jax.enable_x64(True):
+        x = _input(case, jnp.float64)
+        params, state = case.layer.init(KEY, x)
+        params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a, params)
+        if _floats(params):
+            _directional_fd_check(
+                jax.jit(lambda p: _scalar_loss(_apply(case, p, state, x)[0])), params, case.fd_rtol
+            )
+        if case.grad_input and _floats(x):
+            _directional_fd_check(
+                jax.jit(lambda x: _scalar_loss(_apply(case, params, state, x)[0])),
+                jax.tree.map(jnp.asarray, x),
+                case.fd_rtol,
+                seed=1,
+            )
+
+
+def test_train_step_compiles_once(case, initialized):
+    x, params, _ = initialized
+    if not _floats(params):
+        pytest.skip("no parameters to train")
+    optimizer = optax.sgd(1e-3)
+    ts = TrainState.create(case.layer, optimizer, KEY, x)
+    step = make_stateful_train_step(case.layer, lambda y, _: _scalar_loss(y), optimizer)
+    ts, loss1 = step(ts, (x, None))
+    ts, loss2 = step(ts, (x, None))
+    assert np.isfinite(float(loss1)) and np.isfinite(float(loss2))
+    assert step._cache_size() == 1
+
+
+def test_every_public_layer_is_registered():
+    public = {
+        obj
+        for name in nn_jax.__all__
+        for obj in [getattr(nn_jax, name)]
+        if inspect.isclass(obj) and issubclass(obj, Layer) and not inspect.isabstract(obj)
+    }
+    for module in [nn_jax.models]:
+        public |= {
+            obj
+            for name in module.__all__
+            for obj in [getattr(module, name)]
+            if inspect.isclass(obj) and issubclass(obj, Layer)
+        }
+    covered = {type(c.layer) for c in CASES}
+    missing = sorted(cls.__name__ for cls in public - covered)
+    assert not missing, f"layers without a conformance case in tests/cases/: {missing}"
