@@ -267,7 +267,7 @@ class Scope:
             p = (self.new_params if self.initializing else self._params).get(name, {})
             s = self.new_state.get(name, {})
             y, s_new = layer.apply(p, s, x, rng=self._child_rng(name), train=self.train, **kwargs)
-            if s_new:
+            if s_new and not self.initializing:  # init returns the initial state, not one step on
                 self.new_state[name] = s_new
             records = _RECORDER.get()
             if records is not None:
