@@ -20,7 +20,8 @@ JAX's conventions are kept exactly:
 - ``glorot_*`` (``xavier_*``): variance ``2 / (fan_in + fan_out)``; ``he_*`` (``kaiming_*``):
   ``2 / fan_in``; ``lecun_*``: ``1 / fan_in``. ``*_normal`` variants use a truncated normal.
 - ``orthogonal(scale=1.0, column_axis=-1)``: orthonormal rows or columns, whichever side is
-  smaller, times ``scale``.
+  smaller, times ``scale``. On CPU it cannot draw ``bfloat16`` (no bfloat16 QR in LAPACK: JAX
+  raises ``NotImplementedError``); draw in float32 and cast.
 
 ``Initializer`` is JAX's protocol type for annotating such functions.
 """

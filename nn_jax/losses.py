@@ -46,9 +46,7 @@ __all__ = [
 ]
 
 
-def _reduce(
-    loss: jax.Array, reduction: str, mask: ArrayLike | None, fn_name: str
-) -> jax.Array:
+def _reduce(loss: jax.Array, reduction: str, mask: ArrayLike | None, fn_name: str) -> jax.Array:
     """Reduce a per-element ``loss`` (masked/weighted) as described in the module docstring."""
     if reduction not in _REDUCTIONS:
         raise ConfigError(
@@ -78,9 +76,7 @@ def _reduce(
     return total / jnp.where(count > 0, count, jnp.ones_like(count))
 
 
-def _check_same_shape(
-    fn_name: str, a_name: str, a: jax.Array, b_name: str, b: jax.Array
-) -> None:
+def _check_same_shape(fn_name: str, a_name: str, a: jax.Array, b_name: str, b: jax.Array) -> None:
     if a.shape != b.shape:
         raise ShapeError(
             f"{fn_name}: {a_name} shape {a.shape} and {b_name} shape {b.shape} differ; "

@@ -89,7 +89,7 @@ def top_k_accuracy(
     _check_class_axis(name, logits)
     _check_int_labels(name, logits, labels)
     label_score = jnp.take_along_axis(logits, labels[..., None], axis=-1)
-    index = jnp.arange(logits.shape[-1])
+    index = jax.lax.broadcasted_iota(labels.dtype, logits.shape, logits.ndim - 1)
     ahead = (logits > label_score) | ((logits == label_score) & (index < labels[..., None]))
     correct = (jnp.sum(ahead, axis=-1) < k).astype(jnp.result_type(float))
     return _reduce(correct, "mean", mask, name)

@@ -12,8 +12,9 @@ from nn_jax import initializers as I
 KEY = jax.random.key(0)
 
 
-def _draw(init, shape, dtype=jnp.float32, key=KEY):
-    return np.asarray(init(key, shape, dtype), dtype=np.float64)
+def _draw(init, shape, dtype=jnp.float32):
+    # Eager on purpose: op-by-op compilations are cached across tests that share shapes.
+    return np.asarray(init(KEY, shape, dtype), dtype=np.float64)
 
 
 def _std_truncnorm_var(a, b):
@@ -68,11 +69,12 @@ def test_truncated_normal_default_bounds_are_two_stddevs():
 
 
 # (factory, shape, expected variance from the fans, is_uniform). For a 2-D kernel (in, out):
-# fan_in = in, fan_out = out. Rectangular shapes catch fan_in/fan_out mix-ups.
+# fan_in = in, fan_out = out. Rectangular shapes catch fan_in/fan_out mix-ups; few distinct shapes
+# keep compilation (per shape) cheap.
 FAN_CASES = {
     "glorot_uniform": (I.glorot_uniform, (512, 512), 2 / (512 + 512), True),
     "glorot_normal": (I.glorot_normal, (512, 512), 2 / (512 + 512), False),
-    "glorot_uniform_rect": (I.glorot_uniform, (128, 2048), 2 / (128 + 2048), True),
+    "glorot_uniform_rect": (I.glorot_uniform, (256, 1024), 2 / (256 + 1024), True),
     "xavier_uniform": (I.xavier_uniform, (512, 512), 2 / 1024, True),
     "xavier_normal": (I.xavier_normal, (512, 512), 2 / 1024, False),
     "he_uniform": (I.he_uniform, (256, 1024), 2 / 256, True),
@@ -82,8 +84,18 @@ FAN_CASES = {
     "lecun_uniform": (I.lecun_uniform, (256, 1024), 1 / 256, True),
     "lecun_normal": (I.lecun_normal, (256, 1024), 1 / 256, False),
     "he_normal_conv": (I.he_normal, (3, 3, 32, 256), 2 / (3 * 3 * 32), False),
-    "vs_fan_out_uniform": (lambda: I.variance_scaling(3.0, "fan_out", "uniform"), (1024, 256), 3 / 256, True),
-    "vs_fan_avg_normal": (lambda: I.variance_scaling(0.5, "fan_avg", "normal"), (256, 1024), 0.5 / 640, False),
+    "vs_fan_out_uniform": (
+        lambda: I.variance_scaling(3.0, "fan_out", "uniform"),
+        (256, 1024),
+        3 / 1024,
+        True,
+    ),
+    "vs_fan_avg_normal": (
+        lambda: I.variance_scaling(0.5, "fan_avg", "normal"),
+        (256, 1024),
+        0.5 / 640,
+        False,
+    ),
 }
 
 
@@ -118,10 +130,10 @@ def test_orthogonal(shape, scale):
     np.testing.assert_allclose(gram, scale**2 * np.eye(min(rows, cols)), atol=1e-5)
 
 
-# he_* and lecun_* share glorot_*'s code path (variance_scaling), so they are not repeated here.
+# ones, he_*, lecun_* and variance_scaling share the code paths of zeros and glorot_* (JAX's
+# variance_scaling), so they are not repeated here.
 ALL_FACTORIES = {
     "zeros": lambda: I.zeros,
-    "ones": lambda: I.ones,
     "constant": lambda: I.constant(0.5),
     "normal": I.normal,
     "truncated_normal": I.truncated_normal,
@@ -129,21 +141,33 @@ ALL_FACTORIES = {
     "glorot_uniform": I.glorot_uniform,
     "glorot_normal": I.glorot_normal,
     "orthogonal": I.orthogonal,
-    "variance_scaling": lambda: I.variance_scaling(1.0, "fan_in", "truncated_normal"),
 }
 
 
 @pytest.mark.parametrize("name", sorted(ALL_FACTORIES))
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float64"])
 def test_dtype_respected(name, dtype):
-    if name == "orthogonal" and dtype == "bfloat16" and jax.default_backend() == "cpu":
-        # Known JAX limitation: the QR behind orthogonal has no bfloat16 LAPACK kernel on CPU.
-        with pytest.raises(NotImplementedError, match="bfloat16"):
-            I.orthogonal()(KEY, (8, 6), jnp.bfloat16)
-        return
+    # Abstract evaluation gives the exact output dtype and shape without compiling 24 programs.
     init = ALL_FACTORIES[name]()
     with jax.enable_x64(dtype == "float64"):
-        x = init(KEY, (8, 6), jnp.dtype(dtype))
+        out = jax.eval_shape(lambda key: init(key, (8, 6), jnp.dtype(dtype)), KEY)
+    assert out.dtype == jnp.dtype(dtype)
+    assert out.shape == (8, 6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float64"])
+def test_concrete_draw_in_each_dtype(dtype):
+    with jax.enable_x64(dtype == "float64"):
+        x = I.glorot_normal()(KEY, (64, 64), jnp.dtype(dtype))
         assert x.dtype == jnp.dtype(dtype)
-        assert x.shape == (8, 6)
-        assert np.isfinite(np.asarray(x, np.float32)).all()
+        x = np.asarray(x, np.float64)
+    assert np.isfinite(x).all()
+    assert x.var() == pytest.approx(2 / 128, rel=0.15)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="CPU-only limitation")
+def test_orthogonal_bfloat16_unsupported_on_cpu():
+    # Known JAX limitation (pinned so we notice when it is lifted): the QR behind orthogonal has
+    # no bfloat16 LAPACK kernel on CPU. Draw in float32 and cast instead.
+    with pytest.raises(NotImplementedError, match="bfloat16"):
+        I.orthogonal()(KEY, (8, 6), jnp.bfloat16)

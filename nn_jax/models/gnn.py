@@ -1,0 +1,127 @@
+"""Graph models: a node classifier (``GCN``) and a graph classifier (``GraphClassifier``).
+
+Both take a :class:`~nn_jax.graph.GraphBatch` (see :func:`~nn_jax.graph.batch_graphs`).
+
+>>> import jax, numpy as np
+>>> from nn_jax.graph import Graph, batch_graphs
+>>> g = batch_graphs([Graph(np.ones((3, 5)), np.array([0, 1]), np.array([1, 2]))], max_nodes=4)
+>>> model = GCN((16, 2))
+>>> params, _ = model.init(jax.random.key(0), g)
+>>> jax.tree.map(np.shape, params)
+{'conv_0': {'b': (16,), 'w': (5, 16)}, 'conv_1': {'b': (2,), 'w': (16, 2)}}
+>>> model(params, g).shape
+(4, 2)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import KW_ONLY
+from typing import Any
+
+from nn_jax.activations import get_activation
+from nn_jax.core import Array, Block, Layer, Scope
+from nn_jax.dense import Dense
+from nn_jax.errors import ConfigError
+from nn_jax.graph import GCNConv, GraphBatch, GraphPool
+
+__all__ = ["GCN", "GraphClassifier"]
+
+
+def _check_widths(cls: str, widths: tuple[int, ...]) -> None:
+    if not widths or any(not isinstance(w, int) or w <= 0 for w in widths):
+        raise ConfigError(
+            f"{cls}: widths must be a non-empty tuple of positive ints, given {widths!r}"
+        )
+
+
+def _convolve(
+    scope: Scope,
+    g: GraphBatch,
+    widths: tuple[int, ...],
+    conv: Callable[[int], Layer],
+    activation: Callable[[Array], Array],
+    activate_last: bool,
+) -> Array:
+    """Run ``conv(width)`` layers ``conv_0, conv_1, ...``; the activation between them."""
+    h = None
+    for i, width in enumerate(widths):
+        # conv_0 gets the input as given: a wrong input fails there, with the layer's error.
+        h = scope(f"conv_{i}", conv(width), g if i == 0 else g._replace(nodes=h))
+        if activate_last or i < len(widths) - 1:
+            h = activation(h)
+    return h
+
+
+@dataclasses.dataclass(frozen=True)
+class GCN(Block):
+    """A graph convolutional network for node classification (Kipf & Welling, 2017).
+
+    ``GCNConv(widths[0])``, activation, ..., ``GCNConv(widths[-1])``: the last width is the number
+    of classes and the output is per-node logits. ``GCN((16, C))`` is the paper's two-layer model.
+
+    Args:
+        widths: output sizes of the graph convolutions.
+        activation: between them (a callable or a name such as ``"relu"``).
+
+    Input: a :class:`~nn_jax.graph.GraphBatch` with ``nodes (N, F)``. Output ``(N, widths[-1])``
+    (0 on padding nodes). Params: ``{"conv_0": {"w": (F, widths[0]), "b": (widths[0],)}, ...}``.
+    """
+
+    widths: tuple[int, ...]
+    _: KW_ONLY
+    activation: Callable[[Any], Any] | str = "relu"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "widths", tuple(self.widths))
+        _check_widths("GCN", self.widths)
+        get_activation(self.activation)
+
+    def forward(self, scope: Scope, x: Any) -> Array:
+        act = get_activation(self.activation)
+        return _convolve(scope, x, self.widths, GCNConv, act, activate_last=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphClassifier(Block):
+    """Graph classification: graph convolutions, a readout per graph, a linear head.
+
+    ``conv(widths[0])``, activation, ..., ``conv(widths[-1])``, activation, then
+    ``GraphPool(readout)`` and ``Dense(num_classes)``.
+
+    Args:
+        widths: output sizes of the graph convolutions.
+        num_classes: output size (logits).
+        conv: builds a graph layer from a width, e.g. ``GCNConv`` (default), ``SAGEConv``,
+            ``GATConv`` or ``functools.partial(GATConv, heads=4)``.
+        readout: ``"sum"``, ``"mean"`` or ``"max"`` over each graph's nodes.
+        activation: after each convolution (a callable or a name).
+
+    Input: a :class:`~nn_jax.graph.GraphBatch` with ``nodes (N, F)`` and ``G`` graph slots.
+    Output ``(G, num_classes)`` logits (padding graph slots give the head's bias: mask them in
+    the loss with ``graph_mask``). Params: ``{"conv_0": ..., ..., "head": {"w", "b"}}``.
+    """
+
+    widths: tuple[int, ...]
+    num_classes: int
+    _: KW_ONLY
+    conv: Callable[[int], Layer] = GCNConv
+    readout: str = "mean"
+    activation: Callable[[Any], Any] | str = "relu"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "widths", tuple(self.widths))
+        _check_widths("GraphClassifier", self.widths)
+        if not isinstance(self.num_classes, int) or self.num_classes <= 0:
+            raise ConfigError(
+                f"GraphClassifier: num_classes must be a positive int, given {self.num_classes!r}"
+            )
+        GraphPool(self.readout)
+        get_activation(self.activation)
+
+    def forward(self, scope: Scope, x: Any) -> Array:
+        act = get_activation(self.activation)
+        h = _convolve(scope, x, self.widths, self.conv, act, activate_last=True)
+        pooled = scope("readout", GraphPool(self.readout), x._replace(nodes=h))
+        return scope("head", Dense(self.num_classes), pooled)
