@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 import optax
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from nn_jax.core import Array, Layer, Params, PRNGKey, State
 from nn_jax.data import batches
