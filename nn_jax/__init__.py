@@ -23,6 +23,7 @@ from nn_jax.activations import (
     tanh,
 )
 from nn_jax.combinators import Branch, Parallel, Residual, Sequential
+from nn_jax.conv import Conv, ConvTranspose
 from nn_jax.core import (
     ApplyFn,
     Block,
@@ -35,7 +36,19 @@ from nn_jax.core import (
     as_layer,
 )
 from nn_jax.dense import Dense, Flatten, Linear, Reshape
+from nn_jax.embedding import Embedding
 from nn_jax.errors import ConfigError, NNJaxError, ParamsError, RngError, ShapeError
+from nn_jax.graph import (
+    GATConv,
+    GCNConv,
+    Graph,
+    GraphBatch,
+    GraphPool,
+    GraphSAGE,
+    MessagePassing,
+    SAGEConv,
+    batch_graphs,
+)
 from nn_jax.inspect import (
     apply_with_intermediates,
     flatten_params,
@@ -43,6 +56,11 @@ from nn_jax.inspect import (
     summary,
     unflatten_params,
 )
+from nn_jax.normalization import BatchNorm, GroupNorm, InstanceNorm, LayerNorm, RMSNorm
+from nn_jax.pooling import AdaptiveAvgPool, AvgPool, GlobalAvgPool, GlobalMaxPool, MaxPool
+from nn_jax.regularization import Dropout, DropPath, SpatialDropout
+from nn_jax.resize import Upsample
+from nn_jax.segment import segment_count, segment_max, segment_mean, segment_softmax, segment_sum
 from nn_jax.train import (
     History,
     TrainState,
@@ -55,32 +73,58 @@ from nn_jax.train import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaptiveAvgPool",
     "ApplyFn",
+    "AvgPool",
+    "BatchNorm",
     "Block",
     "Branch",
     "ConfigError",
+    "Conv",
+    "ConvTranspose",
     "Dense",
+    "DropPath",
+    "Dropout",
+    "Embedding",
     "Flatten",
+    "GATConv",
+    "GCNConv",
+    "GlobalAvgPool",
+    "GlobalMaxPool",
+    "Graph",
+    "GraphBatch",
+    "GraphPool",
+    "GraphSAGE",
+    "GroupNorm",
     "History",
     "InitFn",
+    "InstanceNorm",
     "Lambda",
     "Layer",
+    "LayerNorm",
     "Linear",
+    "MaxPool",
+    "MessagePassing",
     "NNJaxError",
     "Parallel",
     "Params",
     "ParamsError",
+    "RMSNorm",
     "Reshape",
     "Residual",
     "RngError",
+    "SAGEConv",
     "Scope",
     "Sequential",
     "ShapeError",
+    "SpatialDropout",
     "State",
     "TrainState",
+    "Upsample",
     "activations",
     "apply_with_intermediates",
     "as_layer",
+    "batch_graphs",
     "data",
     "elu",
     "fit",
@@ -99,6 +143,11 @@ __all__ = [
     "models",
     "param_count",
     "relu",
+    "segment_count",
+    "segment_max",
+    "segment_mean",
+    "segment_softmax",
+    "segment_sum",
     "selu",
     "sigmoid",
     "silu",

@@ -1,5 +1,30 @@
 """The model zoo: ready models built from nn_jax layers."""
 
+from nn_jax.models.autoencoder import (
+    VAE,
+    Autoencoder,
+    ConvAutoencoder,
+    VAEOutput,
+    elbo_loss,
+    gaussian_kl,
+)
+from nn_jax.models.cnn import BasicBlock, LeNet, ResNet, UNet
+from nn_jax.models.gnn import GCN, GraphClassifier
 from nn_jax.models.mlp import MLP, SimpleNetwork
 
-__all__ = ["MLP", "SimpleNetwork"]
+__all__ = [
+    "GCN",
+    "MLP",
+    "VAE",
+    "Autoencoder",
+    "BasicBlock",
+    "ConvAutoencoder",
+    "GraphClassifier",
+    "LeNet",
+    "ResNet",
+    "SimpleNetwork",
+    "UNet",
+    "VAEOutput",
+    "elbo_loss",
+    "gaussian_kl",
+]

@@ -1,0 +1,385 @@
+"""Convolutions over 1-D, 2-D and 3-D inputs: ``Conv`` and its adjoint ``ConvTranspose``.
+
+One implementation serves every spatial rank: the rank is ``len(kernel_size)``. Both lower to a
+single ``jax.lax.conv_general_dilated``.
+
+Layout. Inputs are channels-last by default, ``(*batch, *spatial, C)``: NWC, NHWC, NDHWC. Any
+number of leading batch axes is accepted (none for one example). To feed channels-first data
+(PyTorch's NCHW) pass ``data_format="channels_first"``: inputs and outputs are then
+``(*batch, C, *spatial)``; the kernel layout does not change.
+
+Kernel layout. ``Conv``'s kernel is ``(*kernel_size, C_in // groups, features)``: WIO, HWIO,
+DHWIO (TensorFlow/Flax order). ``ConvTranspose``'s kernel is the kernel of the ``Conv`` it is the
+transpose of: ``(*kernel_size, features // groups, C_in)``.
+
+Padding. ``"SAME"`` (``ceil(n / stride)`` outputs, the extra padding at the end), ``"VALID"`` (no
+padding), ``"CAUSAL"`` (1-D only: ``dilation * (k - 1)`` zeros at the start, so output ``t``
+sees inputs ``<= t * stride``), an int, or one int or ``(lo, hi)`` pair per spatial axis.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import functools
+from dataclasses import KW_ONLY
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from nn_jax import _spatial as sp
+from nn_jax.core import Array, Initializer, Layer, Params, PRNGKey, State
+from nn_jax.dense import default_kernel_init
+from nn_jax.errors import ConfigError, ShapeError
+
+__all__ = ["Conv", "ConvTranspose"]
+
+transpose_kernel_init: Initializer = jax.nn.initializers.lecun_normal(in_axis=-1, out_axis=-2)
+"""LeCun normal for `ConvTranspose` kernels `(*k, F // groups, C_in)`: fan-in `prod(k) C_in`."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _ConvBase(Layer):
+    """Options shared by :class:`Conv` and :class:`ConvTranspose` (validated and normalized)."""
+
+    features: int
+    kernel_size: tuple[int, ...]
+    _: KW_ONLY
+    strides: int | tuple[int, ...] = 1
+    padding: Any = "SAME"
+    kernel_dilation: int | tuple[int, ...] = 1
+    feature_group_count: int = 1
+    use_bias: bool = True
+    data_format: str = "channels_last"
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    w_init: Initializer = default_kernel_init
+    b_init: Initializer = jax.nn.initializers.zeros
+    precision: Any = None
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        if not sp.is_int(self.features) or self.features <= 0:
+            raise ConfigError(f"{name}: features must be a positive int, given {self.features!r}")
+        kernel = sp.window_tuple(name, "kernel_size", self.kernel_size)
+        n = len(kernel)
+        object.__setattr__(self, "kernel_size", kernel)
+        object.__setattr__(self, "strides", sp.int_tuple(name, "strides", self.strides, n))
+        object.__setattr__(
+            self, "kernel_dilation", sp.int_tuple(name, "kernel_dilation", self.kernel_dilation, n)
+        )
+        object.__setattr__(self, "padding", sp.normalize_padding(name, self.padding, n))
+        groups = self.feature_group_count
+        if not sp.is_int(groups) or groups <= 0 or self.features % groups:
+            raise ConfigError(
+                f"{name}: feature_group_count must be a positive int dividing features="
+                f"{self.features}, given {groups!r}"
+            )
+        sp.check_format(name, self.data_format)
+
+    @property
+    def ndim(self) -> int:
+        """Number of spatial axes (1, 2 or 3)."""
+        return len(self.kernel_size)
+
+    def _channels(self, x: Array) -> int:
+        sp.check_spatial_rank(self, x, self.ndim, self.data_format)
+        return x.shape[sp.channel_axis(x.ndim, self.ndim, self.data_format)]
+
+    def _dilated_kernel(self) -> tuple[int, ...]:
+        """The kernel's extent ``d * (k - 1) + 1`` per spatial axis."""
+        return tuple(map(sp.dilate, self.kernel_size, self.kernel_dilation))
+
+    def _spatial_sizes(self, x: Array) -> tuple[int, ...]:
+        return tuple(x.shape[a] for a in sp.spatial_axes(x.ndim, self.ndim, self.data_format))
+
+    @abc.abstractmethod
+    def _kernel_shape(self, channels: int) -> tuple[int, ...]:
+        """The kernel's shape for inputs with ``channels`` channels."""
+
+    def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
+        channels = self._channels(x)
+        groups = self.feature_group_count
+        if channels % groups:
+            raise self.error(
+                ShapeError,
+                f"input channels {channels} must be divisible by feature_group_count={groups}",
+            )
+        w_key, b_key = jax.random.split(key)
+        params = {"w": self.w_init(w_key, self._kernel_shape(channels), self.param_dtype)}
+        if self.use_bias:
+            params["b"] = self.b_init(b_key, (self.features,), self.param_dtype)
+        return params, {}
+
+    def _check_kernel(self, w: Array, expected: tuple[int | str, ...]) -> None:
+        """``w`` must have shape ``expected`` (string entries match any size)."""
+        if w.ndim != len(expected) or any(
+            isinstance(e, int) and e != d for e, d in zip(expected, w.shape, strict=True)
+        ):
+            shown = "(" + ", ".join(map(str, expected)) + ")"
+            raise self.error(
+                ShapeError, f"parameter 'w' has shape {tuple(w.shape)}, expected {shown}"
+            )
+
+    def _check_channels(self, given: int, expected: int, x: Array, w: Array) -> None:
+        if given != expected:
+            raise self.error(
+                ShapeError,
+                f"input has {given} channels (input shape {tuple(x.shape)}, "
+                f"{self.data_format}), expected {expected}, the channel count this layer was "
+                f"initialized with (w: {tuple(w.shape)}, feature_group_count="
+                f"{self.feature_group_count})",
+            )
+
+    def _conv(
+        self,
+        x: Array,
+        w: Array,
+        pads: tuple[tuple[int, int], ...],
+        lhs_dilation: tuple[int, ...] | None = None,
+    ) -> Array:
+        """``conv_general_dilated`` of a ``(B, ...)`` input with this layer's options."""
+        io = sp.layout(self.ndim, "channels_last")[1:-1] + "IO"
+        out_layout = sp.layout(self.ndim, self.data_format)
+        return jax.lax.conv_general_dilated(
+            x,
+            w,
+            window_strides=self.strides,
+            padding=pads,
+            lhs_dilation=lhs_dilation,
+            rhs_dilation=self.kernel_dilation,
+            dimension_numbers=(out_layout, io, out_layout),
+            feature_group_count=self.feature_group_count,
+            precision=self.precision,
+        )
+
+    def _add_bias(self, params: Params, y: Array) -> Array:
+        if not self.use_bias:
+            return y
+        b = self.param(params, "b", (self.features,)).astype(y.dtype)
+        shape = [1] * y.ndim
+        shape[sp.channel_axis(y.ndim, self.ndim, self.data_format)] = self.features
+        return y + b.reshape(shape)
+
+    def _empty_output_error(self, sizes: tuple[int, ...], outs: tuple[int, ...]) -> ShapeError:
+        return self.error(
+            ShapeError,
+            f"spatial input size {sizes} gives an empty output {outs} with kernel_size="
+            f"{self.kernel_size}, kernel_dilation={self.kernel_dilation}, strides={self.strides}, "
+            f"padding={self.padding!r}; use a larger input or padding='SAME'",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Conv(_ConvBase):
+    """N-D convolution (cross-correlation, as in every deep-learning library) plus bias.
+
+    .. math::
+        y[b, o, f] = \\sum_{k, c} x_{pad}[b, o \\cdot s + k \\cdot d, g(f) \\cdot C_g + c]
+        \\, w[k, c, f] + b[f]
+
+    where ``x_pad`` is the input (dilated by ``input_dilation``, then padded), ``s`` the strides,
+    ``d`` the kernel dilation, ``C_g = C_in / groups`` and ``g(f) = f // (features / groups)``
+    the group of output feature ``f``.
+
+    Args:
+        features: output channels ``F``.
+        kernel_size: window size, a tuple of 1, 2 or 3 ints; its length is the spatial rank.
+        strides: int or one int per spatial axis.
+        padding: ``"SAME"``, ``"VALID"``, ``"CAUSAL"`` (1-D), an int, or one int or
+            ``(lo, hi)`` pair per spatial axis (in units of the dilated input).
+        input_dilation: "lhs" dilation, ``input_dilation - 1`` zeros between input elements
+            (a fractionally strided convolution).
+        kernel_dilation: "rhs" (atrous) dilation of the kernel.
+        feature_group_count: ``groups``; it divides ``C_in`` and ``F``. ``groups = C_in`` is a
+            depthwise convolution (``F = multiplier * C_in``).
+        use_bias: add ``b``.
+        data_format: ``"channels_last"`` (``(*batch, *spatial, C)``) or ``"channels_first"``
+            (``(*batch, C, *spatial)``).
+        dtype: computation dtype; ``None`` uses the promoted dtype of input and params.
+        param_dtype: storage dtype of ``w`` and ``b``.
+        w_init, b_init: initializers with the ``(key, shape, dtype)`` signature (LeCun normal,
+            fan-in ``prod(kernel_size) * C_in / groups``, and zeros).
+        precision: passed to ``jax.lax.conv_general_dilated``.
+
+    Input ``(*batch, *spatial, C_in)`` -> output ``(*batch, *out_spatial, F)``.
+    Params: ``w: (*kernel_size, C_in // groups, F)``, ``b: (F,)``.
+
+    >>> import jax, jax.numpy as jnp
+    >>> conv = Conv(8, (3, 3), strides=2)
+    >>> params, _ = conv.init(jax.random.key(0), jnp.zeros((2, 16, 16, 3)))
+    >>> jax.tree.map(jnp.shape, params)
+    {'b': (8,), 'w': (3, 3, 3, 8)}
+    >>> conv(params, jnp.zeros((2, 16, 16, 3))).shape
+    (2, 8, 8, 8)
+    """
+
+    _: KW_ONLY
+    input_dilation: int | tuple[int, ...] = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(
+            self,
+            "input_dilation",
+            sp.int_tuple("Conv", "input_dilation", self.input_dilation, self.ndim),
+        )
+
+    def _kernel_shape(self, channels: int) -> tuple[int, ...]:
+        return (*self.kernel_size, channels // self.feature_group_count, self.features)
+
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        rng: PRNGKey | None = None,
+        train: bool = False,
+    ) -> tuple[Array, State]:
+        w = self.param(params, "w")
+        x = jnp.asarray(x)
+        channels = self._channels(x)
+        self._check_kernel(w, (*self.kernel_size, "C_in // groups", self.features))
+        self._check_channels(channels, w.shape[-2] * self.feature_group_count, x, w)
+        sizes = tuple(
+            sp.dilate(s, d)
+            for s, d in zip(self._spatial_sizes(x), self.input_dilation, strict=True)
+        )
+        window = self._dilated_kernel()
+        pads = sp.resolve_padding(self.padding, sizes, window, self.strides)
+        outs = tuple(map(sp.out_size, sizes, pads, window, self.strides))
+        if min(outs) <= 0:
+            raise self._empty_output_error(self._spatial_sizes(x), outs)
+        dtype = self.dtype or jnp.result_type(x.dtype, w.dtype)
+        xb, batch = sp.flatten_batch(x, self.ndim)
+        y = self._conv(xb.astype(dtype), w.astype(dtype), pads, self.input_dilation)
+        y = self._add_bias(params, y)
+        return y.reshape((*batch, *y.shape[1:])), {}
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvTranspose(_ConvBase):
+    """Transposed ("de-") convolution: the adjoint of :class:`Conv` (PyTorch's semantics).
+
+    ``ConvTranspose(C_x, k, strides=s, padding=p, kernel_dilation=d, feature_group_count=g)``
+    with kernel ``w`` is the transpose of the linear map ``x -> Conv(C_y, k, strides=s,
+    padding=p, kernel_dilation=d, feature_group_count=g, use_bias=False)(w, x)``: for the same
+    ``w``, every ``x`` of the transposed output's shape and every ``y``,
+
+        <conv(x), y> == <x, conv_transpose(y)>      (sum of elementwise products)
+
+    (with ``use_bias=False`` for both; the bias is added after). It is computed with
+    ``jax.linear_transpose`` of that convolution, which lowers to one ``conv_general_dilated``
+    with ``lhs_dilation = strides`` and a flipped kernel. As in PyTorch, ``padding`` is the
+    padding of the forward convolution (so ``padding=p`` *removes* ``p`` from each side of the
+    output); this differs from Flax's ``nn.ConvTranspose``, whose padding applies to the dilated
+    input and whose kernel is not flipped (``transpose_kernel=False``).
+
+    Output spatial size per axis, for input size ``m``, ``K = d * (k - 1) + 1``:
+
+    * ``"SAME"`` and ``"CAUSAL"``: ``m * s`` (the largest size a strided "SAME" conv maps to ``m``);
+    * ``"VALID"``: ``(m - 1) * s + K + output_padding``;
+    * ``(lo, hi)``: ``(m - 1) * s + K - lo - hi + output_padding``.
+
+    Several input sizes map to the same strided conv output size; ``output_padding`` (in
+    ``[0, s)``, not with "SAME"/"CAUSAL") picks a larger one, as in PyTorch.
+
+    Args:
+        features: output channels ``F`` (the input channels of the forward conv).
+        kernel_size, strides, padding, kernel_dilation, feature_group_count, use_bias,
+        data_format, dtype, param_dtype, b_init, precision: as in :class:`Conv`.
+        output_padding: int or one int per spatial axis, see above.
+        w_init: kernel initializer; default LeCun normal with fan-in
+            ``prod(kernel_size) * C_in`` (``in_axis=-1``).
+
+    There is no ``input_dilation``: a transposed convolution *is* the input-dilated convolution
+    (its strides become the lhs dilation); use :class:`Conv` with ``input_dilation`` to get one
+    directly.
+
+    Input ``(*batch, *spatial, C_in)`` -> output ``(*batch, *out_spatial, F)``.
+    Params: ``w: (*kernel_size, F // groups, C_in)``, ``b: (F,)``.
+
+    >>> import jax, jax.numpy as jnp
+    >>> up = ConvTranspose(4, (2, 2), strides=2)
+    >>> params, _ = up.init(jax.random.key(0), jnp.zeros((1, 8, 8, 16)))
+    >>> jax.tree.map(jnp.shape, params)
+    {'b': (4,), 'w': (2, 2, 4, 16)}
+    >>> up(params, jnp.zeros((1, 8, 8, 16))).shape
+    (1, 16, 16, 4)
+    """
+
+    _: KW_ONLY
+    output_padding: int | tuple[int, ...] = 0
+    w_init: Initializer = transpose_kernel_init
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        n = self.ndim
+        op = sp.int_tuple("ConvTranspose", "output_padding", self.output_padding, n, minimum=0)
+        object.__setattr__(self, "output_padding", op)
+        if any(o >= s for o, s in zip(op, self.strides, strict=True)) or (
+            isinstance(self.padding, str) and self.padding != "VALID" and any(op)
+        ):
+            raise ConfigError(
+                f"ConvTranspose: output_padding must be < strides={self.strides} per axis and 0 "
+                f"with padding 'SAME' or 'CAUSAL', given {op!r} with padding {self.padding!r}"
+            )
+
+    def _kernel_shape(self, channels: int) -> tuple[int, ...]:
+        return (*self.kernel_size, self.features // self.feature_group_count, channels)
+
+    def output_sizes(self, sizes: tuple[int, ...]) -> tuple[int, ...]:
+        """Output spatial sizes for input spatial sizes ``sizes`` (see the class docstring)."""
+        outs = []
+        for m, window, s, op, i in zip(
+            sizes,
+            self._dilated_kernel(),
+            self.strides,
+            self.output_padding,
+            range(len(sizes)),
+            strict=True,
+        ):
+            if self.padding in ("SAME", "CAUSAL"):
+                outs.append(m * s)
+                continue
+            lo, hi = (0, 0) if self.padding == "VALID" else self.padding[i]
+            outs.append((m - 1) * s + window - lo - hi + op)
+        return tuple(outs)
+
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        rng: PRNGKey | None = None,
+        train: bool = False,
+    ) -> tuple[Array, State]:
+        w = self.param(params, "w")
+        x = jnp.asarray(x)
+        channels = self._channels(x)
+        groups = self.feature_group_count
+        self._check_kernel(w, (*self.kernel_size, self.features // groups, "C_in"))
+        self._check_channels(channels, w.shape[-1], x, w)
+        sizes = self._spatial_sizes(x)
+        outs = self.output_sizes(sizes)
+        if min(outs) <= 0:
+            raise self._empty_output_error(sizes, outs)
+        window = self._dilated_kernel()
+        pads = sp.resolve_padding(self.padding, outs, window, self.strides)
+        dtype = self.dtype or jnp.result_type(x.dtype, w.dtype)
+        xb, batch = sp.flatten_batch(x, self.ndim)
+        out_shape = list(xb.shape)
+        out_shape[sp.channel_axis(xb.ndim, self.ndim, self.data_format)] = self.features
+        for axis, size in zip(
+            sp.spatial_axes(xb.ndim, self.ndim, self.data_format), outs, strict=True
+        ):
+            out_shape[axis] = size
+        conv = functools.partial(self._conv, w=w.astype(dtype), pads=pads)
+        (y,) = jax.linear_transpose(conv, jax.ShapeDtypeStruct(tuple(out_shape), dtype))(
+            xb.astype(dtype)
+        )
+        y = self._add_bias(params, y)
+        return y.reshape((*batch, *y.shape[1:])), {}

@@ -1,0 +1,112 @@
+"""Token embeddings: ``Embedding`` (a lookup table) with a tied output projection ``attend``."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import KW_ONLY
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from nn_jax.core import Array, Initializer, Layer, Params, PRNGKey, State
+from nn_jax.errors import ConfigError, ShapeError
+
+__all__ = ["Embedding"]
+
+default_embedding_init: Initializer = jax.nn.initializers.variance_scaling(
+    1.0, "fan_in", "normal", out_axis=0
+)
+"""Normal with variance ``1 / features`` (Flax's default): rows have squared norm about 1."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Embedding(Layer):
+    """Look up rows of a ``(num_embeddings, features)`` table by integer index.
+
+    ``y[..., :] = table[x[...], :]``. Indices must lie in ``[0, num_embeddings)``; JAX cannot
+    check values under ``jit``, and ``jnp.take`` returns NaN rows for out-of-range indices.
+
+    :meth:`attend` is the tied output projection of a language model,
+    ``logits = h @ table.T``: the same table maps tokens in and hidden states out.
+
+    Args:
+        num_embeddings: vocabulary size ``V``.
+        features: embedding size ``D``.
+        dtype: output dtype; ``None`` keeps the table's.
+        param_dtype: storage dtype of the table.
+        embedding_init: ``(key, shape, dtype)`` initializer (default normal, variance
+            ``1 / D``).
+
+    Input ``(...)`` integer indices -> ``(..., D)``. Params ``table: (V, D)``.
+
+    >>> import jax, jax.numpy as jnp
+    >>> emb = Embedding(100, 8)
+    >>> params, _ = emb.init(jax.random.key(0), jnp.zeros((2, 5), jnp.int32))
+    >>> jax.tree.map(jnp.shape, params)
+    {'table': (100, 8)}
+    >>> h = emb(params, jnp.array([[1, 2, 3, 4, 5]]))
+    >>> emb.attend(params, h).shape
+    (1, 5, 100)
+    """
+
+    num_embeddings: int
+    features: int
+    _: KW_ONLY
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    embedding_init: Initializer = default_embedding_init
+
+    def __post_init__(self) -> None:
+        for name in ("num_embeddings", "features"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"Embedding: {name} must be a positive int, given {value!r}")
+
+    def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
+        shape = (self.num_embeddings, self.features)
+        return {"table": self.embedding_init(key, shape, self.param_dtype)}, {}
+
+    def _table(self, params: Params) -> Array:
+        table = self.param(params, "table", (self.num_embeddings, self.features))
+        return table.astype(self.dtype or table.dtype)
+
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        rng: PRNGKey | None = None,
+        train: bool = False,
+    ) -> tuple[Array, State]:
+        x = jnp.asarray(x)
+        if not jnp.issubdtype(x.dtype, jnp.integer):
+            raise self.error(
+                ShapeError,
+                f"expected integer indices, given dtype {x.dtype} (shape {x.shape}); cast token "
+                "ids with x.astype(jnp.int32)",
+            )
+        return jnp.take(self._table(params), x, axis=0), {}
+
+    def attend(self, params: Params, x: Any) -> Array:
+        """Tied output logits ``x @ table.T``: ``(..., D) -> (..., V)``.
+
+        Args:
+            params: this layer's params (``{"table": (V, D)}``).
+            x: hidden states ``(..., D)``.
+
+        Returns:
+            ``(..., V)`` logits, one per vocabulary entry.
+        """
+        table = self._table(params)
+        x = jnp.asarray(x)
+        if x.ndim < 1 or x.shape[-1] != self.features:
+            raise self.error(
+                ShapeError,
+                f"attend: input last axis must be features={self.features}, given shape {x.shape}",
+            )
+        dtype = jnp.result_type(x.dtype, table.dtype)
+        return jax.lax.dot_general(
+            x.astype(dtype), table.astype(dtype), (((x.ndim - 1,), (1,)), ((), ()))
+        )

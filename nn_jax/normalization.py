@@ -1,0 +1,400 @@
+"""Normalization layers: BatchNorm, LayerNorm, RMSNorm, GroupNorm, InstanceNorm.
+
+Each standardizes its input over some axes and then applies an optional learned affine map:
+
+.. math:: y = \\frac{x - \\mu}{\\sqrt{\\sigma^2 + \\epsilon}} \\cdot \\gamma + \\beta
+
+(RMSNorm uses :math:`y = x / \\sqrt{\\overline{x^2} + \\epsilon} \\cdot \\gamma`). Params are
+``scale`` (:math:`\\gamma`, init 1) and ``bias`` (:math:`\\beta`, init 0), either switched off
+with ``use_scale=False`` / ``use_bias=False``. Statistics are computed in at least float32 (so
+bfloat16 inputs are normalized accurately); the output has the promoted dtype of input and
+params unless ``dtype`` is given. Variances are biased (divided by the element count).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import KW_ONLY
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from nn_jax.core import Array, Initializer, Layer, Params, PRNGKey, State
+from nn_jax.errors import ConfigError, ShapeError
+
+__all__ = ["BatchNorm", "GroupNorm", "InstanceNorm", "LayerNorm", "RMSNorm"]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Normalization(Layer):
+    """The options every normalization layer has, and its affine parameters."""
+
+    _: KW_ONLY
+    epsilon: float = 1e-5
+    use_scale: bool = True
+    use_bias: bool = True
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    scale_init: Initializer = jax.nn.initializers.ones
+    bias_init: Initializer = jax.nn.initializers.zeros
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.epsilon, int | float) or self.epsilon < 0:
+            raise ConfigError(
+                f"{type(self).__name__}: epsilon must be a float >= 0, given {self.epsilon!r}"
+            )
+
+    def _affine_params(self, key: PRNGKey, shape: tuple[int, ...]) -> Params:
+        scale_key, bias_key = jax.random.split(key)
+        params = {}
+        if self.use_scale:
+            params["scale"] = self.scale_init(scale_key, shape, self.param_dtype)
+        if self.use_bias:
+            params["bias"] = self.bias_init(bias_key, shape, self.param_dtype)
+        return params
+
+    def _stats_dtype(self, x: Array) -> Any:
+        return jnp.promote_types(x.dtype, jnp.float32)
+
+    def _out_dtype(self, x: Array, params: Params) -> Any:
+        return self.dtype or jnp.result_type(x.dtype, *(p.dtype for p in params.values()))
+
+    def _affine(self, params: Params, y: Array, axes: tuple[int, ...], x: Array) -> Array:
+        """``y * scale + bias`` with params of shape ``x.shape[axes]`` broadcast explicitly."""
+        shape = tuple(x.shape[a] for a in axes)
+        full = [1] * y.ndim
+        for a in axes:
+            full[a] = x.shape[a]
+        dtype = self._out_dtype(x, params)
+        y = y.astype(dtype)
+        if self.use_scale:
+            y = y * self.param(params, "scale", shape).astype(dtype).reshape(full)
+        if self.use_bias:
+            y = y + self.param(params, "bias", shape).astype(dtype).reshape(full)
+        return y
+
+
+def _axes(layer: Layer, axis: tuple[int, ...], ndim: int, what: str = "axis") -> tuple[int, ...]:
+    """``axis`` as sorted non-negative axes of a rank-``ndim`` input (checked to exist)."""
+    if any(not -ndim <= a < ndim for a in axis):
+        raise layer.error(ShapeError, f"{what}={axis} is out of range for an input of rank {ndim}")
+    return tuple(sorted(a % ndim for a in axis))
+
+
+def _as_axis_tuple(owner: str, axis: Any) -> tuple[int, ...]:
+    axes = (axis,) if isinstance(axis, int) else axis
+    if not isinstance(axes, tuple) or not axes or not all(isinstance(a, int) for a in axes):
+        raise ConfigError(f"{owner}: axis must be an int or a tuple of ints, given {axis!r}")
+    if len(set(axes)) != len(axes):
+        raise ConfigError(f"{owner}: axis has repeated entries, given {axis!r}")
+    return axes
+
+
+def _standardize(x: Array, mean: Array, var: Array, epsilon: float) -> Array:
+    return (x - mean) * jax.lax.rsqrt(var + epsilon)
+
+
+def _mean_var(x: Array, axes: tuple[int, ...]) -> tuple[Array, Array]:
+    """Mean and biased variance over ``axes`` (keepdims), two-pass for accuracy."""
+    mean = jnp.mean(x, axis=axes, keepdims=True)
+    return mean, jnp.mean(jnp.square(x - mean), axis=axes, keepdims=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchNorm(_Normalization):
+    """Batch normalization with running statistics as explicit state (Ioffe & Szegedy, 2015).
+
+    Training (``train=True``): normalize with the batch mean and biased variance over every
+    axis except ``axis`` (the feature axis), and update the running statistics:
+
+    .. math::
+        \\text{mean}' = m \\cdot \\text{mean} + (1 - m) \\cdot \\mu_B, \\qquad
+        \\text{var}' = m \\cdot \\text{var} + (1 - m) \\cdot \\sigma^2_B
+
+    with ``m = momentum`` (the decay of the running average, as in Flax and Keras: PyTorch's
+    ``momentum=0.1`` is ``m = 0.9`` here) and :math:`\\sigma^2_B` biased (PyTorch's running
+    variance uses the unbiased one). Evaluation (``train=False``): normalize with the running
+    ``mean``/``var``; the state is returned unchanged.
+
+    The state is required in both modes: ``apply(params, state, x, train=...)`` with the state
+    from ``init`` (thread the returned one). Called without it, e.g. ``layer(params, x)``, it
+    raises; it never falls back to batch statistics.
+
+    With ``axis_name``, batch statistics are averaged over that named axis with
+    ``jax.lax.pmean`` (cross-device BatchNorm under ``jax.pmap``/``shard_map``, or
+    ``jax.vmap(..., axis_name=...)``), so every replica uses the global batch's statistics;
+    each replica's local batch must have the same size.
+
+    Args:
+        momentum: decay of the running averages, in ``[0, 1]``.
+        epsilon: added to the variance.
+        axis: the feature axis (``-1`` channels last; ``1`` for NCHW inputs).
+        axis_name: name(s) of mapped axes to average batch statistics over, or ``None``.
+        use_scale, use_bias, scale_init, bias_init, dtype, param_dtype: the affine map.
+
+    Input ``(..., C)`` -> same shape. Params ``scale: (C,)``, ``bias: (C,)``; state
+    ``mean: (C,)`` (init 0), ``var: (C,)`` (init 1), stored in ``param_dtype``.
+
+    >>> import jax, jax.numpy as jnp
+    >>> bn = BatchNorm()
+    >>> params, state = bn.init(jax.random.key(0), jnp.zeros((8, 4, 4, 3)))
+    >>> jax.tree.map(jnp.shape, (params, state))
+    ({'bias': (3,), 'scale': (3,)}, {'mean': (3,), 'var': (3,)})
+    >>> y, state = bn.apply(params, state, jnp.ones((8, 4, 4, 3)), train=True)
+    """
+
+    _: KW_ONLY
+    momentum: float = 0.99
+    axis: int = -1
+    axis_name: str | tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.momentum, int | float) or not 0 <= self.momentum <= 1:
+            raise ConfigError(f"BatchNorm: momentum must be in [0, 1], given {self.momentum!r}")
+        if not isinstance(self.axis, int):
+            raise ConfigError(f"BatchNorm: axis must be an int, given {self.axis!r}")
+
+    def _feature_axis(self, x: Any) -> int:
+        if len(x.shape) < 1:
+            self.check_rank(x, tuple(range(1, 33)))
+        return _axes(self, (self.axis,), len(x.shape))[0]
+
+    def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
+        channels = x.shape[self._feature_axis(x)]
+        state = {
+            "mean": jnp.zeros((channels,), self.param_dtype),
+            "var": jnp.ones((channels,), self.param_dtype),
+        }
+        return self._affine_params(key, (channels,)), state
+
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        rng: PRNGKey | None = None,
+        train: bool = False,
+    ) -> tuple[Array, State]:
+        x = jnp.asarray(x)
+        feature = self._feature_axis(x)
+        channels = x.shape[feature]
+        running_mean = self.state_entry(state, "mean")
+        running_var = self.state_entry(state, "var")
+        for name, value in (("mean", running_mean), ("var", running_var)):
+            if value.shape != (channels,):
+                raise self.error(
+                    ShapeError,
+                    f"state {name!r} has shape {value.shape}, expected ({channels},) for an input "
+                    f"with {channels} features on axis {self.axis} (input shape {x.shape})",
+                )
+        full = [1] * x.ndim
+        full[feature] = channels
+        xs = x.astype(self._stats_dtype(x))
+        if train:
+            reduce = tuple(a for a in range(x.ndim) if a != feature)
+            mean = jnp.mean(xs, axis=reduce, keepdims=True)
+            if self.axis_name is not None:
+                mean = jax.lax.pmean(mean, self.axis_name)
+            var = jnp.mean(jnp.square(xs - mean), axis=reduce, keepdims=True)
+            if self.axis_name is not None:
+                var = jax.lax.pmean(var, self.axis_name)
+            m = self.momentum
+            new_state = {
+                "mean": (m * running_mean + (1 - m) * mean.reshape(channels)).astype(
+                    running_mean.dtype
+                ),
+                "var": (m * running_var + (1 - m) * var.reshape(channels)).astype(
+                    running_var.dtype
+                ),
+            }
+        else:
+            mean, var = running_mean.reshape(full), running_var.reshape(full)
+            new_state = {"mean": running_mean, "var": running_var}
+        y = _standardize(xs, mean.astype(xs.dtype), var.astype(xs.dtype), self.epsilon)
+        return self._affine(params, y, (feature,), x), new_state
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerNorm(_Normalization):
+    """Layer normalization (Ba et al., 2016): standardize each example over ``axis``.
+
+    Args:
+        axis: axis or axes normalized over (default the last); ``scale``/``bias`` have the
+            shape of the input along them (PyTorch's ``normalized_shape``).
+        epsilon, use_scale, use_bias, scale_init, bias_init, dtype, param_dtype: see module.
+
+    Input ``(..., D)`` -> same shape. Params ``scale: (D,)``, ``bias: (D,)`` (for ``axis=-1``).
+    """
+
+    _: KW_ONLY
+    axis: int | tuple[int, ...] = -1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "axis", _as_axis_tuple("LayerNorm", self.axis))
+
+    def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
+        axes = _axes(self, self.axis, len(x.shape))
+        return self._affine_params(key, tuple(x.shape[a] for a in axes)), {}
+
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        rng: PRNGKey | None = None,
+        train: bool = False,
+    ) -> tuple[Array, State]:
+        x = jnp.asarray(x)
+        axes = _axes(self, self.axis, x.ndim)
+        xs = x.astype(self._stats_dtype(x))
+        y = _standardize(xs, *_mean_var(xs, axes), self.epsilon)
+        return self._affine(params, y, axes, x), {}
+
+
+@dataclasses.dataclass(frozen=True)
+class RMSNorm(_Normalization):
+    """Root-mean-square normalization (Zhang & Sennrich, 2019): no centering.
+
+    .. math:: y = \\frac{x}{\\sqrt{\\operatorname{mean}_{axis}(x^2) + \\epsilon}} \\cdot \\gamma
+
+    Args:
+        axis: axis or axes normalized over (default the last).
+        epsilon: default ``1e-6``.
+        use_bias: default ``False`` (RMSNorm has no bias in its definition).
+        use_scale, scale_init, bias_init, dtype, param_dtype: see module.
+
+    Input ``(..., D)`` -> same shape. Params ``scale: (D,)``.
+    """
+
+    _: KW_ONLY
+    epsilon: float = 1e-6
+    use_bias: bool = False
+    axis: int | tuple[int, ...] = -1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "axis", _as_axis_tuple("RMSNorm", self.axis))
+
+    def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
+        axes = _axes(self, self.axis, len(x.shape))
+        return self._affine_params(key, tuple(x.shape[a] for a in axes)), {}
+
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        rng: PRNGKey | None = None,
+        train: bool = False,
+    ) -> tuple[Array, State]:
+        x = jnp.asarray(x)
+        axes = _axes(self, self.axis, x.ndim)
+        xs = x.astype(self._stats_dtype(x))
+        y = xs * jax.lax.rsqrt(jnp.mean(jnp.square(xs), axis=axes, keepdims=True) + self.epsilon)
+        return self._affine(params, y, axes, x), {}
+
+
+def _group_normalize(layer: _Normalization, x: Array, groups: int) -> Array:
+    """Standardize ``(N, ..., C)`` per example over all non-batch axes within channel groups."""
+    xs = x.astype(layer._stats_dtype(x))
+    grouped = xs.reshape((*x.shape[:-1], groups, x.shape[-1] // groups))
+    axes = (*range(1, grouped.ndim - 2), grouped.ndim - 1)
+    y = _standardize(grouped, *_mean_var(grouped, axes), layer.epsilon)
+    return y.reshape(x.shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupNorm(_Normalization):
+    """Group normalization (Wu & He, 2018): per example, over spatial axes and channel groups.
+
+    The ``C`` channels (last axis) are split into ``num_groups`` consecutive groups of
+    ``C / num_groups``; each example (axis 0 is the batch) is standardized over all its other
+    axes within each group. ``num_groups=1`` is LayerNorm over ``(..., C)``; ``num_groups=C``
+    is :class:`InstanceNorm`. For channels-first data, move the channel axis last.
+
+    Args:
+        num_groups: number of groups; it divides ``C``.
+        epsilon, use_scale, use_bias, scale_init, bias_init, dtype, param_dtype: see module.
+
+    Input ``(N, ..., C)`` -> same shape. Params ``scale: (C,)``, ``bias: (C,)``.
+    """
+
+    num_groups: int
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.num_groups, int) or self.num_groups <= 0:
+            raise ConfigError(
+                f"GroupNorm: num_groups must be a positive int, given {self.num_groups!r}"
+            )
+
+    def _check(self, x: Any) -> None:
+        if len(x.shape) < 2:
+            self.check_rank(x, tuple(range(2, 33)))
+        if x.shape[-1] % self.num_groups:
+            raise self.error(
+                ShapeError,
+                f"input channels {x.shape[-1]} (last axis of input shape {tuple(x.shape)}) must "
+                f"be divisible by num_groups={self.num_groups}",
+            )
+
+    def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
+        self._check(x)
+        return self._affine_params(key, (x.shape[-1],)), {}
+
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        rng: PRNGKey | None = None,
+        train: bool = False,
+    ) -> tuple[Array, State]:
+        x = jnp.asarray(x)
+        self._check(x)
+        y = _group_normalize(self, x, self.num_groups)
+        return self._affine(params, y, (x.ndim - 1,), x), {}
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceNorm(_Normalization):
+    """Instance normalization (Ulyanov et al., 2016): per example and channel, over space.
+
+    Equal to ``GroupNorm(num_groups=C)``. Uses no running statistics (as PyTorch's default
+    ``track_running_stats=False``), so train and eval behave the same.
+
+    Args:
+        epsilon, use_scale, use_bias, scale_init, bias_init, dtype, param_dtype: see module.
+
+    Input ``(N, *spatial, C)`` (at least one spatial axis) -> same shape.
+    Params ``scale: (C,)``, ``bias: (C,)``.
+    """
+
+    def _check(self, x: Any) -> None:
+        if len(x.shape) < 3:
+            self.check_rank(x, tuple(range(3, 33)), "input (N, *spatial, C)")
+
+    def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
+        self._check(x)
+        return self._affine_params(key, (x.shape[-1],)), {}
+
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        rng: PRNGKey | None = None,
+        train: bool = False,
+    ) -> tuple[Array, State]:
+        x = jnp.asarray(x)
+        self._check(x)
+        y = _group_normalize(self, x, x.shape[-1])
+        return self._affine(params, y, (x.ndim - 1,), x), {}

@@ -1,0 +1,136 @@
+"""Stochastic regularization: ``Dropout``, ``SpatialDropout`` and ``DropPath`` (stochastic depth).
+
+All three drop with probability ``rate`` (the *drop* probability, as in PyTorch, Keras and Flax)
+and scale what they keep by ``1 / (1 - rate)`` ("inverted dropout"), so the expectation of the
+output equals the input and evaluation is the identity. They differ only in which elements share
+one random draw. In training (``train=True``, ``rate > 0``) they need an ``rng`` key and raise
+:class:`~nn_jax.errors.RngError` without one; with ``train=False`` they return the input
+unchanged and ignore ``rng``.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from dataclasses import KW_ONLY
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from nn_jax.core import Array, Layer, Params, PRNGKey, State
+from nn_jax.errors import ConfigError, ShapeError
+
+__all__ = ["DropPath", "Dropout", "SpatialDropout"]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Drop(Layer):
+    """Inverted dropout with a mask shared along some axes; subclasses choose the axes."""
+
+    rate: float
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.rate, int | float) or not 0 <= self.rate <= 1:
+            raise ConfigError(
+                f"{type(self).__name__}: rate (the drop probability) must be in [0, 1], "
+                f"given {self.rate!r}"
+            )
+
+    @abc.abstractmethod
+    def _shared_axes(self, x: Array) -> tuple[int, ...]:
+        """Axes along which one draw is shared (the mask has size 1 there)."""
+
+    def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
+        return {}, {}
+
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        rng: PRNGKey | None = None,
+        train: bool = False,
+    ) -> tuple[Array, State]:
+        x = jnp.asarray(x)
+        if not train or self.rate == 0:
+            return x, {}
+        rng = self.require_rng(rng)
+        if self.rate == 1:
+            return jnp.zeros_like(x), {}
+        shared = self._shared_axes(x)
+        shape = tuple(1 if a in shared else d for a, d in enumerate(x.shape))
+        keep = jax.random.bernoulli(rng, 1.0 - self.rate, shape)
+        keep = jnp.broadcast_to(keep, x.shape)
+        return jnp.where(keep, x / jnp.asarray(1.0 - self.rate, x.dtype), jnp.zeros_like(x)), {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Dropout(_Drop):
+    """Zero each element with probability ``rate`` in training; scale the rest by ``1/(1-rate)``.
+
+    Args:
+        rate: drop probability in ``[0, 1]`` (``1`` gives zeros).
+        broadcast_dims: axes sharing one draw (e.g. ``(1,)`` to drop the same features at
+            every time step of a ``(B, T, D)`` input); negative axes count from the end.
+
+    Call: ``apply(params, state, x, rng=key, train=True)``; identity with ``train=False``.
+    Input any shape -> same shape. No params.
+    """
+
+    _: KW_ONLY
+    broadcast_dims: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        dims = self.broadcast_dims
+        if not isinstance(dims, tuple | list) or not all(isinstance(d, int) for d in dims):
+            raise ConfigError(f"Dropout: broadcast_dims must be a tuple of ints, given {dims!r}")
+        object.__setattr__(self, "broadcast_dims", tuple(dims))
+
+    def _shared_axes(self, x: Array) -> tuple[int, ...]:
+        if any(not -x.ndim <= d < x.ndim for d in self.broadcast_dims):
+            raise self.error(
+                ShapeError,
+                f"broadcast_dims={self.broadcast_dims} is out of range for an input of rank "
+                f"{x.ndim} (shape {x.shape})",
+            )
+        return tuple(d % x.ndim for d in self.broadcast_dims)
+
+
+@dataclasses.dataclass(frozen=True)
+class SpatialDropout(_Drop):
+    """Drop whole channels (feature maps): one draw per example and channel (Tompson et al.).
+
+    For an input ``(N, *spatial, C)`` (channels last) the mask has shape ``(N, 1, ..., 1, C)``,
+    so a dropped channel is zero at every position. For 1-D, 2-D or 3-D feature maps alike.
+
+    Args:
+        rate: drop probability in ``[0, 1]``.
+
+    Input ``(N, *spatial, C)`` (rank >= 3) -> same shape. No params.
+    """
+
+    def _shared_axes(self, x: Array) -> tuple[int, ...]:
+        self.check_rank(x, tuple(range(3, 33)), "input (N, *spatial, C)")
+        return tuple(range(1, x.ndim - 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class DropPath(_Drop):
+    """Stochastic depth (Huang et al., 2016): drop a whole residual branch per example.
+
+    The mask has shape ``(N, 1, ..., 1)``: each example's input is kept (scaled by
+    ``1/(1-rate)``) or zeroed entirely. Put it at the end of a residual block's body, before the
+    addition, so a dropped example skips the block: ``Residual(Sequential(body, DropPath(0.1)))``.
+
+    Args:
+        rate: drop probability in ``[0, 1]``.
+
+    Input ``(N, ...)`` (rank >= 1, axis 0 the batch) -> same shape. No params.
+    """
+
+    def _shared_axes(self, x: Array) -> tuple[int, ...]:
+        self.check_rank(x, tuple(range(1, 33)), "input (N, ...)")
+        return tuple(range(1, x.ndim))
