@@ -1,0 +1,322 @@
+"""Recurrent workload: an LSTM sequence classifier.
+
+``lstm``: ``RNNClassifier(10, cell="lstm", hidden=128)`` - one LSTM layer (hidden 128) over
+``(B, T, F) = (64, 40, 32)`` float sequences, the last step's ``h`` into ``Dense(10)``; softmax
+cross-entropy, ``adam(1e-3)``, batch 64.
+
+Gates are ``[i | f | g | o]`` blocks of nn_jax's fused ``w_i: (F, 4H)``, ``w_h: (H, 4H)``,
+``b: (4H,)``; each framework's weights are cut from those explicitly (Haiku's LSTM uses the
+order ``i, g, f, o`` on ``[x, h]`` and adds 1 to the forget gate itself, so its bias is
+``b_f - 1``).
+
+The raw-JAX step hoists the input projection out of the time loop like nn_jax's ``RNN`` (one
+``(T*B, F) @ (F, 4H)`` matmul, then a scan doing only ``h @ w_h``): the same algorithm, so the
+ratio measures nn_jax's overhead. Flax, Equinox and Haiku run their own LSTM cells, which
+project the input inside the loop; ``benchmarks/lstm_study.py`` measures what hoisting and
+unrolling are worth.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from benchmarks.workloads import (
+    Impl,
+    Reference,
+    Workload,
+    cast_floating,
+    equinox_impl,
+    functional_impl,
+    nn_jax_builder,
+    nnx_jit_impl,
+    nnx_split_impl,
+    register,
+    to_torch,
+    torch_impl,
+)
+from benchmarks.workloads.dense import cross_entropy, torch_loss
+from nn_jax import losses
+from nn_jax.models.rnn import RNNClassifier
+
+HIDDEN, FEATURES, STEPS, CLASSES, LR = 128, 32, 40, 10, 1e-3
+
+
+def _lstm_setup(batch_size: int, dtype: str, key: jax.Array) -> Reference:
+    kx, ky, kp = jax.random.split(key, 3)
+    x = jax.random.normal(kx, (batch_size, STEPS, FEATURES)).astype(dtype)
+    y = jax.random.randint(ky, (batch_size,), 0, CLASSES)
+    model = RNNClassifier(CLASSES, cell="lstm", hidden=HIDDEN)
+    params, state = model.init(kp, jax.ShapeDtypeStruct(x.shape, jnp.float32))
+    return Reference(
+        model,
+        cast_floating(params, dtype),
+        state,
+        (x, y),
+        losses.softmax_cross_entropy_with_integer_labels,
+        optax.adam(LR),
+        dtype,
+        batch_size,
+        {"lr": LR},
+    )
+
+
+def weights(ref: Reference) -> dict[str, jax.Array]:
+    """``w_i (F, 4H)``, ``w_h (H, 4H)``, ``b (4H,)`` and the head's ``w_o (H, C)``, ``b_o``."""
+    cell, head = ref.params["rnn"]["0"]["cell"], ref.params["head"]
+    return {
+        "w_i": cell["w_i"],
+        "w_h": cell["w_h"],
+        "b": cell["b"],
+        "w_o": head["w"],
+        "b_o": head["b"],
+    }
+
+
+def _gates(a: jax.Array) -> dict[str, jax.Array]:
+    """The ``i, f, g, o`` blocks of a fused ``(..., 4H)`` array."""
+    return dict(zip("ifgo", jnp.split(a, 4, axis=-1), strict=True))
+
+
+def lstm_step(w_h: jax.Array, carry: Any, xw_t: jax.Array) -> tuple[Any, jax.Array]:
+    """One LSTM step from the hoisted input projection ``xw_t = x_t @ w_i + b``."""
+    h, c = carry
+    i, f, g, o = jnp.split(xw_t + h @ w_h, 4, axis=-1)
+    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    h = jax.nn.sigmoid(o) * jnp.tanh(c)
+    return (h, c), h
+
+
+def lstm_last_hidden(
+    p: dict[str, jax.Array], x: jax.Array, *, hoist: bool = True, unroll: int = 1
+) -> jax.Array:
+    """Raw-JAX LSTM over ``x: (B, T, F)``; returns the last ``h: (B, H)``.
+
+    ``hoist``: one input-projection matmul over all steps before the scan (else one per step
+    inside it); ``unroll``: ``jax.lax.scan``'s unroll factor.
+    """
+    xs = jnp.swapaxes(x, 0, 1)  # (T, B, F)
+    zeros = jnp.zeros((x.shape[0], p["w_h"].shape[0]), x.dtype)
+    if hoist:
+        xw = xs @ p["w_i"] + p["b"][None, None, :]
+        body = lambda carry, xw_t: (lstm_step(p["w_h"], carry, xw_t)[0], None)  # noqa: E731
+        (h, _), _ = jax.lax.scan(body, (zeros, zeros), xw, unroll=unroll)
+    else:
+
+        def body(carry: Any, x_t: jax.Array) -> tuple[Any, None]:
+            xw_t = x_t @ p["w_i"] + p["b"][None, :]
+            return lstm_step(p["w_h"], carry, xw_t)[0], None
+
+        (h, _), _ = jax.lax.scan(body, (zeros, zeros), xs, unroll=unroll)
+    return h
+
+
+def lstm_jax_impl(ref: Reference, *, hoist: bool = True, unroll: int = 1) -> Impl:
+    """The raw-JAX step (``hoist``/``unroll`` as in :func:`lstm_last_hidden`)."""
+
+    def loss_fn(p: dict[str, jax.Array], batch: Any) -> jax.Array:
+        x, labels = batch
+        h = lstm_last_hidden(p, x, hoist=hoist, unroll=unroll)
+        return cross_entropy(h @ p["w_o"] + p["b_o"][None, :], labels)
+
+    return functional_impl(loss_fn, weights(ref), ref)
+
+
+def _lstm_jax(ref: Reference) -> Impl:
+    return lstm_jax_impl(ref)
+
+
+def _flax_cell_params(p: dict[str, jax.Array]) -> dict[str, Any]:
+    """Linen ``LSTMCell``/``OptimizedLSTMCell`` params: ``i*`` (input, no bias), ``h*``."""
+    wi, wh, b = _gates(p["w_i"]), _gates(p["w_h"]), _gates(p["b"])
+    out: dict[str, Any] = {}
+    for gate in "ifgo":
+        out[f"i{gate}"] = {"kernel": wi[gate]}
+        out[f"h{gate}"] = {"kernel": wh[gate], "bias": b[gate]}
+    return out
+
+
+def _lstm_linen(ref: Reference) -> Impl:
+    import flax.linen as nn
+
+    class LSTMLinen(nn.Module):
+        @nn.compact
+        def __call__(self, x: jax.Array) -> jax.Array:
+            cell = nn.OptimizedLSTMCell(HIDDEN, name="cell")
+            zeros = jnp.zeros((x.shape[0], HIDDEN), x.dtype)  # the carry in the input's dtype
+            (_, h), _ = nn.RNN(cell, return_carry=True)(x, initial_carry=(zeros, zeros))
+            return nn.Dense(CLASSES, name="head")(h)
+
+    p = weights(ref)
+    params = {
+        "params": {
+            "cell": _flax_cell_params(p),
+            "head": {"kernel": p["w_o"], "bias": p["b_o"]},
+        }
+    }
+
+    def loss_fn(params: Any, batch: Any) -> jax.Array:
+        x, labels = batch
+        return cross_entropy(LSTMLinen().apply(params, x), labels)
+
+    return functional_impl(loss_fn, params, ref)
+
+
+def _lstm_nnx_model(ref: Reference) -> Any:
+    from flax import nnx
+
+    p = weights(ref)
+
+    class LSTMNNX(nnx.Module):
+        def __init__(self) -> None:
+            rngs = nnx.Rngs(0)
+            cell = nnx.OptimizedLSTMCell(FEATURES, HIDDEN, rngs=rngs)
+            cell.dense_i.kernel.value = p["w_i"]
+            cell.dense_h.kernel.value, cell.dense_h.bias.value = p["w_h"], p["b"]
+            self.rnn = nnx.RNN(cell, return_carry=True)
+            self.head = nnx.Linear(HIDDEN, CLASSES, rngs=rngs)
+            self.head.kernel.value, self.head.bias.value = p["w_o"], p["b_o"]
+
+        def __call__(self, x: jax.Array) -> jax.Array:
+            zeros = jnp.zeros((x.shape[0], HIDDEN), x.dtype)  # the carry in the input's dtype
+            (_, h), _ = self.rnn(x, initial_carry=(zeros, zeros))
+            return self.head(h)
+
+    return LSTMNNX()
+
+
+def _loss_of(predict: Any) -> Any:
+    def loss_fn(model: Any, batch: Any) -> jax.Array:
+        x, labels = batch
+        return cross_entropy(predict(model, x), labels)
+
+    return loss_fn
+
+
+def _lstm_nnx(ref: Reference) -> Impl:
+    return nnx_jit_impl(_lstm_nnx_model(ref), _loss_of(lambda m, x: m(x)), ref)
+
+
+def _lstm_nnx_split(ref: Reference) -> Impl:
+    return nnx_split_impl(_lstm_nnx_model(ref), _loss_of(lambda m, x: m(x)), ref)
+
+
+def _lstm_equinox(ref: Reference) -> Impl:
+    import equinox as eqx
+
+    p = weights(ref)
+    key = jax.random.key(0)
+    dtype = p["w_i"].dtype
+
+    class LSTMEqx(eqx.Module):
+        cell: eqx.nn.LSTMCell
+        head: eqx.nn.Linear
+
+        def __init__(self) -> None:
+            cell = eqx.nn.LSTMCell(FEATURES, HIDDEN, key=key, dtype=dtype)
+            self.cell = eqx.tree_at(
+                lambda c: (c.weight_ih, c.weight_hh, c.bias), cell, (p["w_i"].T, p["w_h"].T, p["b"])
+            )
+            head = eqx.nn.Linear(HIDDEN, CLASSES, key=key, dtype=dtype)
+            self.head = eqx.tree_at(
+                lambda lin: (lin.weight, lin.bias), head, (p["w_o"].T, p["b_o"])
+            )
+
+        def __call__(self, x: jax.Array) -> jax.Array:  # one sequence (T, F)
+            zeros = jnp.zeros((HIDDEN,), x.dtype)
+            (h, _), _ = jax.lax.scan(
+                lambda carry, x_t: (self.cell(x_t, carry), None), (zeros, zeros), x
+            )
+            return self.head(h)
+
+    return equinox_impl(LSTMEqx(), _loss_of(lambda m, x: jax.vmap(m)(x)), ref)
+
+
+def _lstm_haiku(ref: Reference) -> Impl:
+    import haiku as hk
+
+    p = weights(ref)
+
+    def forward(x: jax.Array) -> jax.Array:
+        core = hk.LSTM(HIDDEN)
+        zeros = jnp.zeros((x.shape[0], HIDDEN), x.dtype)  # the carry in the input's dtype
+        initial = hk.LSTMState(hidden=zeros, cell=zeros)
+        _, state = hk.dynamic_unroll(core, x, initial, time_major=False)
+        return hk.Linear(CLASSES, name="head")(state.hidden)
+
+    model = hk.without_apply_rng(hk.transform(forward))
+    wi, wh, b = _gates(p["w_i"]), _gates(p["w_h"]), _gates(p["b"])
+    order = "igfo"  # Haiku's gate order; it adds 1 to the forget gate's pre-activation
+    w = jnp.concatenate(
+        [
+            jnp.concatenate([wi[g] for g in order], axis=1),
+            jnp.concatenate([wh[g] for g in order], axis=1),
+        ],
+        axis=0,
+    )
+    bias = jnp.concatenate([b[g] - (1 if g == "f" else 0) for g in order]).astype(p["b"].dtype)
+    params = {"lstm/linear": {"w": w, "b": bias}, "head": {"w": p["w_o"], "b": p["b_o"]}}
+    return functional_impl(_loss_of(model.apply), params, ref)
+
+
+def _lstm_torch(ref: Reference) -> Impl:
+    import torch
+
+    p = weights(ref)
+
+    class LSTMTorch(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = torch.nn.LSTM(FEATURES, HIDDEN, batch_first=True)
+            self.head = torch.nn.Linear(HIDDEN, CLASSES)
+            with torch.no_grad():
+                self.lstm.weight_ih_l0.copy_(to_torch(p["w_i"].T))
+                self.lstm.weight_hh_l0.copy_(to_torch(p["w_h"].T))
+                self.lstm.bias_ih_l0.copy_(to_torch(p["b"]))
+                self.lstm.bias_hh_l0.zero_()
+                self.head.weight.copy_(to_torch(p["w_o"].T))
+                self.head.bias.copy_(to_torch(p["b_o"]))
+            # One bias vector, as everywhere else (Adam would move two copies twice as fast).
+            self.lstm.bias_hh_l0.requires_grad_(False)
+
+        def forward(self, x: Any) -> Any:
+            _, (h, _) = self.lstm(x)
+            return self.head(h[0])
+
+    model = LSTMTorch().to(to_torch(ref.batch[0]).dtype)
+    return torch_impl(model, torch_loss("ce"), ref)
+
+
+def _lstm_flops(ref: Reference) -> float:
+    """Matmul FLOPs of a training step: per step ``x_t W_i`` and ``h W_h`` forward; backward
+    the weight gradients of both and the ``h`` gradient (not the input's); plus the head."""
+    n, t = ref.batch_size, STEPS
+    gates = 4 * HIDDEN
+    x_proj = 2 * n * t * FEATURES * gates
+    h_proj = 2 * n * t * HIDDEN * gates
+    head = 2 * n * HIDDEN * CLASSES
+    return 2 * x_proj + 3 * h_proj + 3 * head
+
+
+register(
+    Workload(
+        "lstm",
+        "LSTM (hidden 128) over 40 steps of 32 features, last h -> Dense(10), adam(1e-3)",
+        64,
+        _lstm_setup,
+        {
+            "nn_jax": nn_jax_builder,
+            "jax": _lstm_jax,
+            "flax_linen": _lstm_linen,
+            "flax_nnx": _lstm_nnx,
+            "flax_nnx_split": _lstm_nnx_split,
+            "equinox": _lstm_equinox,
+            "haiku": _lstm_haiku,
+            "torch": _lstm_torch,
+        },
+        analytic_flops=_lstm_flops,
+    )
+)

@@ -1,0 +1,482 @@
+"""Attention: ``dot_product_attention`` (a function) and ``MultiHeadAttention`` (a layer).
+
+Layout: heads after time, as ``jax.nn.dot_product_attention``: queries ``(..., Tq, Hq, D)``,
+keys ``(..., Tk, Hkv, D)``, values ``(..., Tk, Hkv, Dv)``; attention weights
+``(..., Hq, Tq, Tk)``. ``Hq`` must be a multiple of ``Hkv``: grouped-query attention (GQA,
+Ainslie et al., 2023) lets query head ``h`` use key/value head ``h // (Hq / Hkv)``;
+``Hkv = 1`` is multi-query attention (Shazeer, 2019) and ``Hkv = Hq`` ordinary multi-head.
+
+Masks are booleans, ``True`` = may attend, NumPy-broadcastable to ``(..., Hq, Tq, Tk)`` (a mask of
+lower rank is aligned to the right). Several masks (padding, causal, a custom one) combine by
+logical *and* (:func:`combine_masks`). A **fully masked row** (a query that may attend to
+nothing) gets all-zero weights, so its output is **zero** (plus the output bias in the layer),
+never NaN, and no gradient flows through it.
+
+The softmax is computed in at least float32, whatever the input dtype.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import KW_ONLY
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from nn_jax.core import Array, Initializer, Layer, Params, PRNGKey, State
+from nn_jax.dense import default_kernel_init
+from nn_jax.errors import ConfigError, RngError, ShapeError
+from nn_jax.positional import RotaryEmbedding, rotary_embedding
+from nn_jax.regularization import Dropout
+
+__all__ = [
+    "MultiHeadAttention",
+    "attention_weights",
+    "causal_mask",
+    "combine_masks",
+    "dot_product_attention",
+    "make_attention_mask",
+]
+
+
+def causal_mask(q_len: int, kv_len: int | None = None, *, offset: Any = 0) -> Array:
+    """``(q_len, kv_len)`` bools: query ``i`` may attend to key ``j`` iff ``j <= i + offset``.
+
+    Args:
+        q_len: number of queries.
+        kv_len: number of keys (default ``q_len``).
+        offset: position of query 0 among the keys (e.g. the number of cached steps).
+    """
+    kv_len = q_len if kv_len is None else kv_len
+    return jnp.arange(kv_len)[None, :] <= jnp.arange(q_len)[:, None] + offset
+
+
+def make_attention_mask(query_mask: Any, key_mask: Any) -> Array:
+    """``(..., 1, Tq, Tk)`` bools from per-token validity ``(..., Tq)`` and ``(..., Tk)``.
+
+    Entry ``[..., 0, i, j]`` is ``query_mask[..., i] and key_mask[..., j]``.
+    """
+    query_mask, key_mask = jnp.asarray(query_mask, bool), jnp.asarray(key_mask, bool)
+    return query_mask[..., None, :, None] & key_mask[..., None, None, :]
+
+
+def combine_masks(*masks: Any) -> Array | None:
+    """Logical *and* of the masks that are not ``None`` (right-aligned broadcasting).
+
+    Returns ``None`` when every mask is ``None``.
+    """
+    present = [jnp.asarray(m, bool) for m in masks if m is not None]
+    if not present:
+        return None
+    rank = max(m.ndim for m in present)
+    out = present[0].reshape((1,) * (rank - present[0].ndim) + present[0].shape)
+    for m in present[1:]:
+        out = out & m.reshape((1,) * (rank - m.ndim) + m.shape)
+    return out
+
+
+def _explicit(what: str, a: Any, shape: tuple[int, ...], fn: str) -> Array:
+    """``a`` left-padded to ``len(shape)`` axes and broadcast to ``shape``, or a ShapeError."""
+    a = jnp.asarray(a)
+    try:
+        if a.ndim > len(shape):
+            raise ValueError
+        return jnp.broadcast_to(a.reshape((1,) * (len(shape) - a.ndim) + a.shape), shape)
+    except ValueError:
+        raise ShapeError(
+            f"{fn}: {what} of shape {a.shape} does not broadcast to the attention weights' shape "
+            f"{shape} (..., heads, Tq, Tk)"
+        ) from None
+
+
+def _check_qkv(fn: str, query: Array, key: Array, value: Array | None = None) -> None:
+    arrays = {"query": query, "key": key} | ({} if value is None else {"value": value})
+    for name, a in arrays.items():
+        if a.ndim < 3:
+            raise ShapeError(f"{fn}: {name} must be (..., T, heads, features), given {a.shape}")
+    if query.shape[:-3] != key.shape[:-3] or query.shape[-1] != key.shape[-1]:
+        raise ShapeError(
+            f"{fn}: query (..., Tq, Hq, D) and key (..., Tk, Hkv, D) must share the batch axes "
+            f"and D, given {query.shape} and {key.shape}"
+        )
+    if query.shape[-2] % key.shape[-2]:
+        raise ShapeError(
+            f"{fn}: query heads ({query.shape[-2]}) must be a multiple of key/value heads "
+            f"({key.shape[-2]}), given query {query.shape} and key {key.shape}"
+        )
+    if value is not None and value.shape[:-1] != key.shape[:-1]:
+        raise ShapeError(
+            f"{fn}: value must be (..., Tk, Hkv, Dv) matching key {key.shape}, given {value.shape}"
+        )
+
+
+def attention_weights(
+    query: Any,
+    key: Any,
+    *,
+    mask: Any = None,
+    bias: Any = None,
+    scale: float | None = None,
+    precision: Any = None,
+) -> Array:
+    """Softmax attention weights, ``softmax(q k^T * scale + bias)`` over keys, masked.
+
+    Args:
+        query: ``(..., Tq, Hq, D)``.
+        key: ``(..., Tk, Hkv, D)`` with ``Hq % Hkv == 0`` (grouped-query attention).
+        mask: bools broadcastable to ``(..., Hq, Tq, Tk)``, ``True`` = attend.
+        bias: added to the logits, broadcastable to ``(..., Hq, Tq, Tk)``.
+        scale: logit scale (default ``1 / sqrt(D)``).
+        precision: passed to ``jnp.einsum``.
+
+    Returns:
+        ``(..., Hq, Tq, Tk)`` weights in the query's dtype; rows sum to 1, fully masked rows
+        are 0.
+    """
+    fn = "attention_weights"
+    query, key = jnp.asarray(query), jnp.asarray(key)
+    _check_qkv(fn, query, key)
+    *batch, tq, hq, d = query.shape
+    tk, hkv = key.shape[-3], key.shape[-2]
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    grouped = (query * jnp.asarray(scale, query.dtype)).reshape((*batch, tq, hkv, hq // hkv, d))
+    logits = jnp.einsum("...qhgd,...khd->...hgqk", grouped, key, precision=precision)
+    shape = (*batch, hq, tq, tk)
+    logits = logits.reshape(shape).astype(jnp.promote_types(logits.dtype, jnp.float32))
+    if bias is not None:
+        logits = logits + _explicit("bias", bias, shape, fn).astype(logits.dtype)
+    if mask is None:
+        return jax.nn.softmax(logits, axis=-1).astype(query.dtype)
+    mask = _explicit("mask", mask, shape, fn)
+    if mask.dtype != jnp.bool_:
+        raise ShapeError(f"{fn}: mask must be boolean (True = attend), given dtype {mask.dtype}")
+    logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
+    weights = jnp.where(mask, jax.nn.softmax(logits, axis=-1), 0.0)
+    return weights.astype(query.dtype)
+
+
+def _attend(weights: Array, value: Array, precision: Any) -> Array:
+    """Weights ``(..., Hq, Tq, Tk)`` times values ``(..., Tk, Hkv, Dv)``: ``(..., Tq, Hq, Dv)``."""
+    *batch, hq, tq, tk = weights.shape
+    hkv, dv = value.shape[-2:]
+    grouped = weights.reshape((*batch, hkv, hq // hkv, tq, tk))
+    out = jnp.einsum("...hgqk,...khd->...qhgd", grouped, value, precision=precision)
+    return out.reshape((*batch, tq, hq, dv))
+
+
+def _dropout(weights: Array, rate: float, rng: PRNGKey | None) -> Array:
+    """Inverted dropout on attention weights (identity for ``rate == 0``)."""
+    if rate == 0:
+        return weights
+    if rng is None:
+        raise RngError(
+            f"dot_product_attention: dropout_rate={rate} needs dropout_rng=jax.random.key(...)"
+        )
+    return Dropout(rate).apply({}, {}, weights, rng=rng, train=True)[0]
+
+
+def dot_product_attention(
+    query: Any,
+    key: Any,
+    value: Any,
+    *,
+    mask: Any = None,
+    bias: Any = None,
+    scale: float | None = None,
+    dropout_rate: float = 0.0,
+    dropout_rng: PRNGKey | None = None,
+    precision: Any = None,
+) -> Array:
+    """Scaled dot-product attention (Vaswani et al., 2017) with grouped-query heads.
+
+    .. math:: \\text{out} = \\text{dropout}(\\text{softmax}(q k^T / \\sqrt{D} + \\text{bias}))\\, v
+
+    Args:
+        query: ``(..., Tq, Hq, D)``.
+        key: ``(..., Tk, Hkv, D)``; ``Hq`` a multiple of ``Hkv``.
+        value: ``(..., Tk, Hkv, Dv)``.
+        mask: bools broadcastable to ``(..., Hq, Tq, Tk)``, ``True`` = attend (fully masked
+            rows give zeros).
+        bias: added to the logits, broadcastable to ``(..., Hq, Tq, Tk)``.
+        scale: logit scale (default ``1 / sqrt(D)``).
+        dropout_rate: dropout on the weights (inverted; needs ``dropout_rng`` when > 0).
+        dropout_rng: key for the dropout.
+        precision: passed to ``jnp.einsum``.
+
+    Returns:
+        ``(..., Tq, Hq, Dv)``.
+    """
+    fn = "dot_product_attention"
+    query, key, value = jnp.asarray(query), jnp.asarray(key), jnp.asarray(value)
+    _check_qkv(fn, query, key, value)
+    weights = attention_weights(query, key, mask=mask, bias=bias, scale=scale, precision=precision)
+    weights = _dropout(weights, dropout_rate, dropout_rng)
+    return _attend(weights, value, precision)
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiHeadAttention(Layer):
+    """Multi-head attention with projections: self- or cross-attention, GQA/MQA, a decode cache.
+
+    .. math::
+        q = x_q W_q + b_q,\\; k = x_{kv} W_k + b_k,\\; v = x_{kv} W_v + b_v,\\qquad
+        y = \\text{attention}(q, k, v)\\, W_o + b_o
+
+    Input: ``x`` (self-attention, ``x_q = x_kv = x``) or the pair ``(x_q, x_kv)``
+    (cross-attention; the two may have different feature sizes).
+
+    Args:
+        num_heads: query heads ``H``.
+        num_kv_heads: key/value heads ``K`` (default ``H``; ``1`` is multi-query attention; it
+            must divide ``H``).
+        head_dim: per-head size ``D`` (default ``F_q // H``).
+        out_features: output size (default ``F_q``).
+        causal: query ``i`` attends only to keys ``j <= i`` (self-attention).
+        dropout_rate: dropout on the attention weights in training (needs ``rng``).
+        use_bias: add ``b_q``, ``b_k``, ``b_v``, ``b_o``.
+        scale: logit scale (default ``1 / sqrt(D)``).
+        rope: a :class:`~nn_jax.positional.RotaryEmbedding` applied to ``q`` and ``k`` at
+            positions ``0 .. T-1`` (continuing from the cache in decode mode).
+        decode: incremental decoding (self-attention only). ``init`` on an input of the full
+            length ``L`` creates the state ``{"cached_key": (..., L, K, D), "cached_value":
+            (..., L, K, D), "cache_index": int32}`` (zeros); each ``apply`` on ``n`` new steps
+            writes their keys/values at ``cache_index``, attends to the ``cache_index + n``
+            steps written so far (causally if ``causal``), and advances the index. Writing past
+            ``L`` is not checked under ``jit`` and gives wrong results.
+        return_weights: output ``(y, weights)`` with the ``(..., H, Tq, Tk)`` attention
+            weights applied to the values (after dropout in training), for inspection.
+        w_init, b_init: initializers, applied to the 2-D ``(F_in, H*D)`` / ``(H*D, F_out)``
+            views of the kernels (LeCun normal, zeros).
+        dtype, param_dtype, precision: as for :class:`~nn_jax.dense.Dense`.
+
+    Call: ``apply(params, state, x, mask=None, key_mask=None, rng=..., train=...)``, where
+    ``mask`` is broadcastable to ``(..., H, Tq, Tk)`` and ``key_mask: (..., Tk)`` marks real
+    keys (in decode mode ``Tk = L``); they are combined with the causal mask by *and*. A query
+    with no key left gets zero attention output.
+
+    Input ``(..., T, F_q)`` or ``((..., Tq, F_q), (..., Tk, F_kv))`` -> ``(..., Tq, F_out)``.
+    Params: ``w_q: (F_q, H, D)``, ``w_k: (F_kv, K, D)``, ``w_v: (F_kv, K, D)``,
+    ``w_o: (H, D, F_out)``, ``b_q: (H, D)``, ``b_k: (K, D)``, ``b_v: (K, D)``, ``b_o: (F_out,)``.
+
+    >>> import jax, jax.numpy as jnp
+    >>> mha = MultiHeadAttention(4, num_kv_heads=2)
+    >>> params, _ = mha.init(jax.random.key(0), jnp.zeros((2, 5, 16)))
+    >>> {k: params[k].shape for k in ("w_q", "w_k", "w_v", "w_o")}
+    {'w_q': (16, 4, 4), 'w_k': (16, 2, 4), 'w_v': (16, 2, 4), 'w_o': (4, 4, 16)}
+    """
+
+    num_heads: int
+    _: KW_ONLY
+    num_kv_heads: int | None = None
+    head_dim: int | None = None
+    out_features: int | None = None
+    causal: bool = False
+    dropout_rate: float = 0.0
+    use_bias: bool = True
+    scale: float | None = None
+    rope: RotaryEmbedding | None = None
+    decode: bool = False
+    return_weights: bool = False
+    w_init: Initializer = default_kernel_init
+    b_init: Initializer = jax.nn.initializers.zeros
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    precision: Any = None
+
+    def __post_init__(self) -> None:
+        for name in ("num_heads", "num_kv_heads", "head_dim", "out_features"):
+            value = getattr(self, name)
+            if (value is not None or name == "num_heads") and (
+                not isinstance(value, int) or value <= 0
+            ):
+                raise ConfigError(
+                    f"MultiHeadAttention: {name} must be a positive int, given {value!r}"
+                )
+        if self.num_heads % self.kv_heads:
+            raise ConfigError(
+                f"MultiHeadAttention: num_kv_heads={self.num_kv_heads} must divide "
+                f"num_heads={self.num_heads}"
+            )
+        Dropout(self.dropout_rate)
+        if self.rope is not None and not isinstance(self.rope, RotaryEmbedding):
+            raise ConfigError(
+                f"MultiHeadAttention: rope must be a RotaryEmbedding or None, given {self.rope!r}"
+            )
+
+    @property
+    def kv_heads(self) -> int:
+        """The number of key/value heads ``K``."""
+        return self.num_heads if self.num_kv_heads is None else self.num_kv_heads
+
+    def _inputs(self, x: Any) -> tuple[Any, Any, bool]:
+        """``(x_q, x_kv, is_cross)``, rank-checked."""
+        cross = isinstance(x, tuple)
+        if cross and len(x) != 2:
+            raise self.error(
+                ShapeError,
+                f"cross-attention input must be the pair (x_q, x_kv), given {len(x)} items",
+            )
+        xq, xkv = x if cross else (x, x)
+        if not isinstance(xq, jax.ShapeDtypeStruct):
+            xq, xkv = jnp.asarray(xq), jnp.asarray(xkv)
+        self.check_rank(xq, tuple(range(2, 33)), "queries input (..., Tq, F_q)")
+        self.check_rank(xkv, tuple(range(2, 33)), "keys/values input (..., Tk, F_kv)")
+        if xq.shape[:-2] != xkv.shape[:-2]:
+            raise self.error(
+                ShapeError,
+                f"queries input {xq.shape} and keys/values input {xkv.shape} must share their "
+                "leading (batch) axes",
+            )
+        if cross and self.decode:
+            raise self.error(
+                ConfigError,
+                "decode=True caches self-attention keys/values; for cross-attention use "
+                "decode=False (the context is given whole at every step)",
+            )
+        return xq, xkv, cross
+
+    def _head_dim(self, features: int) -> int:
+        if self.head_dim is not None:
+            return self.head_dim
+        if features % self.num_heads:
+            raise self.error(
+                ShapeError,
+                f"input features {features} are not divisible by num_heads={self.num_heads}; "
+                "give head_dim explicitly",
+            )
+        return features // self.num_heads
+
+    def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
+        xq, xkv, _ = self._inputs(x)
+        fq, fkv = xq.shape[-1], xkv.shape[-1]
+        h, kv, d = self.num_heads, self.kv_heads, self._head_dim(fq)
+        f_out = self.out_features or fq
+        keys = jax.random.split(key, 8)
+        dt = self.param_dtype
+        params = {
+            "w_q": self.w_init(keys[0], (fq, h * d), dt).reshape(fq, h, d),
+            "w_k": self.w_init(keys[1], (fkv, kv * d), dt).reshape(fkv, kv, d),
+            "w_v": self.w_init(keys[2], (fkv, kv * d), dt).reshape(fkv, kv, d),
+            "w_o": self.w_init(keys[3], (h * d, f_out), dt).reshape(h, d, f_out),
+        }
+        if self.use_bias:
+            params |= {
+                "b_q": self.b_init(keys[4], (h * d,), dt).reshape(h, d),
+                "b_k": self.b_init(keys[5], (kv * d,), dt).reshape(kv, d),
+                "b_v": self.b_init(keys[6], (kv * d,), dt).reshape(kv, d),
+                "b_o": self.b_init(keys[7], (f_out,), dt),
+            }
+        state: State = {}
+        if self.decode:
+            dtype = self.dtype or jnp.result_type(xq.dtype, dt)
+            cache = jnp.zeros((*xq.shape[:-1], kv, d), dtype)
+            index = jnp.zeros((), jnp.int32)
+            state = {"cached_key": cache, "cached_value": cache, "cache_index": index}
+        return params, state
+
+    def _project(self, params: Params, x: Array, name: str, heads: int, d: int, dtype: Any):
+        """``x @ w_name + b_name``: ``(..., T, F) -> (..., T, heads, d)``."""
+        w = self.param(params, f"w_{name}")
+        if w.shape != (x.shape[-1], heads, d):
+            raise self.error(
+                ShapeError,
+                f"parameter 'w_{name}' has shape {w.shape}, expected {(x.shape[-1], heads, d)} "
+                f"for an input of shape {x.shape}",
+            )
+        y = jnp.einsum(
+            "...tf,fhd->...thd", x.astype(dtype), w.astype(dtype), precision=self.precision
+        )
+        if self.use_bias:
+            b = self.param(params, f"b_{name}", (heads, d)).astype(dtype)
+            y = y + b.reshape((1,) * (y.ndim - 2) + b.shape)
+        return y
+
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        rng: PRNGKey | None = None,
+        train: bool = False,
+        mask: Any = None,
+        key_mask: Any = None,
+    ) -> tuple[Any, State]:
+        xq, xkv, _ = self._inputs(x)
+        w_q = self.param(params, "w_q")
+        if w_q.ndim != 3:
+            raise self.error(
+                ShapeError, f"parameter 'w_q' has shape {w_q.shape}, expected (F, H, D)"
+            )
+        d = w_q.shape[-1]
+        dtype = self.dtype or jnp.result_type(xq.dtype, xkv.dtype, w_q.dtype)
+        q = self._project(params, xq, "q", self.num_heads, d, dtype)
+        k = self._project(params, xkv, "k", self.kv_heads, d, dtype)
+        v = self._project(params, xkv, "v", self.kv_heads, d, dtype)
+        tq = q.shape[-3]
+        start = self.state_entry(state, "cache_index") if self.decode else 0
+        q_pos = start + jnp.arange(tq)
+        if self.rope is not None:
+            q = rotary_embedding(q, q_pos, base=self.rope.base)
+            k = rotary_embedding(k, start + jnp.arange(k.shape[-3]), base=self.rope.base)
+        new_state: State = {}
+        structural = None
+        if self.decode:
+            k, v = self._write_cache(state, k, v, start)
+            new_state = {"cached_key": k, "cached_value": v, "cache_index": start + tq}
+            key_pos = jnp.arange(k.shape[-3])
+            structural = key_pos[None, :] < start + tq  # steps written so far
+        if self.causal:
+            structural = causal_mask(tq, k.shape[-3], offset=start)
+        if key_mask is not None:
+            key_mask = jnp.asarray(key_mask)
+            if key_mask.shape != k.shape[:-2] or key_mask.dtype != jnp.bool_:
+                raise self.error(
+                    ShapeError,
+                    f"key_mask must be booleans of shape {k.shape[:-2]} (..., Tk), given dtype "
+                    f"{key_mask.dtype} and shape {key_mask.shape}",
+                )
+            key_mask = key_mask[..., None, None, :]
+        weights = attention_weights(
+            q,
+            k,
+            mask=combine_masks(structural, key_mask, mask),
+            scale=self.scale,
+            precision=self.precision,
+        )
+        if train and self.dropout_rate > 0:
+            weights = _dropout(weights, self.dropout_rate, self.require_rng(rng))
+        out = _attend(weights, v, self.precision)
+        w_o = self.param(params, "w_o")
+        if w_o.shape[:2] != (self.num_heads, d):
+            raise self.error(
+                ShapeError,
+                f"parameter 'w_o' has shape {w_o.shape}, expected ({self.num_heads}, {d}, F_out)",
+            )
+        y = jnp.einsum("...thd,hdf->...tf", out, w_o.astype(dtype), precision=self.precision)
+        if self.use_bias:
+            y = y + self.param(params, "b_o", (w_o.shape[-1],)).astype(dtype).reshape(
+                (1,) * (y.ndim - 1) + (w_o.shape[-1],)
+            )
+        return ((y, weights) if self.return_weights else y), new_state
+
+    def _write_cache(self, state: State, k: Array, v: Array, start: Array) -> tuple[Array, Array]:
+        cached_k = self.state_entry(state, "cached_key")
+        cached_v = self.state_entry(state, "cached_value")
+        if cached_k.shape[:-3] != k.shape[:-3] or cached_k.shape[-2:] != k.shape[-2:]:
+            raise self.error(
+                ShapeError,
+                f"decode cache has shape {cached_k.shape} (..., L, K, D), incompatible with new "
+                f"keys of shape {k.shape}; create the cache with init on an input of the batch "
+                "shape and maximum length",
+            )
+        axis = k.ndim - 3
+        cached_k = jax.lax.dynamic_update_slice_in_dim(
+            cached_k, k.astype(cached_k.dtype), start, axis
+        )
+        cached_v = jax.lax.dynamic_update_slice_in_dim(
+            cached_v, v.astype(cached_v.dtype), start, axis
+        )
+        return cached_k, cached_v

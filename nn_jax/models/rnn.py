@@ -1,0 +1,140 @@
+"""Recurrent models: ``RNNClassifier``, a (stacked, optionally bidirectional) RNN and a head."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import KW_ONLY
+from typing import Any
+
+import jax.numpy as jnp
+
+from nn_jax.core import Array, Block, Layer, Scope
+from nn_jax.dense import Dense
+from nn_jax.embedding import Embedding
+from nn_jax.errors import ConfigError, ShapeError
+from nn_jax.recurrent import (
+    RNN,
+    Bidirectional,
+    GRUCell,
+    LSTMCell,
+    SimpleRNNCell,
+    StackedRNN,
+    sequence_mask,
+)
+from nn_jax.regularization import Dropout
+
+__all__ = ["RNNClassifier"]
+
+_CELLS = {"lstm": LSTMCell, "gru": GRUCell, "rnn": SimpleRNNCell}
+_POOLINGS = ("last", "mean")
+
+
+def split_lengths(layer: Layer, x: Any, lengths: Any) -> tuple[Any, Any]:
+    """A model input ``x`` or ``(x, lengths)`` -> ``(x, lengths)`` (``lengths`` may be None)."""
+    if isinstance(x, tuple):
+        if len(x) != 2 or lengths is not None:
+            raise layer.error(
+                ShapeError,
+                "expected the input x or the pair (x, lengths), and lengths= only with a plain x",
+            )
+        x, lengths = x
+    return x, lengths
+
+
+def mean_over_time(h: Array, lengths: Any) -> Array:
+    """Mean of ``h: (B, T, F)`` over its first ``lengths[b]`` steps (all ``T`` if None).
+
+    Zero-length sequences give zeros.
+    """
+    if lengths is None:
+        return jnp.mean(h, axis=-2)
+    valid = sequence_mask(lengths, h.shape[-2]).astype(h.dtype)
+    total = jnp.sum(h * valid[..., None], axis=-2)
+    count = jnp.maximum(jnp.sum(valid, axis=-1), 1.0)
+    return total / count[..., None]
+
+
+@dataclasses.dataclass(frozen=True)
+class RNNClassifier(Block):
+    """Classify sequences with a stacked recurrent network and a dense head.
+
+    ``x -> [Embedding] -> RNN layers -> pool over time -> [Dropout] -> Dense(num_classes)``.
+
+    Args:
+        num_classes: number of logits ``C``.
+        cell: ``"lstm"``, ``"gru"`` or ``"rnn"`` (:class:`~nn_jax.recurrent.SimpleRNNCell`).
+        hidden: hidden size ``H`` of every layer.
+        num_layers: stacked layers.
+        bidirectional: wrap each layer in :class:`~nn_jax.recurrent.Bidirectional` (concat).
+        pooling: ``"last"`` (the output at the last real step; for the backward direction, at
+            step 0) or ``"mean"`` (mean of the outputs over the real steps).
+        dropout_rate: dropout between layers and before the head (training; needs ``rng``).
+        vocab_size: if given, inputs are token ids embedded by an ``Embedding(vocab_size,
+            embed_features or hidden)``.
+        embed_features: embedding size (default ``hidden``).
+
+    Input: ``x`` or the pair ``(x, lengths)`` (usable with the train-step builders), or
+    ``apply(..., lengths=...)``; ``x`` is ``(B, T, F)`` floats (or ``(B, T)`` token ids),
+    ``lengths: (B,)`` ints, steps at ``t >= lengths[b]`` being padding that changes nothing.
+    Output ``(B, C)`` logits.
+
+    Params: ``{"embedding"?, "rnn": {"0": ..., ...}, "head": {"w": (H or 2H, C), "b": (C,)}}``.
+
+    >>> import jax, jax.numpy as jnp
+    >>> model = RNNClassifier(10, cell="gru", hidden=16)
+    >>> params, _ = model.init(jax.random.key(0), jnp.zeros((4, 40, 1)))
+    >>> model(params, jnp.zeros((4, 40, 1))).shape
+    (4, 10)
+    """
+
+    num_classes: int
+    _: KW_ONLY
+    cell: str = "lstm"
+    hidden: int = 64
+    num_layers: int = 1
+    bidirectional: bool = False
+    pooling: str = "last"
+    dropout_rate: float = 0.0
+    vocab_size: int | None = None
+    embed_features: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.cell not in _CELLS:
+            raise ConfigError(
+                f"RNNClassifier: cell must be one of {tuple(_CELLS)}, given {self.cell!r}"
+            )
+        if self.pooling not in _POOLINGS:
+            raise ConfigError(
+                f"RNNClassifier: pooling must be one of {_POOLINGS}, given {self.pooling!r}"
+            )
+        for name in ("num_classes", "num_layers", "vocab_size", "embed_features"):
+            value = getattr(self, name)
+            if (value is not None or name in ("num_classes", "num_layers")) and (
+                not isinstance(value, int) or value <= 0
+            ):
+                raise ConfigError(f"RNNClassifier: {name} must be a positive int, given {value!r}")
+        self._stack()  # validates hidden and dropout_rate
+
+    def _stack(self) -> StackedRNN:
+        layers = []
+        for i in range(self.num_layers):
+            last_only = i == self.num_layers - 1 and self.pooling == "last"
+            layer: RNN | Bidirectional = RNN(
+                _CELLS[self.cell](self.hidden), return_sequences=not last_only
+            )
+            if self.bidirectional:
+                layer = Bidirectional(layer)
+            layers.append(layer)
+        return StackedRNN(tuple(layers), dropout_rate=self.dropout_rate)
+
+    def forward(self, scope: Scope, x: Any, *, lengths: Any = None) -> Array:
+        x, lengths = split_lengths(self, x, lengths)
+        if self.vocab_size is not None:
+            features = self.embed_features or self.hidden
+            x = scope("embedding", Embedding(self.vocab_size, features), x)
+        h = scope("rnn", self._stack(), x, lengths=lengths)
+        if self.pooling == "mean":
+            h = mean_over_time(h, lengths)
+        if self.dropout_rate > 0:
+            h = scope("dropout", Dropout(self.dropout_rate), h)
+        return scope("head", Dense(self.num_classes), h)

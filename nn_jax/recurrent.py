@@ -1,0 +1,617 @@
+"""Recurrent layers: ``SimpleRNNCell``, ``LSTMCell``, ``GRUCell`` and the ``RNN`` that scans them.
+
+A **cell** is one time step. As a layer its input is the pair ``(carry, x_t)`` and its output the
+pair ``(new_carry, y_t)``, with the one layer signature
+``apply(params, state, (carry, x_t)) -> ((new_carry, y_t), {})``. The initial carry is zeros
+(:meth:`RecurrentCell.initial_carry`). Cells accept any leading batch shape: ``x_t`` is
+``(*batch, F)`` and ``h`` is ``(*batch, H)``.
+
+Each cell splits its step in two, :meth:`RecurrentCell.input_projection` (``x_t @ w_i + b``, no
+dependence on the carry) and :meth:`RecurrentCell.step` (the rest, with ``h @ w_h``). :class:`RNN`
+uses this to *hoist* the input projection out of the time loop: one large matmul over all time
+steps, then a ``jax.lax.scan`` that only does ``h @ w_h`` per step (a known speed-up on CPU and
+the cuDNN design). A custom cell may keep ``input_projection`` as the identity and do all its
+work in ``step``.
+
+Layout: batch-major ``(*batch, T, F)`` by default, ``(T, *batch, F)`` with ``time_major=True``.
+
+Variable lengths: :class:`RNN`, :class:`Bidirectional` and :class:`StackedRNN` take the keyword
+arguments ``lengths=`` (``(*batch,)`` ints: steps ``t >= length`` are padding) or ``mask=``
+(``(*batch, T)`` bools, ``True`` = a real step). At a masked step the carry is held unchanged and
+the output is zero, so padding changes nothing: the outputs at real steps and the final carry
+equal those of the unpadded sequence, in either direction (a reversed scan meets the padding
+first, while its carry is still the initial zeros). The model zoo's ``RNNClassifier`` also takes
+an ``(x, lengths)`` input pair, for use with the train-step builders.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from dataclasses import KW_ONLY
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from nn_jax.activations import get_activation
+from nn_jax.core import Array, Block, Initializer, Layer, Params, PRNGKey, Scope, State, _entered
+from nn_jax.dense import add_bias, default_kernel_init
+from nn_jax.errors import ConfigError, ShapeError
+from nn_jax.regularization import Dropout
+
+__all__ = [
+    "RNN",
+    "Bidirectional",
+    "GRUCell",
+    "LSTMCell",
+    "RecurrentCell",
+    "SimpleRNNCell",
+    "StackedRNN",
+    "sequence_mask",
+]
+
+Carry = Any
+
+default_recurrent_init: Initializer = jax.nn.initializers.orthogonal()
+"""Orthogonal (Saxe et al., 2014), applied to each gate's ``(H, H)`` block of ``w_h``."""
+
+
+def _matmul(x: Array, w: Array, precision: Any) -> Array:
+    """``x @ w`` contracting the last axis of ``x`` with the first of a 2-D ``w``."""
+    return jax.lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())), precision=precision)
+
+
+def _gate_blocks(init: Initializer, key: PRNGKey, rows: int, hidden: int, gates: int, dtype: Any):
+    """``gates`` independent ``(rows, hidden)`` draws of ``init``, side by side: ``(rows, G*H)``."""
+    keys = jax.random.split(key, gates)
+    return jnp.concatenate([init(k, (rows, hidden), dtype) for k in keys], axis=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class RecurrentCell(Layer):
+    """Base class of cells: ``(carry, x_t) -> (new_carry, y_t)``, split for hoisting.
+
+    Subclasses implement :meth:`initial_carry`, :meth:`step` and ``init``, and may override
+    :meth:`input_projection` (default: the identity). ``apply`` is
+    ``step(params, carry, input_projection(params, x_t))``.
+    """
+
+    @abc.abstractmethod
+    def initial_carry(self, batch_shape: tuple[int, ...], dtype: Any = jnp.float32) -> Carry:
+        """The carry at ``t = 0`` (zeros) for inputs with leading shape ``batch_shape``."""
+
+    def input_projection(self, params: Params, x: Array) -> Array:
+        """The part of the step that reads only ``x`` (any leading shape, features last)."""
+        return x
+
+    @abc.abstractmethod
+    def step(self, params: Params, carry: Carry, projected: Array) -> tuple[Carry, Array]:
+        """One step from the carry and ``input_projection(params, x_t)``."""
+
+    def _split_input(self, x: Any) -> tuple[Carry, Array]:
+        if not isinstance(x, tuple) or len(x) != 2:
+            raise self.error(
+                ShapeError,
+                f"expected the pair (carry, x_t) as input, given {type(x).__name__}; "
+                "run a cell over a sequence with RNN(cell)",
+            )
+        carry, inputs = x
+        if not isinstance(inputs, jax.ShapeDtypeStruct):
+            inputs = jnp.asarray(inputs)
+        if inputs.ndim < 1:
+            self.check_rank(inputs, tuple(range(1, 33)), "x_t")
+        expected = jax.eval_shape(lambda: self.initial_carry(inputs.shape[:-1], inputs.dtype))
+        if jax.tree.structure(carry) != jax.tree.structure(expected) or any(
+            tuple(jnp.shape(c)) != e.shape
+            for c, e in zip(jax.tree.leaves(carry), jax.tree.leaves(expected), strict=True)
+        ):
+            raise self.error(
+                ShapeError,
+                f"carry has shapes {jax.tree.map(jnp.shape, carry)}, expected "
+                f"{jax.tree.map(lambda e: e.shape, expected)} for x_t of shape {inputs.shape}",
+            )
+        return carry, inputs
+
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        rng: PRNGKey | None = None,
+        train: bool = False,
+    ) -> tuple[tuple[Carry, Array], State]:
+        carry, inputs = self._split_input(x)
+        return self.step(params, carry, self.input_projection(params, inputs)), {}
+
+
+@dataclasses.dataclass(frozen=True)
+class _DenseCell(RecurrentCell):
+    """A cell with ``num_gates`` stacked pre-activations ``x @ w_i + h @ w_h + b``.
+
+    Params: ``w_i: (F, G*H)``, ``w_h: (H, G*H)``, ``b: (G*H,)``; gate ``g`` occupies columns
+    ``[g*H, (g+1)*H)``. The initializers are applied to each gate's block separately.
+    """
+
+    hidden: int
+    _: KW_ONLY
+    w_i_init: Initializer = default_kernel_init
+    w_h_init: Initializer = default_recurrent_init
+    b_init: Initializer = jax.nn.initializers.zeros
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    precision: Any = None
+
+    num_gates = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.hidden, int) or self.hidden <= 0:
+            raise ConfigError(
+                f"{type(self).__name__}: hidden must be a positive int, given {self.hidden!r}"
+            )
+
+    def initial_carry(self, batch_shape: tuple[int, ...], dtype: Any = jnp.float32) -> Carry:
+        return jnp.zeros((*batch_shape, self.hidden), self.dtype or dtype)
+
+    def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
+        _, inputs = self._split_input(x)
+        features = inputs.shape[-1]
+        g, h = self.num_gates, self.hidden
+        ki, kh, kb = jax.random.split(key, 3)
+        params = {
+            "w_i": _gate_blocks(self.w_i_init, ki, features, h, g, self.param_dtype),
+            "w_h": _gate_blocks(self.w_h_init, kh, h, h, g, self.param_dtype),
+            "b": self.b_init(kb, (g * h,), self.param_dtype),
+        }
+        return params, {}
+
+    def _weights(self, params: Params) -> tuple[Array, Array, Array]:
+        gh = self.num_gates * self.hidden
+        w_i = self.param(params, "w_i")
+        if w_i.ndim != 2 or w_i.shape[1] != gh:
+            raise self.error(
+                ShapeError, f"parameter 'w_i' has shape {w_i.shape}, expected (F, {gh})"
+            )
+        return w_i, self.param(params, "w_h", (self.hidden, gh)), self.param(params, "b", (gh,))
+
+    def input_projection(self, params: Params, x: Array) -> Array:
+        w_i, _, b = self._weights(params)
+        x = jnp.asarray(x)
+        if x.shape[-1] != w_i.shape[0]:
+            raise self.error(
+                ShapeError,
+                f"input last axis has size {x.shape[-1]} (input shape {x.shape}), expected "
+                f"{w_i.shape[0]}, the size this cell was initialized with (w_i: {w_i.shape})",
+            )
+        dtype = self.dtype or jnp.result_type(x.dtype, w_i.dtype)
+        return add_bias(
+            _matmul(x.astype(dtype), w_i.astype(dtype), self.precision), b.astype(dtype)
+        )
+
+    def _recurrent(self, params: Params, h: Array, projected: Array) -> Array:
+        """``h @ w_h`` in the dtype of ``projected``."""
+        w_h = self.param(params, "w_h", (self.hidden, self.num_gates * self.hidden))
+        dtype = projected.dtype
+        return _matmul(h.astype(dtype), w_h.astype(dtype), self.precision)
+
+
+@dataclasses.dataclass(frozen=True)
+class SimpleRNNCell(_DenseCell):
+    """The Elman cell: ``h' = act(x @ w_i + h @ w_h + b)``; the output is ``h'``.
+
+    Args:
+        hidden: carry and output size ``H``.
+        activation: a callable or name (default ``"tanh"``).
+        w_i_init, w_h_init, b_init: initializers (LeCun normal, orthogonal, zeros).
+        dtype, param_dtype, precision: as for :class:`~nn_jax.dense.Dense`.
+
+    Input ``(h, x_t)`` with ``h: (*batch, H)``, ``x_t: (*batch, F)`` -> ``(h', h')``.
+    Params: ``w_i: (F, H)``, ``w_h: (H, H)``, ``b: (H,)``.
+
+    >>> import jax, jax.numpy as jnp
+    >>> cell = SimpleRNNCell(4)
+    >>> x = jnp.zeros((2, 3))
+    >>> params, _ = cell.init(jax.random.key(0), (cell.initial_carry((2,)), x))
+    >>> jax.tree.map(jnp.shape, params)
+    {'b': (4,), 'w_h': (4, 4), 'w_i': (3, 4)}
+    """
+
+    _: KW_ONLY
+    activation: Any = "tanh"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        get_activation(self.activation)
+
+    def step(self, params: Params, carry: Carry, projected: Array) -> tuple[Carry, Array]:
+        h = get_activation(self.activation)(projected + self._recurrent(params, carry, projected))
+        return h, h
+
+
+@dataclasses.dataclass(frozen=True)
+class LSTMCell(_DenseCell):
+    """Long short-term memory (Hochreiter & Schmidhuber, 1997, with a forget gate).
+
+    .. math::
+        i, f, g, o &= \\text{split}_4(x W_i + h W_h + b) \\\\
+        c' &= \\sigma(f) \\odot c + \\sigma(i) \\odot \\tanh(g) \\\\
+        h' &= \\sigma(o) \\odot \\tanh(c')
+
+    Gate layout: the columns of ``w_i``, ``w_h`` and ``b`` are ``[i | f | g | o]``, each ``H``
+    wide (PyTorch's order: ``w_i = weight_ih_l0.T``, ``w_h = weight_hh_l0.T``,
+    ``b = bias_ih_l0 + bias_hh_l0``). The carry is ``(h, c)`` and the output is ``h'``.
+
+    Args:
+        hidden: size ``H`` of ``h`` and ``c``.
+        forget_bias: added to the forget gate's slice of ``b`` at initialization (default 1.0,
+            Jozefowicz et al., 2015: the cell remembers by default; 0.0 is PyTorch's).
+        w_i_init, w_h_init, b_init: initializers (LeCun normal, orthogonal per gate, zeros).
+        dtype, param_dtype, precision: as for :class:`~nn_jax.dense.Dense`.
+
+    Input ``((h, c), x_t)`` with ``h, c: (*batch, H)``, ``x_t: (*batch, F)`` ->
+    ``((h', c'), h')``. Params: ``w_i: (F, 4H)``, ``w_h: (H, 4H)``, ``b: (4H,)``.
+
+    >>> import jax, jax.numpy as jnp
+    >>> cell = LSTMCell(4)
+    >>> params, _ = cell.init(jax.random.key(0), (cell.initial_carry((2,)), jnp.zeros((2, 3))))
+    >>> jax.tree.map(jnp.shape, params)
+    {'b': (16,), 'w_h': (4, 16), 'w_i': (3, 16)}
+    >>> params["b"][4:8]
+    Array([1., 1., 1., 1.], dtype=float32)
+    """
+
+    _: KW_ONLY
+    forget_bias: float = 1.0
+
+    num_gates = 4
+
+    def initial_carry(self, batch_shape: tuple[int, ...], dtype: Any = jnp.float32) -> Carry:
+        zeros = jnp.zeros((*batch_shape, self.hidden), self.dtype or dtype)
+        return zeros, zeros
+
+    def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
+        params, state = super().init(key, x)
+        h = self.hidden
+        params["b"] = params["b"].at[h : 2 * h].add(jnp.asarray(self.forget_bias, self.param_dtype))
+        return params, state
+
+    def step(self, params: Params, carry: Carry, projected: Array) -> tuple[Carry, Array]:
+        h, c = carry
+        z = projected + self._recurrent(params, h, projected)
+        i, f, g, o = jnp.split(z, 4, axis=-1)
+        c = jax.nn.sigmoid(f) * c.astype(z.dtype) + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        return (h, c), h
+
+
+@dataclasses.dataclass(frozen=True)
+class GRUCell(_DenseCell):
+    """Gated recurrent unit (Cho et al., 2014), in the cuDNN/PyTorch form (reset after ``w_h``).
+
+    .. math::
+        r &= \\sigma(x W_{ir} + b_r + h W_{hr}) \\\\
+        z &= \\sigma(x W_{iz} + b_z + h W_{hz}) \\\\
+        n &= \\tanh(x W_{in} + b_n + r \\odot (h W_{hn} + b_{hn})) \\\\
+        h' &= (1 - z) \\odot n + z \\odot h
+
+    Gate layout: columns ``[r | z | n]``, each ``H`` wide. PyTorch mapping:
+    ``w_i = weight_ih_l0.T``, ``w_h = weight_hh_l0.T``, ``b = bias_ih_l0`` plus ``bias_hh_l0`` on
+    the ``r`` and ``z`` slices, ``b_hn = bias_hh_l0[2H:]``. The carry is ``h``; the output is
+    ``h'``.
+
+    Args:
+        hidden: size ``H``.
+        w_i_init, w_h_init, b_init: initializers (LeCun normal, orthogonal per gate, zeros;
+            ``b_init`` also initializes ``b_hn``).
+        dtype, param_dtype, precision: as for :class:`~nn_jax.dense.Dense`.
+
+    Input ``(h, x_t)`` with ``h: (*batch, H)``, ``x_t: (*batch, F)`` -> ``(h', h')``.
+    Params: ``w_i: (F, 3H)``, ``w_h: (H, 3H)``, ``b: (3H,)``, ``b_hn: (H,)``.
+
+    >>> import jax, jax.numpy as jnp
+    >>> cell = GRUCell(4)
+    >>> params, _ = cell.init(jax.random.key(0), (cell.initial_carry((2,)), jnp.zeros((2, 3))))
+    >>> jax.tree.map(jnp.shape, params)
+    {'b': (12,), 'b_hn': (4,), 'w_h': (4, 12), 'w_i': (3, 12)}
+    """
+
+    num_gates = 3
+
+    def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
+        params, state = super().init(key, x)
+        params["b_hn"] = self.b_init(jax.random.fold_in(key, 3), (self.hidden,), self.param_dtype)
+        return params, state
+
+    def step(self, params: Params, carry: Carry, projected: Array) -> tuple[Carry, Array]:
+        hw = self._recurrent(params, carry, projected)
+        x_r, x_z, x_n = jnp.split(projected, 3, axis=-1)
+        h_r, h_z, h_n = jnp.split(hw, 3, axis=-1)
+        b_hn = self.param(params, "b_hn", (self.hidden,)).astype(hw.dtype)
+        r = jax.nn.sigmoid(x_r + h_r)
+        z = jax.nn.sigmoid(x_z + h_z)
+        n = jnp.tanh(x_n + r * add_bias(h_n, b_hn))
+        h = (1 - z) * n + z * carry.astype(n.dtype)
+        return h, h
+
+
+# --------------------------------------------------------------------------------------------
+# Running a cell over time.
+
+
+def _time_mask(layer: Layer, x: Array, time_axis: int, lengths: Any, mask: Any) -> Array | None:
+    """``(T, *batch)`` bools from ``lengths: (*batch,)`` or ``mask`` (shaped like ``x[..., 0]``)."""
+    if lengths is None and mask is None:
+        return None
+    if lengths is not None and mask is not None:
+        raise layer.error(ShapeError, "give lengths= or mask=, not both")
+    steps = x.shape[time_axis]
+    batch = x.shape[:time_axis] + x.shape[time_axis + 1 : -1]
+    if lengths is not None:
+        lengths = jnp.asarray(lengths)
+        if lengths.shape != batch or not jnp.issubdtype(lengths.dtype, jnp.integer):
+            raise layer.error(
+                ShapeError,
+                f"lengths must be integers of shape {batch} (the batch shape of input "
+                f"{x.shape}), given dtype {lengths.dtype} and shape {lengths.shape}",
+            )
+        return jnp.moveaxis(sequence_mask(lengths, steps), -1, 0)
+    mask = jnp.asarray(mask)
+    if mask.shape != x.shape[:-1] or mask.dtype != jnp.bool_:
+        raise layer.error(
+            ShapeError,
+            f"mask must be booleans of shape {x.shape[:-1]} (input shape {x.shape} without "
+            f"features), given dtype {mask.dtype} and shape {mask.shape}",
+        )
+    return jnp.moveaxis(mask, time_axis, 0)
+
+
+def sequence_mask(lengths: Any, max_length: int) -> Array:
+    """``(..., T)`` bools, ``True`` at the valid steps ``t < lengths[...]`` of a padded batch.
+
+    Args:
+        lengths: ``(...)`` ints.
+        max_length: ``T``.
+    """
+    lengths = jnp.asarray(lengths)
+    return jnp.arange(max_length).reshape((1,) * lengths.ndim + (max_length,)) < lengths[..., None]
+
+
+def _where(m: Array, new: Any, old: Any) -> Any:
+    """``where(m, new, old)`` leaf-wise, ``m: (*batch,)`` broadcast explicitly over features."""
+    return jax.tree.map(
+        lambda n, o: jnp.where(m.reshape(m.shape + (1,) * (n.ndim - m.ndim)), n, o), new, old
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class RNN(Layer):
+    """Run a cell over the time axis with ``jax.lax.scan`` (input projection hoisted).
+
+    Args:
+        cell: a :class:`RecurrentCell` (``LSTMCell(128)``, ``GRUCell(64)``, ...).
+        return_sequences: output every step's ``y_t`` (``(*batch, T, H)``); ``False`` outputs
+            only the last processed real step's (``(*batch, H)``: ``t = length - 1`` forward,
+            ``t = 0`` with ``reverse=True``).
+        return_carry: output the pair ``(outputs, final_carry)`` instead of ``outputs``.
+        reverse: scan from the last step to the first (outputs stay in input order).
+        time_major: input ``(T, *batch, F)`` instead of ``(*batch, T, F)``.
+        unroll: steps unrolled per scan iteration (``jax.lax.scan``'s ``unroll``).
+
+    Call: ``apply(params, state, x, lengths=None, mask=None, initial_carry=None)``; see the
+    module docstring for ``lengths``/``mask``. ``initial_carry`` defaults to zeros.
+
+    Input ``(*batch, T, F)`` -> ``(*batch, T, H)`` (see the options). Params:
+    ``{"cell": cell params}``.
+
+    >>> import jax, jax.numpy as jnp
+    >>> rnn = RNN(LSTMCell(8))
+    >>> x = jnp.zeros((2, 5, 3))
+    >>> params, _ = rnn.init(jax.random.key(0), x)
+    >>> jax.tree.map(jnp.shape, params)
+    {'cell': {'b': (32,), 'w_h': (8, 32), 'w_i': (3, 32)}}
+    >>> rnn(params, x, lengths=jnp.array([5, 2])).shape
+    (2, 5, 8)
+    """
+
+    cell: RecurrentCell
+    _: KW_ONLY
+    return_sequences: bool = True
+    return_carry: bool = False
+    reverse: bool = False
+    time_major: bool = False
+    unroll: int = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.cell, RecurrentCell):
+            raise ConfigError(
+                f"RNN: cell must be a RecurrentCell (LSTMCell, GRUCell, SimpleRNNCell, ...), "
+                f"given {self.cell!r}"
+            )
+        if isinstance(self.unroll, bool) or not isinstance(self.unroll, int) or self.unroll < 1:
+            raise ConfigError(f"RNN: unroll must be a positive int, given {self.unroll!r}")
+
+    def _time_axis(self, x: Any) -> int:
+        self.check_rank(x, tuple(range(2, 33)), "input (*batch, T, F)")
+        return 0 if self.time_major else len(x.shape) - 2
+
+    def _step_input(self, x: Any) -> tuple[tuple[int, ...], Any]:
+        """The batch shape and a ``ShapeDtypeStruct`` of one step's input."""
+        axis = self._time_axis(x)
+        batch = tuple(x.shape[:axis]) + tuple(x.shape[axis + 1 : -1])
+        return batch, jax.ShapeDtypeStruct((*batch, x.shape[-1]), x.dtype)
+
+    def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
+        batch, x_t = self._step_input(x)
+        carry = jax.eval_shape(lambda: self.cell.initial_carry(batch, x_t.dtype))
+        with _entered("cell"):
+            params, _ = self.cell.init(key, (carry, x_t))
+        return {"cell": params}, {}
+
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        rng: PRNGKey | None = None,
+        train: bool = False,
+        lengths: Any = None,
+        mask: Any = None,
+        initial_carry: Carry | None = None,
+    ) -> tuple[Any, State]:
+        x = jnp.asarray(x)
+        axis = self._time_axis(x)
+        batch, _ = self._step_input(x)
+        time_mask = _time_mask(self, x, axis, lengths, mask)
+        cell_params = self.param(params, "cell")
+        with _entered("cell"):
+            xw = self.cell.input_projection(cell_params, jnp.moveaxis(x, axis, 0))
+            if initial_carry is None:
+                initial_carry = self.cell.initial_carry(batch, xw.dtype)
+            else:
+                self.cell._split_input((initial_carry, x[(slice(None),) * axis + (0,)]))
+            y_struct = jax.eval_shape(
+                lambda c, p: self.cell.step(cell_params, c, p)[1], initial_carry, xw[0]
+            )
+            last = jnp.zeros(y_struct.shape, y_struct.dtype)
+
+            def body(loop: tuple[Carry, Array], inputs: tuple[Array, Array | None]):
+                carry, last = loop
+                xw_t, m_t = inputs
+                new_carry, y = self.cell.step(cell_params, carry, xw_t)
+                if m_t is not None:
+                    new_carry = _where(m_t, new_carry, carry)
+                    last = _where(m_t, y, last)
+                    y = _where(m_t, y, jnp.zeros_like(y))
+                else:
+                    last = y
+                return (new_carry, last), (y if self.return_sequences else None)
+
+            (carry, last), ys = jax.lax.scan(
+                body,
+                (initial_carry, last),
+                (xw, time_mask),
+                reverse=self.reverse,
+                unroll=self.unroll,
+            )
+        out = jnp.moveaxis(ys, 0, axis) if self.return_sequences else last
+        return ((out, carry) if self.return_carry else out), {}
+
+
+_MERGES = ("concat", "sum")
+
+
+@dataclasses.dataclass(frozen=True)
+class Bidirectional(Block):
+    """Run an :class:`RNN` forward and a copy of it backward over time; merge the outputs.
+
+    Args:
+        layer: the forward-direction :class:`RNN`.
+        backward: the backward-direction :class:`RNN` (default ``layer`` with ``reverse``
+            flipped; its ``return_sequences``/``return_carry`` must equal ``layer``'s).
+        merge: ``"concat"`` (features ``2H``) or ``"sum"`` (``H``).
+
+    Call: ``apply(params, state, x, lengths=None, mask=None)`` (as :class:`RNN`). The backward
+    direction starts at each sequence's last real step. With ``return_sequences=False`` the
+    merged outputs are the forward direction's at ``t = length - 1`` and the backward one's at
+    ``t = 0``. With ``return_carry`` the output is ``(merged, (forward_carry, backward_carry))``.
+
+    Params: ``{"forward": ..., "backward": ...}``.
+    """
+
+    layer: RNN
+    _: KW_ONLY
+    backward: RNN | None = None
+    merge: str = "concat"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.layer, RNN) or not isinstance(self.backward, RNN | None):
+            raise ConfigError(
+                f"Bidirectional: layer and backward must be RNN layers, given {self.layer!r} "
+                f"and {self.backward!r}"
+            )
+        if self.merge not in _MERGES:
+            raise ConfigError(
+                f"Bidirectional: merge must be one of {_MERGES}, given {self.merge!r}"
+            )
+        if self.backward is None:
+            object.__setattr__(
+                self, "backward", dataclasses.replace(self.layer, reverse=not self.layer.reverse)
+            )
+        for option in ("return_sequences", "return_carry", "time_major"):
+            if getattr(self.layer, option) != getattr(self.backward, option):
+                raise ConfigError(
+                    f"Bidirectional: {option} differs between the forward layer "
+                    f"({getattr(self.layer, option)}) and the backward one "
+                    f"({getattr(self.backward, option)})"
+                )
+
+    @property
+    def return_sequences(self) -> bool:
+        """Whether the output has a time axis."""
+        return self.layer.return_sequences
+
+    @property
+    def return_carry(self) -> bool:
+        """Whether the output is ``(merged, (forward_carry, backward_carry))``."""
+        return self.layer.return_carry
+
+    def forward(self, scope: Scope, x: Any, *, lengths: Any = None, mask: Any = None) -> Any:
+        fwd = scope("forward", self.layer, x, lengths=lengths, mask=mask)
+        bwd = scope("backward", self.backward, x, lengths=lengths, mask=mask)
+        if self.return_carry:
+            (fwd, fwd_carry), (bwd, bwd_carry) = fwd, bwd
+        merged = jnp.concatenate([fwd, bwd], axis=-1) if self.merge == "concat" else fwd + bwd
+        return (merged, (fwd_carry, bwd_carry)) if self.return_carry else merged
+
+
+@dataclasses.dataclass(frozen=True)
+class StackedRNN(Block):
+    """Recurrent layers one on top of the other, with optional dropout between them.
+
+    Args:
+        layers: a tuple of :class:`RNN` or :class:`Bidirectional` layers; every layer but the
+            last must have ``return_sequences=True`` and ``return_carry=False``. The output is
+            the last layer's.
+        dropout_rate: dropout on each intermediate sequence (training only; as PyTorch's
+            ``nn.LSTM(dropout=...)``).
+
+    Call: ``apply(params, state, x, lengths=None, mask=None, rng=..., train=...)``; the lengths
+    or mask go to every layer.
+
+    Params: ``{"0": ..., "1": ..., ...}``, one entry per layer.
+
+    >>> import jax, jax.numpy as jnp
+    >>> stack = StackedRNN((RNN(GRUCell(8)), RNN(GRUCell(4), return_sequences=False)))
+    >>> params, _ = stack.init(jax.random.key(0), jnp.zeros((2, 5, 3)))
+    >>> stack(params, jnp.zeros((2, 5, 3))).shape
+    (2, 4)
+    """
+
+    layers: tuple[RNN | Bidirectional, ...]
+    _: KW_ONLY
+    dropout_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(self.layers))
+        if not self.layers or not all(isinstance(l, RNN | Bidirectional) for l in self.layers):
+            raise ConfigError(
+                f"StackedRNN: layers must be a non-empty tuple of RNN or Bidirectional layers, "
+                f"given {self.layers!r}"
+            )
+        for i, layer in enumerate(self.layers[:-1]):
+            if not layer.return_sequences or layer.return_carry:
+                raise ConfigError(
+                    f"StackedRNN: layer {i} must return sequences without the carry "
+                    "(return_sequences=True, return_carry=False) to feed the next layer"
+                )
+        Dropout(self.dropout_rate)
+
+    def forward(self, scope: Scope, x: Any, *, lengths: Any = None, mask: Any = None) -> Any:
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = scope(str(i), layer, x, lengths=lengths, mask=mask)
+            if i < last and self.dropout_rate > 0:
+                x = scope(f"dropout_{i}", Dropout(self.dropout_rate), x)
+        return x

@@ -1,0 +1,244 @@
+"""Transformer blocks: ``FeedForward``, ``TransformerEncoderBlock``, ``TransformerDecoderBlock``.
+
+Both blocks come in the two residual arrangements:
+
+* ``norm_position="pre"`` (pre-LN, GPT-2 and most modern models; Xiong et al., 2020):
+  ``x = x + drop(attn(norm(x)))``, ``x = x + drop(ffn(norm(x)))``. A stack of pre-LN blocks
+  needs a final norm (the models in :mod:`nn_jax.models.transformer` add it).
+* ``norm_position="post"`` (post-LN, the original Transformer of Vaswani et al., 2017):
+  ``x = norm(x + drop(attn(x)))``, ``x = norm(x + drop(ffn(x)))``.
+
+``norm="layer"`` uses :class:`~nn_jax.normalization.LayerNorm`, ``norm="rms"``
+:class:`~nn_jax.normalization.RMSNorm`. Dropout (``dropout_rate``) is applied to each residual
+branch in training and needs an ``rng``.
+
+The blocks pass ``mask=`` and ``key_mask=`` keyword arguments to their attention (see
+:class:`~nn_jax.attention.MultiHeadAttention`); ``decode=True`` turns on the self-attention cache
+for incremental decoding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import KW_ONLY
+from typing import Any
+
+import jax.numpy as jnp
+
+from nn_jax.activations import get_activation
+from nn_jax.attention import MultiHeadAttention
+from nn_jax.core import Block, Layer, Scope
+from nn_jax.dense import Dense
+from nn_jax.errors import ConfigError, ShapeError
+from nn_jax.normalization import LayerNorm, RMSNorm
+from nn_jax.positional import RotaryEmbedding
+from nn_jax.regularization import Dropout
+
+__all__ = ["FeedForward", "TransformerDecoderBlock", "TransformerEncoderBlock"]
+
+_FFN = ("gelu", "swiglu")
+
+
+@dataclasses.dataclass(frozen=True)
+class FeedForward(Block):
+    """The position-wise feed-forward network, plain or gated (GLU family).
+
+    .. math::
+        \\text{plain: } y = \\text{act}(x W_{up} + b_{up}) W_{down} + b_{down} \\qquad
+        \\text{gated: } y = (\\text{act}(x W_{gate}) \\odot x W_{up}) W_{down}
+
+    ``FeedForward(h)`` is GELU (JAX's default tanh approximation, as GPT-2);
+    ``FeedForward(h, activation="silu", gated=True)`` is SwiGLU (Shazeer, 2020), usually
+    without biases.
+
+    Args:
+        hidden_features: inner size ``M``.
+        out_features: output size (default: the input's ``F``).
+        activation: a callable or name (default ``"gelu"``).
+        gated: multiply the activation by a second (``up``) projection.
+        use_bias: biases on the three projections.
+
+    Input ``(..., F)`` -> ``(..., out_features)``. Params: ``up: {w: (F, M), b: (M,)}``,
+    ``gate`` (gated only, same shapes), ``down: {w: (M, F_out), b: (F_out,)}``.
+    """
+
+    hidden_features: int
+    _: KW_ONLY
+    out_features: int | None = None
+    activation: Any = "gelu"
+    gated: bool = False
+    use_bias: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_features", "out_features"):
+            value = getattr(self, name)
+            if (value is not None or name == "hidden_features") and (
+                not isinstance(value, int) or value <= 0
+            ):
+                raise ConfigError(f"FeedForward: {name} must be a positive int, given {value!r}")
+        get_activation(self.activation)
+
+    def forward(self, scope: Scope, x: Any) -> Any:
+        act = get_activation(self.activation)
+        up = scope("up", Dense(self.hidden_features, use_bias=self.use_bias), x)
+        if self.gated:
+            h = act(scope("gate", Dense(self.hidden_features, use_bias=self.use_bias), x)) * up
+        else:
+            h = act(up)
+        return scope("down", Dense(self.out_features or x.shape[-1], use_bias=self.use_bias), h)
+
+
+def _feed_forward(kind: str, hidden: int) -> FeedForward:
+    if kind == "swiglu":
+        return FeedForward(hidden, activation="silu", gated=True, use_bias=False)
+    return FeedForward(hidden)
+
+
+def _norm(kind: str, epsilon: float) -> Layer:
+    return RMSNorm(epsilon=epsilon) if kind == "rms" else LayerNorm(epsilon=epsilon)
+
+
+def _check_options(owner: Block, mlp_features: int) -> None:
+    name = type(owner).__name__
+    if not isinstance(mlp_features, int) or mlp_features <= 0:
+        raise ConfigError(f"{name}: mlp_features must be a positive int, given {mlp_features!r}")
+    options = {"norm_position": ("pre", "post"), "norm": ("layer", "rms"), "ffn": _FFN}
+    for field, allowed in options.items():
+        if getattr(owner, field) not in allowed:
+            raise ConfigError(
+                f"{name}: {field} must be one of {allowed}, given {getattr(owner, field)!r}"
+            )
+    Dropout(owner.dropout_rate)
+
+
+@dataclasses.dataclass(frozen=True)
+class _BlockOptions(Block):
+    """Options shared by the encoder and decoder blocks."""
+
+    num_heads: int
+    mlp_features: int
+    _: KW_ONLY
+    num_kv_heads: int | None = None
+    head_dim: int | None = None
+    norm_position: str = "pre"
+    norm: str = "layer"
+    ffn: str = "gelu"
+    dropout_rate: float = 0.0
+    attention_dropout_rate: float = 0.0
+    rope: RotaryEmbedding | None = None
+    decode: bool = False
+    epsilon: float = 1e-5
+
+    def __post_init__(self) -> None:
+        _check_options(self, self.mlp_features)
+        self._attention(causal=False)  # validates the attention options
+
+    def _attention(self, *, causal: bool, decode: bool = False) -> MultiHeadAttention:
+        return MultiHeadAttention(
+            self.num_heads,
+            num_kv_heads=self.num_kv_heads,
+            head_dim=self.head_dim,
+            causal=causal,
+            dropout_rate=self.attention_dropout_rate,
+            rope=self.rope,
+            decode=decode,
+        )
+
+    def _sublayer(
+        self, scope: Scope, name: str, layer: Layer, x: Any, memory: Any = None, **kwargs: Any
+    ) -> Any:
+        """``x + drop(layer(norm(x)))`` (pre) or ``norm(x + drop(layer(x)))`` (post).
+
+        With ``memory``, the layer's input is the pair ``(normed x, memory)``.
+        """
+        norm = _norm(self.norm, self.epsilon)
+        inner = scope(f"{name}_norm", norm, x) if self.norm_position == "pre" else x
+        y = scope(name, layer, inner if memory is None else (inner, memory), **kwargs)
+        if self.dropout_rate > 0:
+            y = scope(f"{name}_dropout", Dropout(self.dropout_rate), y)
+        if y.shape != x.shape:
+            raise self.error(
+                ShapeError, f"{name} output {y.shape} differs from its input {x.shape}"
+            )
+        y = x + y
+        return scope(f"{name}_norm", norm, y) if self.norm_position == "post" else y
+
+    def _mlp(self, scope: Scope, x: Any) -> Any:
+        return self._sublayer(scope, "mlp", _feed_forward(self.ffn, self.mlp_features), x)
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerEncoderBlock(_BlockOptions):
+    """Self-attention and a feed-forward network, each in a residual branch with a norm.
+
+    With ``causal=True`` it is the block of a decoder-only language model (GPT).
+
+    Args:
+        num_heads: attention heads ``H``.
+        mlp_features: feed-forward inner size (typically ``4 * F``).
+        num_kv_heads: key/value heads (grouped-query attention; default ``H``).
+        head_dim: per-head size (default ``F // H``).
+        causal: causal self-attention.
+        norm_position: ``"pre"`` or ``"post"`` (see the module docstring).
+        norm: ``"layer"`` or ``"rms"``.
+        ffn: ``"gelu"`` (:class:`FeedForward` with GELU) or ``"swiglu"``.
+        dropout_rate: residual-branch dropout; attention_dropout_rate: on the weights.
+        rope: a :class:`~nn_jax.positional.RotaryEmbedding` for the attention, or ``None``.
+        decode: incremental decoding (self-attention cache in the state).
+        epsilon: the norms' epsilon.
+
+    Call: ``apply(params, state, x, mask=None, key_mask=None, rng=..., train=...)``.
+    Input ``(..., T, F)`` -> same shape. Params: ``attention``, ``attention_norm``, ``mlp``,
+    ``mlp_norm``.
+
+    >>> import jax, jax.numpy as jnp
+    >>> block = TransformerEncoderBlock(4, 64)
+    >>> params, _ = block.init(jax.random.key(0), jnp.zeros((2, 5, 16)))
+    >>> sorted(params)
+    ['attention', 'attention_norm', 'mlp', 'mlp_norm']
+    """
+
+    _: KW_ONLY
+    causal: bool = False
+
+    def forward(self, scope: Scope, x: Any, *, mask: Any = None, key_mask: Any = None) -> Any:
+        attention = self._attention(causal=self.causal, decode=self.decode)
+        x = self._sublayer(scope, "attention", attention, x, mask=mask, key_mask=key_mask)
+        return self._mlp(scope, x)
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerDecoderBlock(_BlockOptions):
+    """Causal self-attention, cross-attention to a memory, and a feed-forward network.
+
+    The decoder block of the encoder-decoder Transformer (Vaswani et al., 2017). Options as
+    :class:`TransformerEncoderBlock`; ``rope`` applies to the self-attention only, and
+    ``decode`` caches the self-attention (the memory is given whole at every step).
+
+    Call: ``apply(params, state, (x, memory), mask=None, key_mask=None, memory_key_mask=None)``:
+    ``mask``/``key_mask`` for the self-attention, ``memory_key_mask: (..., S)`` marks the real
+    memory steps.
+
+    Input ``((..., T, F), (..., S, F_mem))`` -> ``(..., T, F)``. Params: ``self_attention``,
+    ``self_attention_norm``, ``cross_attention``, ``cross_attention_norm``, ``mlp``,
+    ``mlp_norm``.
+    """
+
+    def forward(
+        self,
+        scope: Scope,
+        x: Any,
+        *,
+        mask: Any = None,
+        key_mask: Any = None,
+        memory_key_mask: Any = None,
+    ) -> Any:
+        if not isinstance(x, tuple) or len(x) != 2:
+            raise self.error(ShapeError, "expected the pair (x, memory) as input")
+        x, memory = x
+        memory = jnp.asarray(memory)
+        self_attention = self._attention(causal=True, decode=self.decode)
+        x = self._sublayer(scope, "self_attention", self_attention, x, mask=mask, key_mask=key_mask)
+        cross = dataclasses.replace(self._attention(causal=False), rope=None)
+        x = self._sublayer(scope, "cross_attention", cross, x, memory, key_mask=memory_key_mask)
+        return self._mlp(scope, x)

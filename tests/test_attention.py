@@ -1,0 +1,276 @@
+"""Attention against a NumPy loop reference (masks, causal, GQA/MQA, bias); fully masked rows;
+MultiHeadAttention against NumPy; the decode cache equals the full pass; dropout; errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nn_jax.attention import (
+    MultiHeadAttention,
+    attention_weights,
+    causal_mask,
+    combine_masks,
+    dot_product_attention,
+    make_attention_mask,
+)
+from nn_jax.errors import ConfigError, RngError, ShapeError
+from nn_jax.positional import RotaryEmbedding
+
+KEY = jax.random.key(0)
+
+
+# --------------------------------------------------------------------------------------------
+# References.
+
+
+def np_attention(q, k, v, mask=None, bias=None, scale=None):
+    """Loops over batch, query head and query: softmax over the allowed keys; none -> zeros."""
+    B, Tq, Hq, D = q.shape
+    Tk, Hkv, Dv = k.shape[1], k.shape[2], v.shape[-1]
+    group = Hq // Hkv
+    scale = 1 / np.sqrt(D) if scale is None else scale
+    mask = (
+        np.ones((B, Hq, Tq, Tk), bool) if mask is None else np.broadcast_to(mask, (B, Hq, Tq, Tk))
+    )
+    bias = np.zeros((B, Hq, Tq, Tk)) if bias is None else np.broadcast_to(bias, (B, Hq, Tq, Tk))
+    out = np.zeros((B, Tq, Hq, Dv))
+    weights = np.zeros((B, Hq, Tq, Tk))
+    for b in range(B):
+        for h in range(Hq):
+            kv = h // group
+            for i in range(Tq):
+                allowed = mask[b, h, i]
+                if not allowed.any():
+                    continue
+                s = np.array([q[b, i, h] @ k[b, j, kv] * scale for j in range(Tk)]) + bias[b, h, i]
+                e = np.where(allowed, np.exp(s - s[allowed].max()), 0.0)
+                weights[b, h, i] = e / e.sum()
+                out[b, i, h] = sum(weights[b, h, i, j] * v[b, j, kv] for j in range(Tk))
+    return out, weights
+
+
+def np_rope(x, positions, base=10000.0):
+    """RoPE, rotate-half pairing: (x_i, x_{i+D/2}) rotated by p * base^(-2i/D). x (B,T,H,D)."""
+    y = np.array(x, dtype=np.float64)
+    half = x.shape[-1] // 2
+    for t, p in enumerate(positions):
+        for i in range(half):
+            theta = p * base ** (-2 * i / x.shape[-1])
+            a, b = x[:, t, :, i], x[:, t, :, i + half]
+            y[:, t, :, i] = a * np.cos(theta) - b * np.sin(theta)
+            y[:, t, :, i + half] = b * np.cos(theta) + a * np.sin(theta)
+    return y
+
+
+def np_mha(p, xq, xkv, mask=None, rope=False):
+    """Projections, (RoPE,) attention and the output projection, all in NumPy."""
+    q = np.einsum("btf,fhd->bthd", xq, p["w_q"]) + p.get("b_q", 0)
+    k = np.einsum("btf,fhd->bthd", xkv, p["w_k"]) + p.get("b_k", 0)
+    v = np.einsum("btf,fhd->bthd", xkv, p["w_v"]) + p.get("b_v", 0)
+    if rope:
+        q, k = np_rope(q, range(q.shape[1])), np_rope(k, range(k.shape[1]))
+    out, weights = np_attention(q, k, v, mask)
+    return np.einsum("bthd,hdf->btf", out, p["w_o"]) + p.get("b_o", 0), weights
+
+
+def random_params(params, rng, scale=0.5):
+    return jax.tree.map(lambda a: (scale * rng.standard_normal(a.shape)).astype(a.dtype), params)
+
+
+def qkv(rng, B=2, Tq=4, Tk=5, Hq=4, Hkv=2, D=3, Dv=2):
+    return (
+        rng.standard_normal((B, Tq, Hq, D)),
+        rng.standard_normal((B, Tk, Hkv, D)),
+        rng.standard_normal((B, Tk, Hkv, Dv)),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# dot_product_attention.
+
+
+@pytest.mark.parametrize("heads", [(4, 4), (4, 2), (4, 1)], ids=["mha", "gqa", "mqa"])
+def test_dot_product_attention_matches_numpy(heads):
+    rng = np.random.default_rng(0)
+    q, k, v = qkv(rng, Hq=heads[0], Hkv=heads[1])
+    mask = rng.random((2, 1, 4, 5)) < 0.7
+    mask[0, 0, 1] = False  # a fully masked row
+    bias = rng.standard_normal((1, heads[0], 4, 5))
+    with jax.enable_x64(True):
+        for kwargs in ({}, {"mask": mask}, {"mask": mask, "bias": bias, "scale": 0.3}):
+            out = dot_product_attention(q, k, v, **kwargs)
+            weights = attention_weights(q, k, **{a: b for a, b in kwargs.items()})
+            ref, ref_w = np_attention(q, k, v, **kwargs)
+            np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(weights, ref_w, rtol=1e-12, atol=1e-12)
+
+
+def test_causal_and_padding_masks_combine_as_logical_and():
+    rng = np.random.default_rng(1)
+    q, k, v = qkv(rng, Tq=5, Tk=5)
+    key_valid = np.array([[True] * 5, [False, True, True, True, False]])
+    mask = combine_masks(causal_mask(5), make_attention_mask(np.ones((2, 5), bool), key_valid))
+    expected = np.tril(np.ones((5, 5), bool))[None, None] & key_valid[:, None, None, :]
+    np.testing.assert_array_equal(mask, expected)
+    np.testing.assert_array_equal(causal_mask(2, 4, offset=2), [[1, 1, 1, 0], [1, 1, 1, 1]])
+    assert combine_masks(None, None) is None
+    with jax.enable_x64(True):
+        out = dot_product_attention(q, k, v, mask=mask)
+    np.testing.assert_allclose(out, np_attention(q, k, v, expected)[0], rtol=1e-12, atol=1e-12)
+
+
+def test_fully_masked_rows_give_zeros_and_finite_gradients():
+    rng = np.random.default_rng(2)
+    q, k, v = (a.astype(np.float32) for a in qkv(rng))
+    mask = np.ones((2, 4, 4, 5), bool)
+    mask[1, :, 2] = False
+    mask[0] = False  # a whole example without keys
+
+    def f(q, k, v):
+        return jnp.sum(jnp.sin(dot_product_attention(q, k, v, mask=mask)))
+
+    out = dot_product_attention(q, k, v, mask=mask)
+    assert np.all(np.isfinite(out))
+    np.testing.assert_array_equal(out[0], 0.0)
+    np.testing.assert_array_equal(out[1, 2], 0.0)
+    grads = jax.grad(f, argnums=(0, 1, 2))(q, k, v)
+    assert all(np.all(np.isfinite(g)) for g in grads)
+    np.testing.assert_array_equal(grads[0][0], 0.0)
+    w = attention_weights(q, k, mask=mask)
+    np.testing.assert_allclose(w.sum(-1)[1, :, [0, 1, 3]], 1.0, rtol=1e-6)
+
+
+def test_attention_dropout_needs_a_key():
+    q, k, v = (a.astype(np.float32) for a in qkv(np.random.default_rng(3)))
+    with pytest.raises(RngError, match=r"dropout_rate=0\.5 needs dropout_rng"):
+        dot_product_attention(q, k, v, dropout_rate=0.5)
+    out = dot_product_attention(q, k, v, dropout_rate=0.5, dropout_rng=KEY)
+    assert out.shape == (2, 4, 4, 2)
+
+
+def test_attention_function_errors():
+    q, k, v = qkv(np.random.default_rng(4), Hq=3, Hkv=2)
+    with pytest.raises(
+        ShapeError, match=r"query heads \(3\) must be a multiple of key/value heads"
+    ):
+        dot_product_attention(q, k, v)
+    q, k, v = qkv(np.random.default_rng(4))
+    with pytest.raises(ShapeError, match=r"mask of shape \(3, 4, 5\) does not broadcast"):
+        dot_product_attention(q, k, v, mask=np.ones((3, 4, 5), bool))
+    with pytest.raises(ShapeError, match="mask must be boolean"):
+        dot_product_attention(q, k, v, mask=np.ones((4, 5)))
+    with pytest.raises(ShapeError, match="value must be"):
+        dot_product_attention(q, k, v[:, :3])
+
+
+# --------------------------------------------------------------------------------------------
+# MultiHeadAttention.
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        MultiHeadAttention(4),
+        MultiHeadAttention(4, num_kv_heads=2, causal=True, rope=RotaryEmbedding()),
+        MultiHeadAttention(4, num_kv_heads=1, use_bias=False, head_dim=3),
+    ],
+    ids=["mha", "gqa_causal_rope", "mqa_no_bias"],
+)
+def test_self_attention_layer_matches_numpy(layer):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 5, 8))
+    key_valid = np.array([[True] * 5, [True, True, False, True, False]])
+    extra = rng.random((2, 4, 5, 5)) < 0.8
+    with jax.enable_x64(True):
+        params, _ = layer.init(KEY, x)
+        params = random_params(params, rng)
+        y = layer(params, x, key_mask=key_valid, mask=extra)
+    mask = key_valid[:, None, None, :] & extra
+    if layer.causal:
+        mask = mask & np.tril(np.ones((5, 5), bool))
+    ref, _ = np_mha(params, x, x, mask, rope=layer.rope is not None)
+    np.testing.assert_allclose(y, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_cross_attention_with_different_features_and_weights():
+    rng = np.random.default_rng(6)
+    xq, xkv = rng.standard_normal((2, 3, 6)), rng.standard_normal((2, 5, 4))
+    layer = MultiHeadAttention(2, head_dim=3, out_features=7, return_weights=True)
+    with jax.enable_x64(True):
+        params, state = layer.init(KEY, (xq, xkv))
+        params = random_params(params, rng)
+        assert params["w_q"].shape == (6, 2, 3) and params["w_k"].shape == (4, 2, 3)
+        assert params["w_o"].shape == (2, 3, 7) and state == {}
+        key_valid = np.array([[1, 1, 1, 1, 1], [0, 0, 1, 1, 0]], bool)
+        (y, weights), _ = layer.apply(params, {}, (xq, xkv), key_mask=key_valid)
+    ref, ref_w = np_mha(params, xq, xkv, key_valid[:, None, None, :])
+    np.testing.assert_allclose(y, ref, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(weights, ref_w, rtol=1e-10, atol=1e-10)
+
+
+def test_fully_masked_query_gives_only_the_output_bias():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1, 3, 4)).astype(np.float32)
+    layer = MultiHeadAttention(2)
+    params = random_params(layer.init(KEY, x)[0], rng)
+    mask = np.ones((1, 1, 3, 3), bool)
+    mask[..., 1, :] = False
+    y = layer(params, x, mask=mask)
+    np.testing.assert_allclose(y[0, 1], params["b_o"], rtol=1e-6)
+    assert np.all(np.isfinite(y))
+
+
+@pytest.mark.parametrize("rope", [None, RotaryEmbedding()], ids=["plain", "rope"])
+def test_incremental_decoding_equals_the_full_pass(rope):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 7, 8)).astype(np.float32)
+    full_layer = MultiHeadAttention(4, num_kv_heads=2, causal=True, rope=rope)
+    decoder = MultiHeadAttention(4, num_kv_heads=2, causal=True, rope=rope, decode=True)
+    params = random_params(full_layer.init(KEY, x)[0], rng)
+    full = full_layer(params, x)
+    _, state = decoder.init(KEY, jax.ShapeDtypeStruct((2, 9, 8), jnp.float32))  # room to spare
+    assert state["cached_key"].shape == (2, 9, 2, 2) and int(state["cache_index"]) == 0
+    step = jax.jit(decoder.apply)
+    outs = []
+    for start, stop in [(0, 3), (3, 4), (4, 5), (5, 7)]:
+        y, state = step(params, state, x[:, start:stop])
+        outs.append(y)
+        assert int(state["cache_index"]) == stop
+    np.testing.assert_allclose(np.concatenate(outs, 1), full, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_dropout_in_training_only():
+    x = np.random.default_rng(9).standard_normal((2, 6, 4)).astype(np.float32)
+    layer = MultiHeadAttention(2, dropout_rate=0.5, return_weights=True)
+    params, _ = layer.init(KEY, x)
+    (_, clean), _ = layer.apply(params, {}, x)
+    (_, w_eval), _ = layer.apply(params, {}, x, train=False, rng=KEY)
+    np.testing.assert_array_equal(w_eval, clean)
+    (_, dropped), _ = layer.apply(params, {}, x, train=True, rng=KEY)
+    kept = np.asarray(dropped) != 0
+    assert 0.3 < 1 - kept.mean() < 0.7
+    np.testing.assert_allclose(np.asarray(dropped)[kept], 2 * np.asarray(clean)[kept], rtol=1e-6)
+    with pytest.raises(RngError, match="MultiHeadAttention at <root>: needs randomness"):
+        layer.apply(params, {}, x, train=True)
+
+
+def test_multi_head_attention_errors():
+    with pytest.raises(ConfigError, match="num_kv_heads=3 must divide num_heads=4"):
+        MultiHeadAttention(4, num_kv_heads=3)
+    with pytest.raises(ConfigError, match="num_heads must be a positive int, given 0"):
+        MultiHeadAttention(0)
+    with pytest.raises(ShapeError, match="input features 6 are not divisible by num_heads=4"):
+        MultiHeadAttention(4).init(KEY, jnp.zeros((2, 3, 6)))
+    with pytest.raises(ConfigError, match="for cross-attention use decode=False"):
+        MultiHeadAttention(2, decode=True).init(KEY, (jnp.zeros((1, 3, 4)), jnp.zeros((1, 5, 4))))
+    layer = MultiHeadAttention(2)
+    params, _ = layer.init(KEY, jnp.zeros((2, 3, 4)))
+    with pytest.raises(ShapeError, match=r"key_mask must be booleans of shape \(2, 3\)"):
+        layer(params, jnp.zeros((2, 3, 4)), key_mask=jnp.ones((2, 4), bool))
+    with pytest.raises(
+        ShapeError, match=r"parameter 'w_q' has shape \(4, 2, 2\), expected \(5, 2, 2\)"
+    ):
+        layer(params, jnp.zeros((2, 3, 5)))
+    with pytest.raises(ShapeError, match="must share their leading"):
+        layer(params, (jnp.zeros((2, 3, 4)), jnp.zeros((3, 3, 4))))

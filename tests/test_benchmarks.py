@@ -1,0 +1,273 @@
+"""Sanity checks of the benchmark suite (not timings): FLOP counts, like-for-like steps, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from benchmarks import flops, suite
+from benchmarks.workloads import FRAMEWORKS, UNAVAILABLE, WORKLOADS
+from nn_jax.dense import Dense
+
+# Small batches: the checks are about the computation, not its speed.
+TEST_BATCH = {
+    "seed": 8,
+    "mlp": 16,
+    "cnn": 4,
+    "resnet": 4,
+    "lstm": 4,
+    "transformer": 2,
+    "lm": 2,
+    "gcn": 60,
+}
+OTHERS = [fw for fw in FRAMEWORKS if fw not in ("nn_jax", "jax")]
+
+
+def test_every_workload_is_registered_with_nn_jax_and_raw_jax_steps():
+    assert not UNAVAILABLE, f"workload families failed to load: {UNAVAILABLE}"
+    assert set(WORKLOADS) == set(TEST_BATCH)
+    for workload in WORKLOADS.values():
+        assert {"nn_jax", "jax"} <= set(workload.builders), workload.name
+
+
+# --------------------------------------------------------------------------------------------
+# FLOPs.
+
+
+def test_cost_analysis_of_a_dense_layer_is_2mkn():
+    m, k, n = 64, 256, 128
+    for use_bias in (False, True):
+        layer = Dense(n, use_bias=use_bias)
+        x = jnp.ones((m, k))
+        params, _ = layer.init(jax.random.key(0), x)
+        counted = flops.step_flops(jax.jit(lambda p, x, layer=layer: layer(p, x)), params, x)
+        assert counted["flops"] == pytest.approx(2 * m * k * n, rel=0.01)
+        assert counted["flops_analytic"] == 2 * m * k * n
+
+
+def test_analytic_conv_flops_match_the_closed_form_and_xla():
+    n, h, w, cin, cout, kh, kw = 2, 12, 12, 3, 8, 3, 3
+    x = jnp.ones((n, h, w, cin))
+    k = jnp.ones((kh, kw, cin, cout))
+
+    def conv(x: jax.Array, k: jax.Array, padding: str) -> jax.Array:
+        return jax.lax.conv_general_dilated(
+            x, k, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+
+    valid = flops.step_flops(jax.jit(lambda x, k: conv(x, k, "VALID")), x, k)
+    expected = 2 * n * (h - 2) * (w - 2) * cout * kh * kw * cin
+    assert valid["flops_analytic"] == expected
+    assert valid["flops"] == pytest.approx(expected, rel=0.01)
+    # "SAME": the analytic count includes the taps on padding; XLA counts only real ones
+    # (per axis, 10 outputs see 3 taps and the 2 border outputs 2: 34 instead of 36).
+    same = flops.step_flops(jax.jit(lambda x, k: conv(x, k, "SAME")), x, k)
+    assert same["flops_analytic"] == 2 * n * h * w * cout * kh * kw * cin
+    assert same["flops"] == pytest.approx(2 * n * 34 * 34 * cout * cin, rel=0.01)
+    # The weight gradient is a convolution too (the batch is the contracted feature).
+    loss = lambda k, x: conv(x, k, "VALID").sum()  # noqa: E731
+    grad = flops.step_flops(jax.jit(jax.value_and_grad(loss)), k, x)
+    assert grad["flops_analytic"] == 2 * expected
+    assert grad["flops"] == pytest.approx(2 * expected, rel=0.02)
+
+
+def _scanned_train_step(layers: int, unroll: int = 1, nested: int = 1):
+    """A jitted SGD step of ``h = tanh(h @ W_l)`` over ``layers`` stacked weights, scanned."""
+
+    def forward(ws: jax.Array, x: jax.Array) -> jax.Array:
+        def body(h: jax.Array, w: jax.Array) -> tuple[jax.Array, None]:
+            return jnp.tanh(h @ w), None
+
+        if nested == 1:
+            return jax.lax.scan(body, x, ws, unroll=unroll)[0]
+
+        def outer(h: jax.Array, group: jax.Array) -> tuple[jax.Array, None]:
+            return jax.lax.scan(body, h, group, unroll=unroll)[0], None
+
+        return jax.lax.scan(outer, x, ws.reshape(nested, -1, *ws.shape[1:]))[0]
+
+    def step(ws: jax.Array, x: jax.Array) -> jax.Array:
+        grads = jax.grad(lambda ws: jnp.sum(forward(ws, x) ** 2))(ws)
+        return ws - 0.1 * grads
+
+    return jax.jit(step)
+
+
+@pytest.mark.parametrize(
+    ("layers", "unroll", "nested"), [(12, 1, 1), (12, 4, 1), (12, 5, 1), (12, 12, 1), (12, 3, 2)]
+)
+def test_scan_flop_correction_matches_an_analytic_count(layers, unroll, nested):
+    batch, width = 16, 128
+    ws = jnp.ones((layers, width, width))
+    x = jnp.ones((batch, width))
+    counted = flops.step_flops(_scanned_train_step(layers, unroll, nested), ws, x)
+    # Forward h @ W, backward dh @ W^T and h^T @ dh: 3 matmuls of 2*B*D*D per layer; the SGD
+    # update is 2 FLOPs per weight (the tanh and its derivative add about 0.5%). Where the
+    # first layer's step is peeled out of the loop (unroll not dividing 12, or full unroll),
+    # XLA drops its unused input gradient, 1/36 of the matmuls: within 3%.
+    analytic = 3 * 2 * batch * width * width * layers
+    assert counted["flops_analytic"] == analytic
+    tolerance = 0.01 if layers % unroll == 0 and unroll < layers else 0.03
+    assert counted["flops"] == pytest.approx(analytic + 2 * ws.size, rel=tolerance)
+    if unroll < layers:  # XLA alone counts each loop body once: far fewer
+        assert counted["flops_xla_raw"] < 0.6 * analytic
+
+
+@pytest.mark.parametrize("name", ["seed", "mlp", "cnn", "lstm", "transformer", "lm", "gcn"])
+def test_workload_flops_match_the_hand_count(name):
+    """The corrected compiler count agrees with each workload's hand-written matmul count.
+
+    The compiler also counts elementwise work (activations, the optimizer), so it may exceed
+    the matmul-only hand count by a little; the jaxpr count of matmuls matches it closely.
+    """
+    workload = WORKLOADS[name]
+    ref = workload.setup(TEST_BATCH[name], "float32", jax.random.key(0))
+    impl = workload.builders["jax"](ref)
+    counted = flops.step_flops(impl.step, *impl.carry, impl.batch)
+    expected = workload.analytic_flops(ref)
+    assert counted["flops_analytic"] == pytest.approx(expected, rel=0.02)
+    assert expected * 0.98 <= counted["flops"] <= expected * (1.3 if name != "seed" else 2.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Like for like: every framework computes the same losses from the same params and batch.
+
+
+def _losses(workload_name: str, framework: str, dtype: str, steps: int = 2) -> list[float]:
+    workload = WORKLOADS[workload_name]
+    ref = workload.setup(TEST_BATCH[workload_name], dtype, jax.random.key(0))
+    impl = workload.builders[framework](ref)
+    return [impl.to_float(impl.run(1)) for _ in range(steps)]
+
+
+@pytest.fixture(scope="module")
+def nn_jax_losses():
+    cache: dict[tuple[str, str], list[float]] = {}
+
+    def get(name: str, dtype: str = "float32") -> list[float]:
+        if (name, dtype) not in cache:
+            cache[name, dtype] = _losses(name, "nn_jax", dtype)
+        return cache[name, dtype]
+
+    return get
+
+
+@pytest.mark.parametrize("name", list(TEST_BATCH))
+def test_raw_jax_step_computes_the_nn_jax_losses(name, nn_jax_losses):
+    """Same loss at the same params (step 1), and after the same update (step 2)."""
+    np.testing.assert_allclose(_losses(name, "jax", "float32"), nn_jax_losses(name), rtol=2e-5)
+
+
+@pytest.mark.parametrize("name", list(TEST_BATCH))
+def test_raw_jax_step_matches_nn_jax_in_bfloat16(name, nn_jax_losses):
+    got = _losses(name, "jax", "bfloat16", steps=1)
+    np.testing.assert_allclose(got, nn_jax_losses(name, "bfloat16")[:1], rtol=1e-2)
+
+
+@pytest.mark.parametrize("framework", OTHERS)
+@pytest.mark.parametrize("name", list(TEST_BATCH))
+def test_other_frameworks_compute_the_nn_jax_losses(name, framework, nn_jax_losses):
+    if not suite.framework_available(framework):
+        pytest.skip(f"{framework} is not installed")
+    # Third-party layers broadcast implicitly; the suite's own code runs under "raise".
+    with jax.numpy_rank_promotion("allow"):
+        got = _losses(name, framework, "float32")
+    np.testing.assert_allclose(got, nn_jax_losses(name), rtol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------
+# The runner and the command line.
+
+
+def test_quick_cli_run_writes_json_and_markdown(tmp_path):
+    """``nn-jax bench --quick`` end to end in a subprocess, as CI runs it (budget: 2 minutes)."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "nn_jax.cli", "bench", "--quick", "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((out / "results.json").read_text())
+    runs = {(r["workload"], r["framework"]) for r in report["results"]}
+    assert runs == {(w, f) for w in suite.QUICK_WORKLOADS for f in suite.QUICK_FRAMEWORKS}
+    for rec in report["results"]:
+        assert rec["step_s"] > 0 and math.isfinite(rec["first_loss"])
+        assert rec["flops"] > 0 and 0 < rec["mfu"] < 1.5
+        assert rec["peak_memory_bytes"] > 0
+    assert report["meta"]["jax"] == jax.__version__ and report["meta"]["device_kind"]
+    assert {t["workload"] for t in report["targets"]} == set(suite.QUICK_WORKLOADS)
+    md = (out / "results.md").read_text()
+    assert "| workload | dtype | framework |" in md and "raw JAX" in md
+    assert "nn_jax bench" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "allowed"),
+    [
+        ("--workloads", "seed,resnet50", "seed, mlp, cnn"),
+        ("--dtype", "float16", "float32, bfloat16"),
+        ("--frameworks", "pytorch", "nn_jax, jax, flax_linen"),
+        ("--repeats", "0", "positive int"),
+    ],
+)
+def test_bad_cli_arguments_name_the_allowed_values(flag, value, allowed, capsys):
+    from nn_jax.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", flag, value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err and allowed in err and repr(value.split(",")[-1]) in err
+
+
+def test_missing_frameworks_are_skipped_with_a_reason(monkeypatch):
+    monkeypatch.setattr(suite, "framework_available", lambda fw: fw != "haiku")
+    options = suite.Options(("seed",), ("float32",), ("nn_jax", "haiku"), repeats=2, repeat_time=0.001)
+    records, skipped = suite.bench_workload(WORKLOADS["seed"], "float32", options, _Quiet())
+    assert [r["framework"] for r in records] == ["nn_jax"]
+    assert skipped == [
+        {
+            "workload": "seed",
+            "dtype": "float32",
+            "framework": "haiku",
+            "reason": "haiku is not installed",
+        }
+    ]
+
+
+class _Quiet:
+    def print(self, *args, **kwargs):
+        pass
+
+
+def test_targets_compare_nn_jax_with_raw_jax_and_the_fastest_other():
+    def rec(fw, to_jax, to_nn=None):
+        return {
+            "workload": "seed",
+            "dtype": "float32",
+            "framework": fw,
+            "ratio_to_jax": to_jax,
+            "ratio_to_nn_jax": to_nn,
+        }
+
+    report = {
+        "results": [
+            rec("nn_jax", 1.01),
+            rec("jax", 1.0, 0.99),
+            rec("flax_linen", 1.5, 1.49),
+            rec("flax_nnx", 4.0, 2.5),
+            rec("haiku", 0.97, 0.96),
+        ]
+    }
+    checks = {c["target"].split(" ")[2]: c for c in suite.targets(report)}
+    assert checks["raw"]["met"] and checks["raw"]["value"] == 1.01
+    fastest = checks["fastest"]
+    assert "Haiku" in fastest["target"] and not fastest["met"]
+    assert fastest["value"] == pytest.approx(1 / 0.96)
+    nnx = next(c for c in suite.targets(report) if "NNX" in c["target"])
+    assert nnx["value"] == 2.5 and not nnx["met"]
