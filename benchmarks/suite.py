@@ -200,11 +200,17 @@ def options_from_args(args: argparse.Namespace) -> Options:
     )
 
 
-def run_cli(args: argparse.Namespace) -> int:
-    """Run the suite for parsed arguments: print the table, write the reports."""
+def make_console() -> Any:
+    """A ``rich`` console; wide when writing to a file or CI log (the table has 12 columns)."""
     from rich.console import Console
 
     console = Console()
+    return console if console.is_terminal else Console(width=180)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Run the suite for parsed arguments: print the table, write the reports."""
+    console = make_console()
     if args.list:
         for workload in WORKLOADS.values():
             console.print(f"{workload.name:<12} {workload.description}")
@@ -310,7 +316,7 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-class _Peaks:
+class Peaks:
     """Peak FLOP/s per dtype: the device table, or a matmul measured in this run (best of)."""
 
     def __init__(self, device: jax.Device) -> None:
@@ -390,7 +396,7 @@ def bench_workload(
             "description": workload.description,
             "dtype": dtype,
             "framework": fw,
-            "label": FRAMEWORK_LABELS[fw],
+            "label": FRAMEWORK_LABELS.get(fw, fw),
             "batch_size": batch_size,
             "items_per_step": workload.items(ref),
             "unit": workload.unit,
@@ -406,12 +412,21 @@ def bench_workload(
         return [], skipped
 
     names = list(impls)
-    # Calibrate the steps per round on the first framework (nn_jax when selected).
-    probe = impls[names[0]]
+    # Calibrate the steps per round on the first framework (nn_jax when selected): the faster
+    # of two short runs, doubling the steps until a run lasts a tenth of a round.
+    probe, steps, estimate = impls[names[0]], 1, math.inf
+    while True:
+        start = time.perf_counter()
+        probe.run(steps)
+        elapsed = time.perf_counter() - start
+        estimate = min(estimate, elapsed / steps)
+        if elapsed >= options.repeat_time / 10 or steps >= 1024:
+            break
+        steps *= 2
     start = time.perf_counter()
-    probe.run(3)
-    estimate = (time.perf_counter() - start) / 3
-    inner = max(1, min(100_000, round(options.repeat_time / max(estimate, 1e-9))))
+    probe.run(steps)
+    estimate = min(estimate, (time.perf_counter() - start) / steps)
+    inner = max(1, min(100_000, round(options.repeat_time / estimate)))
     for impl in impls.values():  # warm-up round
         impl.run(inner)
     times: dict[str, list[float]] = {fw: [] for fw in names}
@@ -476,7 +491,7 @@ def run(options: Options, console: Any = None) -> dict[str, Any]:
         f"load average {env['load_average_start'][0]:.2f}"
     )
     device = jax.devices()[0]
-    peaks = _Peaks(device)
+    peaks = Peaks(device)
     peaks.measure(options.dtypes)
     results: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
@@ -601,7 +616,7 @@ COLUMNS = (
     "framework",
     "compile",
     "step (median)",
-    "IQR",
+    "±IQR/2",
     "throughput",
     "FLOP/step",
     "FLOP/s",
@@ -698,31 +713,51 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def bar_chart(report: dict[str, Any], path: Path) -> bool:
-    """A PNG of step time relative to raw JAX per workload and framework (needs matplotlib)."""
+    """A PNG of each framework's step time relative to raw JAX, per workload (needs matplotlib).
+
+    Grouped markers on a log axis (ratios span 0.5x to 20x), the 1x line being raw JAX.
+    """
     if importlib.util.find_spec("matplotlib") is None:
         return False
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
-    groups = list(dict.fromkeys((r["workload"], r["dtype"]) for r in report["results"]))
-    frameworks = [fw for fw in FRAMEWORKS if any(r["framework"] == fw for r in report["results"])]
+    results = [r for r in report["results"] if r.get("ratio_to_jax")]
+    groups = list(dict.fromkeys((r["workload"], r["dtype"]) for r in results))
+    frameworks = [fw for fw in FRAMEWORKS if any(r["framework"] == fw for r in results)]
+    if not groups:
+        return False
     width = 0.8 / max(1, len(frameworks))
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(groups) + 2), 4))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(groups) + 2), 4.5))
     for i, fw in enumerate(frameworks):
-        xs, ys = [], []
-        for j, group in enumerate(groups):
-            for r in report["results"]:
-                if (r["workload"], r["dtype"]) == group and r["framework"] == fw:
-                    xs.append(j + (i - (len(frameworks) - 1) / 2) * width)
-                    ys.append(r.get("ratio_to_jax") or r["step_s"])
-        ax.bar(xs, ys, width, label=FRAMEWORK_LABELS[fw])
+        points = [
+            (groups.index((r["workload"], r["dtype"])), r["ratio_to_jax"])
+            for r in results
+            if r["framework"] == fw
+        ]
+        offset = (i - (len(frameworks) - 1) / 2) * width
+        ax.scatter(
+            [g + offset for g, _ in points],
+            [v for _, v in points],
+            marker="ovs^Dpx*"[i % 8],
+            label=FRAMEWORK_LABELS[fw],
+            zorder=3,
+        )
     ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels([f"{w}\n{d}" for w, d in groups])
+    for j in range(1, len(groups)):
+        ax.axvline(j - 0.5, color="0.85", linewidth=0.8)
     ax.set_yscale("log")
-    ax.set_ylabel("step time / raw JAX (log)")
+    ratio = FuncFormatter(lambda v, _: f"{v:g}x")
+    ax.yaxis.set_major_formatter(ratio)
+    ax.yaxis.set_minor_formatter(ratio)
+    ax.grid(axis="y", which="both", color="0.92")
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels([f"{w}\n{d}" for w, d in groups], fontsize="small")
+    ax.set_xlim(-0.5, len(groups) - 0.5)
+    ax.set_ylabel("step time / raw JAX (lower is faster)")
     ax.set_title(f"nn_jax bench: {report['meta']['device_kind']}, jax {report['meta']['jax']}")
     ax.legend(fontsize="small", ncols=2)
     fig.tight_layout()

@@ -1,4 +1,4 @@
-"""Combinators: layers made of layers. Children are keyed by name (given, or their slot "0", "1", ...).
+"""Combinators: layers made of layers, children keyed by name (given, or slot "0", "1", ...).
 
 Each combinator is a :class:`~nn_jax.core.Block`, so its ``init`` is derived from its forward pass
 and its children's params appear under their names (empty entries, e.g. for ``relu``, are left
@@ -76,13 +76,17 @@ class Parallel(Block):
 
     def forward(self, scope: Scope, x: Any) -> tuple[Any, ...]:
         if not isinstance(x, tuple | list) or len(x) != len(self.layers):
-            given = f"{type(x).__name__} of length {len(x)}" if isinstance(x, tuple | list) else (
-                type(x).__name__
+            given = (
+                f"{type(x).__name__} of length {len(x)}"
+                if isinstance(x, tuple | list)
+                else (type(x).__name__)
             )
             raise self.error(
                 ShapeError, f"expected a tuple of {len(self.layers)} inputs, given {given}"
             )
-        return tuple(scope(name, layer, xi) for (name, layer), xi in zip(self.layers, x, strict=True))
+        return tuple(
+            scope(name, layer, xi) for (name, layer), xi in zip(self.layers, x, strict=True)
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +104,8 @@ class Residual(Block):
         y = scope("body", self.body, x)
         skip = x if self.shortcut is None else scope("shortcut", self.shortcut, x)
         if jax.tree.structure(y) != jax.tree.structure(skip) or any(
-            a.shape != b.shape for a, b in zip(jax.tree.leaves(y), jax.tree.leaves(skip), strict=True)
+            a.shape != b.shape
+            for a, b in zip(jax.tree.leaves(y), jax.tree.leaves(skip), strict=True)
         ):
             shapes = (jax.tree.map(lambda a: a.shape, y), jax.tree.map(lambda a: a.shape, skip))
             raise self.error(

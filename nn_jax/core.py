@@ -44,7 +44,13 @@ class InitFn(Protocol):
 
 class ApplyFn(Protocol):
     def __call__(
-        self, params: Params, state: State, x: Any, *, rng: PRNGKey | None = None, train: bool = False
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        rng: PRNGKey | None = None,
+        train: bool = False,
     ) -> tuple[Any, State]: ...
 
 
@@ -93,7 +99,13 @@ class Layer(abc.ABC):
 
     @abc.abstractmethod
     def apply(
-        self, params: Params, state: State, x: Any, *, rng: PRNGKey | None = None, train: bool = False
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        rng: PRNGKey | None = None,
+        train: bool = False,
     ) -> tuple[Any, State]:
         """Run the layer: returns the output and the new state."""
 
@@ -195,7 +207,13 @@ class Lambda(Layer):
         return {}, {}
 
     def apply(
-        self, params: Params, state: State, x: Any, *, rng: PRNGKey | None = None, train: bool = False
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        rng: PRNGKey | None = None,
+        train: bool = False,
     ) -> tuple[Any, State]:
         return self.fn(x), {}
 
@@ -252,7 +270,9 @@ class Scope:
         # Apply mode starts from the given state, so children a forward pass skips keep theirs.
         self.new_state: State = dict(state)
 
-    def __call__(self, name: str, layer: Layer | Callable[[Any], Any], x: Any, **kwargs: Any) -> Any:
+    def __call__(
+        self, name: str, layer: Layer | Callable[[Any], Any], x: Any, **kwargs: Any
+    ) -> Any:
         """Run child ``layer`` under ``name`` on ``x`` and return its output."""
         layer = as_layer(layer)
         first_use = name not in self._children
@@ -277,7 +297,7 @@ class Scope:
     def param(
         self, name: str, init: Initializer, shape: tuple[int, ...], dtype: Any = jnp.float32
     ) -> Array:
-        """The block's own parameter ``name``: created by ``init(key, shape, dtype)`` in init mode."""
+        """The block's own parameter ``name``, made by ``init(key, shape, dtype)`` in init mode."""
         self._claim(name, None)
         if self.initializing:
             if name not in self.new_params:
@@ -359,9 +379,7 @@ class Block(Layer):
         **kwargs: Any,
     ) -> tuple[Any, State]:
         if not isinstance(params, Mapping):
-            raise self.error(
-                ParamsError, f"params must be a dict, given {type(params).__name__}"
-            )
+            raise self.error(ParamsError, f"params must be a dict, given {type(params).__name__}")
         scope = Scope(
             initializing=False,
             params=params,

@@ -64,7 +64,13 @@ class Dense(Layer):
         return params, {}
 
     def apply(
-        self, params: Params, state: State, x: Any, *, rng: PRNGKey | None = None, train: bool = False
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        rng: PRNGKey | None = None,
+        train: bool = False,
     ) -> tuple[Array, State]:
         w = self.param(params, "w")
         x = jnp.asarray(x)
@@ -106,7 +112,13 @@ class Flatten(Layer):
         return {}, {}
 
     def apply(
-        self, params: Params, state: State, x: Any, *, rng: PRNGKey | None = None, train: bool = False
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        rng: PRNGKey | None = None,
+        train: bool = False,
     ) -> tuple[Array, State]:
         if jnp.ndim(x) < self.batch_dims:
             self.check_rank(x, tuple(range(self.batch_dims, 33)))
@@ -129,7 +141,13 @@ class Reshape(Layer):
         return {}, {}
 
     def apply(
-        self, params: Params, state: State, x: Any, *, rng: PRNGKey | None = None, train: bool = False
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        rng: PRNGKey | None = None,
+        train: bool = False,
     ) -> tuple[Array, State]:
         batch, rest = jnp.shape(x)[: self.batch_dims], jnp.shape(x)[self.batch_dims :]
         known = math.prod(d for d in self.shape if d != -1)

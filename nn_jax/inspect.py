@@ -110,7 +110,7 @@ def summary(model: Layer, x: Any, *, key: PRNGKey | None = None, train: bool = F
         rows.append((path, kind, _fmt_shape(out), own, str(param_count(sub))))
     header = ("path", "type", "output", "params", "count")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    line = "  ".join("{:<%d}" % w for w in widths)
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
     out_lines = [line.format(*header), line.format(*("-" * w for w in widths))]
     out_lines += [line.format(*r).rstrip() for r in rows]
     out_lines.append(f"Total parameters: {param_count(params):,}")

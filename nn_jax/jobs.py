@@ -94,4 +94,3 @@ def print_result(result: dict[str, Any]) -> None:
 
 
 __all__ = ["print_result", "train_digits"]
-

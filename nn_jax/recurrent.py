@@ -7,11 +7,15 @@ pair ``(new_carry, y_t)``, with the one layer signature
 ``(*batch, F)`` and ``h`` is ``(*batch, H)``.
 
 Each cell splits its step in two, :meth:`RecurrentCell.input_projection` (``x_t @ w_i + b``, no
-dependence on the carry) and :meth:`RecurrentCell.step` (the rest, with ``h @ w_h``). :class:`RNN`
-uses this to *hoist* the input projection out of the time loop: one large matmul over all time
-steps, then a ``jax.lax.scan`` that only does ``h @ w_h`` per step (a known speed-up on CPU and
-the cuDNN design). A custom cell may keep ``input_projection`` as the identity and do all its
-work in ``step``.
+dependence on the carry; the gates as a tuple) and :meth:`RecurrentCell.step` (the rest, with
+``h @ w_h``). ``RNN(..., hoist_input_projection=True)`` uses this to *hoist* the input projection
+out of the time loop: one large matmul over all steps, then a ``jax.lax.scan`` doing only
+``h @ w_h`` per step (the cuDNN design). It is off by default because on XLA:CPU it measured
+slower: for an LSTM (F=32, H=128) a jitted forward+backward took 22 ms hoisted vs 17 ms per step
+at (B=64, T=40), and 420 vs 240 ms at (B=256, T=100); only at a tiny batch (B=8) was it ahead
+(8 vs 9 ms). The large ``(T, B, G*H)`` intermediate leaves the cache, while per step the
+projection is consumed where it is made. On accelerators, measure both. A custom cell may keep
+``input_projection`` as the identity and do all its work in ``step``.
 
 Layout: batch-major ``(*batch, T, F)`` by default, ``(T, *batch, F)`` with ``time_major=True``.
 
@@ -74,19 +78,20 @@ class RecurrentCell(Layer):
 
     Subclasses implement :meth:`initial_carry`, :meth:`step` and ``init``, and may override
     :meth:`input_projection` (default: the identity). ``apply`` is
-    ``step(params, carry, input_projection(params, x_t))``.
+    ``step(params, carry, input_projection(params, x_t))``. The projection may be any pytree of
+    arrays whose leading axes are the input's (the time axis first, when :class:`RNN` calls it).
     """
 
     @abc.abstractmethod
     def initial_carry(self, batch_shape: tuple[int, ...], dtype: Any = jnp.float32) -> Carry:
         """The carry at ``t = 0`` (zeros) for inputs with leading shape ``batch_shape``."""
 
-    def input_projection(self, params: Params, x: Array) -> Array:
+    def input_projection(self, params: Params, x: Array) -> Any:
         """The part of the step that reads only ``x`` (any leading shape, features last)."""
         return x
 
     @abc.abstractmethod
-    def step(self, params: Params, carry: Carry, projected: Array) -> tuple[Carry, Array]:
+    def step(self, params: Params, carry: Carry, projected: Any) -> tuple[Carry, Array]:
         """One step from the carry and ``input_projection(params, x_t)``."""
 
     def _split_input(self, x: Any) -> tuple[Carry, Array]:
@@ -175,7 +180,8 @@ class _DenseCell(RecurrentCell):
             )
         return w_i, self.param(params, "w_h", (self.hidden, gh)), self.param(params, "b", (gh,))
 
-    def input_projection(self, params: Params, x: Array) -> Array:
+    def input_projection(self, params: Params, x: Array) -> tuple[Array, ...]:
+        """``x @ w_i + b`` (one matmul) split into the ``G`` gates: a tuple of ``(..., H)``."""
         w_i, _, b = self._weights(params)
         x = jnp.asarray(x)
         if x.shape[-1] != w_i.shape[0]:
@@ -185,15 +191,22 @@ class _DenseCell(RecurrentCell):
                 f"{w_i.shape[0]}, the size this cell was initialized with (w_i: {w_i.shape})",
             )
         dtype = self.dtype or jnp.result_type(x.dtype, w_i.dtype)
-        return add_bias(
-            _matmul(x.astype(dtype), w_i.astype(dtype), self.precision), b.astype(dtype)
-        )
+        xw = add_bias(_matmul(x.astype(dtype), w_i.astype(dtype), self.precision), b.astype(dtype))
+        return tuple(jnp.split(xw, self.num_gates, axis=-1))
 
-    def _recurrent(self, params: Params, h: Array, projected: Array) -> Array:
-        """``h @ w_h`` in the dtype of ``projected``."""
+    def _recurrent(self, params: Params, h: Array, projected: tuple[Array, ...]) -> list[Array]:
+        """``h @ w_h`` in the dtype of ``projected``, split into the ``G`` gates."""
         w_h = self.param(params, "w_h", (self.hidden, self.num_gates * self.hidden))
-        dtype = projected.dtype
-        return _matmul(h.astype(dtype), w_h.astype(dtype), self.precision)
+        dtype = projected[0].dtype
+        hw = _matmul(h.astype(dtype), w_h.astype(dtype), self.precision)
+        return jnp.split(hw, self.num_gates, axis=-1)
+
+    def _preactivations(
+        self, params: Params, h: Array, projected: tuple[Array, ...]
+    ) -> list[Array]:
+        """The gates' pre-activations ``x @ w_i + b + h @ w_h``, one ``(..., H)`` array each."""
+        hw = self._recurrent(params, h, projected)
+        return [a + b for a, b in zip(projected, hw, strict=True)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,8 +237,9 @@ class SimpleRNNCell(_DenseCell):
         super().__post_init__()
         get_activation(self.activation)
 
-    def step(self, params: Params, carry: Carry, projected: Array) -> tuple[Carry, Array]:
-        h = get_activation(self.activation)(projected + self._recurrent(params, carry, projected))
+    def step(self, params: Params, carry: Carry, projected: Any) -> tuple[Carry, Array]:
+        (z,) = self._preactivations(params, carry, projected)
+        h = get_activation(self.activation)(z)
         return h, h
 
 
@@ -276,11 +290,10 @@ class LSTMCell(_DenseCell):
         params["b"] = params["b"].at[h : 2 * h].add(jnp.asarray(self.forget_bias, self.param_dtype))
         return params, state
 
-    def step(self, params: Params, carry: Carry, projected: Array) -> tuple[Carry, Array]:
+    def step(self, params: Params, carry: Carry, projected: Any) -> tuple[Carry, Array]:
         h, c = carry
-        z = projected + self._recurrent(params, h, projected)
-        i, f, g, o = jnp.split(z, 4, axis=-1)
-        c = jax.nn.sigmoid(f) * c.astype(z.dtype) + jax.nn.sigmoid(i) * jnp.tanh(g)
+        i, f, g, o = self._preactivations(params, h, projected)
+        c = jax.nn.sigmoid(f) * c.astype(f.dtype) + jax.nn.sigmoid(i) * jnp.tanh(g)
         h = jax.nn.sigmoid(o) * jnp.tanh(c)
         return (h, c), h
 
@@ -323,11 +336,10 @@ class GRUCell(_DenseCell):
         params["b_hn"] = self.b_init(jax.random.fold_in(key, 3), (self.hidden,), self.param_dtype)
         return params, state
 
-    def step(self, params: Params, carry: Carry, projected: Array) -> tuple[Carry, Array]:
-        hw = self._recurrent(params, carry, projected)
-        x_r, x_z, x_n = jnp.split(projected, 3, axis=-1)
-        h_r, h_z, h_n = jnp.split(hw, 3, axis=-1)
-        b_hn = self.param(params, "b_hn", (self.hidden,)).astype(hw.dtype)
+    def step(self, params: Params, carry: Carry, projected: Any) -> tuple[Carry, Array]:
+        x_r, x_z, x_n = projected
+        h_r, h_z, h_n = self._recurrent(params, carry, projected)
+        b_hn = self.param(params, "b_hn", (self.hidden,)).astype(h_n.dtype)
         r = jax.nn.sigmoid(x_r + h_r)
         z = jax.nn.sigmoid(x_z + h_z)
         n = jnp.tanh(x_n + r * add_bias(h_n, b_hn))
@@ -386,7 +398,7 @@ def _where(m: Array, new: Any, old: Any) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class RNN(Layer):
-    """Run a cell over the time axis with ``jax.lax.scan`` (input projection hoisted).
+    """Run a cell over the time axis with ``jax.lax.scan``.
 
     Args:
         cell: a :class:`RecurrentCell` (``LSTMCell(128)``, ``GRUCell(64)``, ...).
@@ -397,6 +409,9 @@ class RNN(Layer):
         reverse: scan from the last step to the first (outputs stay in input order).
         time_major: input ``(T, *batch, F)`` instead of ``(*batch, T, F)``.
         unroll: steps unrolled per scan iteration (``jax.lax.scan``'s ``unroll``).
+        hoist_input_projection: compute the cell's input projection for all steps before the
+            scan (``True``) or inside it, step by step (``False``, the default). The results are
+            equal; the speed is not (see the module docstring).
 
     Call: ``apply(params, state, x, lengths=None, mask=None, initial_carry=None)``; see the
     module docstring for ``lengths``/``mask``. ``initial_carry`` defaults to zeros.
@@ -421,6 +436,7 @@ class RNN(Layer):
     reverse: bool = False
     time_major: bool = False
     unroll: int = 1
+    hoist_input_projection: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.cell, RecurrentCell):
@@ -466,20 +482,28 @@ class RNN(Layer):
         time_mask = _time_mask(self, x, axis, lengths, mask)
         cell_params = self.param(params, "cell")
         with _entered("cell"):
-            xw = self.cell.input_projection(cell_params, jnp.moveaxis(x, axis, 0))
+            xs = jnp.moveaxis(x, axis, 0)
+            if self.hoist_input_projection:
+                xs = self.cell.input_projection(cell_params, xs)
+
+            def step(carry: Carry, xs_t: Any) -> tuple[Carry, Array]:
+                if not self.hoist_input_projection:
+                    xs_t = self.cell.input_projection(cell_params, xs_t)
+                return self.cell.step(cell_params, carry, xs_t)
+
             if initial_carry is None:
-                initial_carry = self.cell.initial_carry(batch, xw.dtype)
+                initial_carry = self.cell.initial_carry(batch, jax.tree.leaves(xs)[0].dtype)
             else:
                 self.cell._split_input((initial_carry, x[(slice(None),) * axis + (0,)]))
             y_struct = jax.eval_shape(
-                lambda c, p: self.cell.step(cell_params, c, p)[1], initial_carry, xw[0]
+                lambda c, xs_0: step(c, xs_0)[1], initial_carry, jax.tree.map(lambda a: a[0], xs)
             )
             last = jnp.zeros(y_struct.shape, y_struct.dtype)
 
-            def body(loop: tuple[Carry, Array], inputs: tuple[Array, Array | None]):
+            def body(loop: tuple[Carry, Array], inputs: tuple[Any, Array | None]):
                 carry, last = loop
-                xw_t, m_t = inputs
-                new_carry, y = self.cell.step(cell_params, carry, xw_t)
+                xs_t, m_t = inputs
+                new_carry, y = step(carry, xs_t)
                 if m_t is not None:
                     new_carry = _where(m_t, new_carry, carry)
                     last = _where(m_t, y, last)
@@ -491,7 +515,7 @@ class RNN(Layer):
             (carry, last), ys = jax.lax.scan(
                 body,
                 (initial_carry, last),
-                (xw, time_mask),
+                (xs, time_mask),
                 reverse=self.reverse,
                 unroll=self.unroll,
             )

@@ -60,7 +60,8 @@ def make_train_step(
     >>> model, opt = Dense(1), optax.sgd(0.1)
     >>> params, _ = model.init(jax.random.key(0), jnp.zeros((4, 2)))
     >>> step = make_train_step(model, losses.mse, opt)
-    >>> params, opt_state, loss = step(params, opt.init(params), (jnp.ones((4, 2)), jnp.ones((4, 1))))
+    >>> batch = (jnp.ones((4, 2)), jnp.ones((4, 1)))
+    >>> params, opt_state, loss = step(params, opt.init(params), batch)
     """
 
     @jax.jit
@@ -179,5 +180,3 @@ __all__ = [
     "make_stateful_train_step",
     "make_train_step",
 ]
-
-

@@ -50,7 +50,10 @@ def test_branch_and_parallel():
     a, b = par(params, (X, X[:, :2]))
     np.testing.assert_allclose(a, _affine(params["0"], X), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(b, np.tanh(X[:, :2]), rtol=1e-6)
-    with pytest.raises(ShapeError, match=r"Parallel at <root>: expected a tuple of 2 inputs, given tuple of length 1"):
+    with pytest.raises(
+        ShapeError,
+        match=r"Parallel at <root>: expected a tuple of 2 inputs, given tuple of length 1",
+    ):
         par(params, (X,))
 
 
@@ -64,5 +67,8 @@ def test_residual_identity_and_projection():
     expected = _affine(params["body"], X) + _affine(params["shortcut"], X)
     np.testing.assert_allclose(proj(params, X), expected, rtol=1e-5, atol=1e-6)
 
-    with pytest.raises(ShapeError, match=r"Residual at <root>: body output shape \(3, 2\) differs from shortcut shape \(3, 4\)"):
+    with pytest.raises(
+        ShapeError,
+        match=r"Residual at <root>: body output shape \(3, 2\) differs from shortcut shape \(3, 4\)",  # noqa: E501
+    ):
         Residual(Dense(2)).init(KEY, X)

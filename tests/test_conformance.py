@@ -23,6 +23,7 @@ from tests.cases import Case, all_cases
 
 CASES = all_cases()
 KEY = jax.random.key(0)
+FD_EPS = 1e-6  # central-difference step in float64
 
 
 def _input(case: Case, dtype=jnp.float32, seed: int = 0):
@@ -79,7 +80,9 @@ def test_init_from_shape_struct_is_identical(case, initialized):
     structs = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype), x)
     params2, state2 = case.layer.init(KEY, structs)
     assert jax.tree.structure(params) == jax.tree.structure(params2)
-    for a, b in zip(jax.tree.leaves((params, state)), jax.tree.leaves((params2, state2)), strict=True):
+    for a, b in zip(
+        jax.tree.leaves((params, state)), jax.tree.leaves((params2, state2)), strict=True
+    ):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
@@ -123,11 +126,13 @@ def _directional_fd_check(f, point, rtol, seed=0):
     rng = np.random.default_rng(seed)
     for _ in range(3):
         v = jax.tree.map(lambda a: rng.standard_normal(np.shape(a)), point)
-        analytic = sum(np.vdot(np.asarray(a), b) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(v), strict=True))
-        eps = 1e-6
-        plus = f(jax.tree.map(lambda a, d: a + eps * d, point, v))
-        minus = f(jax.tree.map(lambda a, d: a - eps * d, point, v))
-        numeric = (float(plus) - float(minus)) / (2 * eps)
+        analytic = sum(
+            np.vdot(np.asarray(a), b)
+            for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(v), strict=True)
+        )
+        plus = f(jax.tree.map(lambda a, d: a + FD_EPS * d, point, v))
+        minus = f(jax.tree.map(lambda a, d: a - FD_EPS * d, point, v))
+        numeric = (float(plus) - float(minus)) / (2 * FD_EPS)
         assert abs(analytic - numeric) <= rtol * max(abs(analytic), abs(numeric), 1.0), (
             analytic,
             numeric,
@@ -140,7 +145,10 @@ def test_float64_gradients_match_finite_differences(case):
     with jax.enable_x64(True):
         x = _input(case, jnp.float64)
         params, state = case.layer.init(KEY, x)
-        params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a, params)
+        params = jax.tree.map(
+            lambda a: jnp.asarray(a, jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a,
+            params,
+        )
         if _floats(params):
             _directional_fd_check(
                 jax.jit(lambda p: _scalar_loss(_apply(case, p, state, x)[0])), params, case.fd_rtol
@@ -152,7 +160,9 @@ def test_float64_gradients_match_finite_differences(case):
 
             def rebuild(floats):
                 it = iter(floats)
-                return jax.tree.unflatten(treedef, [next(it) if f else a for a, f in zip(leaves, is_float, strict=True)])
+                return jax.tree.unflatten(
+                    treedef, [next(it) if f else a for a, f in zip(leaves, is_float, strict=True)]
+                )
 
             _directional_fd_check(
                 jax.jit(lambda fl: _scalar_loss(_apply(case, params, state, rebuild(fl))[0])),

@@ -51,7 +51,7 @@ class CountCalls(Lambda):
 
 def test_block_init_is_derived_and_shares_weights():
     x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
-    params, state = Tied().init(KEY, x)
+    params, _ = Tied().init(KEY, x)
     assert jax.tree.map(jnp.shape, params) == {"scale": (1, 1), "shared": {"b": (4,), "w": (4, 4)}}
     w, b = np.asarray(params["shared"]["w"]), np.asarray(params["shared"]["b"])
     expected = (np.tanh(x @ w + b) @ w + b) * 1.0
@@ -67,7 +67,9 @@ def test_block_init_spends_no_flops_on_the_forward_pass():
 
     def init_flops(batch):
         leaves, treedef = jax.tree.flatten(jax.ShapeDtypeStruct((batch, 512), jnp.float32))
-        return _jit_init.lower(model, treedef, tuple(leaves), KEY).compile().cost_analysis()["flops"]
+        return (
+            _jit_init.lower(model, treedef, tuple(leaves), KEY).compile().cost_analysis()["flops"]
+        )
 
     big = jax.ShapeDtypeStruct((4096, 512), jnp.float32)
     params, _ = model.init(KEY, big)
@@ -99,7 +101,7 @@ def test_block_rng_is_required_and_deterministic():
 def test_state_is_threaded_and_required():
     params, state = Counter().init(KEY, jnp.zeros(2))
     assert state == {"count": {"calls": 0}}
-    y, state = Counter().apply(params, state, jnp.ones(2))
+    _, state = Counter().apply(params, state, jnp.ones(2))
     _, state = jax.jit(Counter().apply)(params, state, jnp.ones(2))
     assert int(state["count"]["calls"]) == 2
     with pytest.raises(ParamsError, match=r"CountCalls at 'count': missing state 'calls'"):

@@ -46,7 +46,9 @@ def test_dense_rejects_bad_config():
 def test_wrong_last_axis_names_layer_path_expected_and_given():
     model = Sequential({"encoder": Sequential(Dense(4), jax.nn.relu), "head": Dense(1)})
     params, _ = model.init(KEY, jnp.zeros((2, 10)))
-    with pytest.raises(ShapeError, match=r"Dense at 'encoder/0': input last axis has size 7 .* expected 10"):
+    with pytest.raises(
+        ShapeError, match=r"Dense at 'encoder/0': input last axis has size 7 .* expected 10"
+    ):
         model(params, jnp.zeros((2, 7)))
 
 
@@ -64,9 +66,13 @@ def test_missing_param_names_layer_path_and_keys():
 def test_wrong_rank_names_layer_path():
     model = Sequential(Dense(4))
     params, _ = model.init(KEY, jnp.zeros((2, 3)))
-    with pytest.raises(ShapeError, match=r"Dense at '0': input must have rank 1 or .* given rank 0"):
+    with pytest.raises(
+        ShapeError, match=r"Dense at '0': input must have rank 1 or .* given rank 0"
+    ):
         model(params, jnp.float32(1.0))
-    with pytest.raises(ShapeError, match=r"Reshape at <root>: cannot reshape per-example shape \(5,\)"):
+    with pytest.raises(
+        ShapeError, match=r"Reshape at <root>: cannot reshape per-example shape \(5,\)"
+    ):
         Reshape((2, 2))({}, jnp.zeros((3, 5)))
 
 

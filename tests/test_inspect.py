@@ -43,7 +43,9 @@ def test_summary_lists_every_layer_with_shapes_and_counts():
     assert lines[0].split() == ["path", "type", "output", "params", "count"]
     assert lines[2].split() == ["(root)", "MLP", "float32[8,", "1]", "897"]
     row = next(line for line in lines if line.startswith("dense_0 "))
-    assert "Dense" in row and "float32[8, 32]" in row and "w: [10, 32]" in row and row.endswith("352")
+    assert (
+        "Dense" in row and "float32[8, 32]" in row and "w: [10, 32]" in row and row.endswith("352")
+    )
     assert lines[-1] == "Total parameters: 897"
 
 

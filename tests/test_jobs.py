@@ -13,7 +13,10 @@ def test_digits_job_reaches_95_percent_and_writes_outputs(tmp_path):
     result = train_digits(tmp_path, progress=False)
     assert result["test_accuracy"] >= 0.95
     assert (tmp_path / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert json.loads((tmp_path / "result.json").read_text())["test_accuracy"] == result["test_accuracy"]
+    assert (
+        json.loads((tmp_path / "result.json").read_text())["test_accuracy"]
+        == result["test_accuracy"]
+    )
 
 
 def test_cli_rejects_bad_arguments(capsys):

@@ -28,7 +28,9 @@ def test_python_examples_run():
     }
     h = x @ np.asarray(params["fc1"]["w"]) + np.asarray(params["fc1"]["b"])
     h = np.asarray(jax.nn.gelu(h))
-    expected = x + np.asarray(params["gate"]) * (h @ np.asarray(params["fc2"]["w"]) + np.asarray(params["fc2"]["b"]))
+    expected = x + np.asarray(params["gate"]) * (
+        h @ np.asarray(params["fc2"]["w"]) + np.asarray(params["fc2"]["b"])
+    )
     np.testing.assert_allclose(layer(params, x), expected, rtol=1e-5, atol=1e-6)
 
 

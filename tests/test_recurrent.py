@@ -141,9 +141,10 @@ def cell_loop(cell, cell_params, xs, reverse=False, carry=None):
 
 @pytest.mark.parametrize("name", list(CELLS))
 @pytest.mark.parametrize("reverse", [False, True])
-def test_rnn_equals_a_python_loop_of_the_cell(name, reverse):
+@pytest.mark.parametrize("hoist", [False, True], ids=["per_step", "hoisted"])
+def test_rnn_equals_a_python_loop_of_the_cell(name, reverse, hoist):
     cls, _ = CELLS[name]
-    rnn = RNN(cls(4), reverse=reverse, return_carry=True, unroll=3)
+    rnn = RNN(cls(4), reverse=reverse, return_carry=True, unroll=3, hoist_input_projection=hoist)
     xs = np.random.default_rng(1).standard_normal((3, 7, 2)).astype(np.float32)
     params, _ = rnn.init(KEY, xs)
     params = random_params(params, np.random.default_rng(2))
@@ -183,17 +184,22 @@ def test_time_major_equals_batch_major_and_initial_carry_is_used():
     np.testing.assert_allclose(carry_tm, carry, rtol=1e-6, atol=1e-6)
 
 
-def test_input_projection_is_hoisted_out_of_the_scan():
-    """One matmul for x @ w_i over all steps outside the scan; only h @ w_h inside it."""
-    rnn = RNN(LSTMCell(8))
+def test_hoisting_moves_the_input_projection_out_of_the_scan():
+    """Hoisted: x @ w_i is one matmul over all steps outside the scan, only h @ w_h inside."""
     xs = jnp.zeros((2, 5, 3))
-    params, _ = rnn.init(KEY, xs)
-    jaxpr = jax.make_jaxpr(rnn.apply)(params, {}, xs).jaxpr
-    outer = [e for e in jaxpr.eqns if e.primitive.name == "dot_general"]
-    (scan,) = [e for e in jaxpr.eqns if e.primitive.name == "scan"]
-    inner = [e for e in scan.params["jaxpr"].jaxpr.eqns if e.primitive.name == "dot_general"]
-    assert len(outer) == 1 and outer[0].outvars[0].aval.shape == (5, 2, 32)
-    assert len(inner) == 1 and inner[0].invars[1].aval.shape == (8, 32)
+    params, _ = RNN(LSTMCell(8)).init(KEY, xs)
+
+    def matmuls(rnn):
+        jaxpr = jax.make_jaxpr(rnn.apply)(params, {}, xs).jaxpr
+        (scan,) = [e for e in jaxpr.eqns if e.primitive.name == "scan"]
+        inner = scan.params["jaxpr"].jaxpr.eqns
+        return [
+            [e.outvars[0].aval.shape for e in eqns if e.primitive.name == "dot_general"]
+            for eqns in (jaxpr.eqns, inner)
+        ]
+
+    assert matmuls(RNN(LSTMCell(8), hoist_input_projection=True)) == [[(5, 2, 32)], [(2, 32)]]
+    assert matmuls(RNN(LSTMCell(8))) == [[], [(2, 32), (2, 32)]]
 
 
 # --------------------------------------------------------------------------------------------

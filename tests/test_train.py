@@ -102,7 +102,11 @@ def test_seed_step_matches_hand_written_adam_update():
 
 @pytest.mark.parametrize(
     "optimizer",
-    [optax.sgd(0.1, momentum=0.9), optax.adamw(1e-2), optax.chain(optax.clip_by_global_norm(1.0), optax.rmsprop(1e-2))],
+    [
+        optax.sgd(0.1, momentum=0.9),
+        optax.adamw(1e-2),
+        optax.chain(optax.clip_by_global_norm(1.0), optax.rmsprop(1e-2)),
+    ],
     ids=["sgd_momentum", "adamw", "clip_rmsprop"],
 )
 def test_train_step_works_with_any_gradient_transformation(optimizer):
@@ -131,7 +135,9 @@ def test_stateful_step_and_predict_agree_with_plain_step():
         np.testing.assert_array_equal(loss_a, loss_b)
     assert int(ts.step) == 3
     predict = make_predict(model)
-    np.testing.assert_allclose(predict(ts.params, ts.state, x), _numpy_forward(ts.params, x), rtol=1e-5)
+    np.testing.assert_allclose(
+        predict(ts.params, ts.state, x), _numpy_forward(ts.params, x), rtol=1e-5
+    )
 
 
 def test_fit_trains_an_mlp_on_blobs():

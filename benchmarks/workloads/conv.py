@@ -171,7 +171,8 @@ def _lenet_nnx_model(ref: Reference) -> Any:
             for layer, n in zip(
                 [*self.convs, *self.denses], LENET_CONVS + LENET_DENSES, strict=True
             ):
-                layer.kernel.value, layer.bias.value = p[n]["w"], p[n]["b"]
+                layer.kernel.set_value(p[n]["w"])
+                layer.bias.set_value(p[n]["b"])
 
         def __call__(self, x: jax.Array) -> jax.Array:
             for conv in self.convs:
@@ -509,14 +510,19 @@ def _resnet_nnx_model(ref: Reference) -> Any:
         layer = nnx.Conv(
             cin, cout, (kernel, kernel), strides=stride, padding="SAME", use_bias=False, rngs=rngs
         )
-        layer.kernel.value = w
+        layer.kernel.set_value(w)
         return layer
 
     def bn(channels: int, p: Any, s: Any) -> Any:
-        layer = nnx.BatchNorm(channels, momentum=BN_MOMENTUM, epsilon=BN_EPS, rngs=rngs)
-        layer.scale.value, layer.bias.value = p["scale"], p["bias"]
-        # The running statistics too: their dtype decides the output's (pure bfloat16).
-        layer.mean.value, layer.var.value = s["mean"], s["var"]
+        # dtype: without it the float32 running statistics would promote the output to float32
+        # (and bfloat16 ones make NNX's own update warn about an unsafe cast).
+        layer = nnx.BatchNorm(
+            channels, momentum=BN_MOMENTUM, epsilon=BN_EPS, dtype=p["scale"].dtype, rngs=rngs
+        )
+        layer.scale.set_value(p["scale"])
+        layer.bias.set_value(p["bias"])
+        layer.mean.set_value(s["mean"].astype(layer.mean.dtype))
+        layer.var.set_value(s["var"].astype(layer.var.dtype))
         return layer
 
     class Block(nnx.Module):
@@ -546,7 +552,8 @@ def _resnet_nnx_model(ref: Reference) -> Any:
                 [Block(cin, cout, stride, p[name], s[name]) for name, cin, cout, stride in blocks]
             )
             self.head = nnx.Linear(*p["head"]["w"].shape, rngs=rngs)
-            self.head.kernel.value, self.head.bias.value = p["head"]["w"], p["head"]["b"]
+            self.head.kernel.set_value(p["head"]["w"])
+            self.head.bias.set_value(p["head"]["b"])
 
         def __call__(self, x: jax.Array) -> jax.Array:
             x = nnx.relu(self.stem_bn(self.stem(x)))

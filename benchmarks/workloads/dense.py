@@ -197,7 +197,8 @@ def _nnx_model(ref: Reference) -> Any:
                 ]
             )
             for layer, (w, b) in zip(self.layers, layers, strict=True):
-                layer.kernel.value, layer.bias.value = w, b
+                layer.kernel.set_value(w)
+                layer.bias.set_value(b)
 
         def __call__(self, x: jax.Array) -> jax.Array:
             for layer in self.layers[:-1]:

@@ -141,11 +141,11 @@ def _gcn_nnx_model(ref: Reference) -> Any:
     class GCNLayer(nnx.Module):
         def __init__(self, w: jax.Array, b: jax.Array) -> None:
             self.dense = nnx.Linear(*w.shape, use_bias=False, rngs=nnx.Rngs(0))
-            self.dense.kernel.value = w
+            self.dense.kernel.set_value(w)
             self.bias = nnx.Param(b)
 
         def __call__(self, x: jax.Array, senders: jax.Array, receivers: jax.Array) -> jax.Array:
-            return propagate(self.dense(x), senders, receivers) + self.bias.value[None, :]
+            return propagate(self.dense(x), senders, receivers) + self.bias[None, :]
 
     class GCNNNX(nnx.Module):
         def __init__(self) -> None:

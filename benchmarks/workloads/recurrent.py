@@ -10,10 +10,10 @@ order ``i, g, f, o`` on ``[x, h]`` and adds 1 to the forget gate itself, so its 
 ``b_f - 1``).
 
 The raw-JAX step hoists the input projection out of the time loop like nn_jax's ``RNN`` (one
-``(T*B, F) @ (F, 4H)`` matmul, then a scan doing only ``h @ w_h``): the same algorithm, so the
-ratio measures nn_jax's overhead. Flax, Equinox and Haiku run their own LSTM cells, which
-project the input inside the loop; ``benchmarks/lstm_study.py`` measures what hoisting and
-unrolling are worth.
+``(T*B, F) @ (F, 4H)`` matmul handed to the scan as one array per gate, then a scan doing only
+``h @ w_h``): the same algorithm, so the ratio measures nn_jax's overhead. Flax, Equinox and
+Haiku run their own LSTM cells, which project the input inside the loop;
+``benchmarks/lstm_study.py`` measures what hoisting and unrolling are worth.
 """
 
 from __future__ import annotations
@@ -81,40 +81,61 @@ def _gates(a: jax.Array) -> dict[str, jax.Array]:
     return dict(zip("ifgo", jnp.split(a, 4, axis=-1), strict=True))
 
 
-def lstm_step(w_h: jax.Array, carry: Any, xw_t: jax.Array) -> tuple[Any, jax.Array]:
-    """One LSTM step from the hoisted input projection ``xw_t = x_t @ w_i + b``."""
-    h, c = carry
-    i, f, g, o = jnp.split(xw_t + h @ w_h, 4, axis=-1)
+def _cell(h: jax.Array, c: jax.Array, i: Any, f: Any, g: Any, o: Any) -> tuple[Any, Any]:
     c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-    h = jax.nn.sigmoid(o) * jnp.tanh(c)
-    return (h, c), h
+    return jax.nn.sigmoid(o) * jnp.tanh(c), c
+
+
+HOISTS = ("gates", "fused", "none")
 
 
 def lstm_last_hidden(
-    p: dict[str, jax.Array], x: jax.Array, *, hoist: bool = True, unroll: int = 1
+    p: dict[str, jax.Array], x: jax.Array, *, hoist: str = "gates", unroll: int = 1
 ) -> jax.Array:
     """Raw-JAX LSTM over ``x: (B, T, F)``; returns the last ``h: (B, H)``.
 
-    ``hoist``: one input-projection matmul over all steps before the scan (else one per step
-    inside it); ``unroll``: ``jax.lax.scan``'s unroll factor.
+    ``hoist``: ``"gates"`` - one input-projection matmul over all steps before the scan, handed
+    to it as four ``(T, B, H)`` arrays (nn_jax's ``RNN``); ``"fused"`` - the same projection as
+    one ``(T, B, 4H)`` array, split into gates inside the loop; ``"none"`` - the projection
+    inside the loop, per step (what Flax, Equinox and Haiku cells do). ``unroll``:
+    ``jax.lax.scan``'s unroll factor.
     """
     xs = jnp.swapaxes(x, 0, 1)  # (T, B, F)
     zeros = jnp.zeros((x.shape[0], p["w_h"].shape[0]), x.dtype)
-    if hoist:
-        xw = xs @ p["w_i"] + p["b"][None, None, :]
-        body = lambda carry, xw_t: (lstm_step(p["w_h"], carry, xw_t)[0], None)  # noqa: E731
-        (h, _), _ = jax.lax.scan(body, (zeros, zeros), xw, unroll=unroll)
+    w_h, b = p["w_h"], p["b"]
+
+    def gates(xw_t: jax.Array, h: jax.Array) -> list[jax.Array]:
+        return jnp.split(xw_t + h @ w_h, 4, axis=-1)
+
+    if hoist == "gates":
+        xw = tuple(jnp.split(xs @ p["w_i"] + b[None, None, :], 4, axis=-1))
+
+        def body(carry: Any, xw_t: Any) -> tuple[Any, None]:
+            h, c = carry
+            hw = jnp.split(h @ w_h, 4, axis=-1)
+            return _cell(h, c, *(a + r for a, r in zip(xw_t, hw, strict=True))), None
+
+    elif hoist == "fused":
+        xw = xs @ p["w_i"] + b[None, None, :]
+
+        def body(carry: Any, xw_t: Any) -> tuple[Any, None]:
+            h, c = carry
+            return _cell(h, c, *gates(xw_t, h)), None
+
+    elif hoist == "none":
+        xw = xs
+
+        def body(carry: Any, x_t: Any) -> tuple[Any, None]:
+            h, c = carry
+            return _cell(h, c, *gates(x_t @ p["w_i"] + b[None, :], h)), None
+
     else:
-
-        def body(carry: Any, x_t: jax.Array) -> tuple[Any, None]:
-            xw_t = x_t @ p["w_i"] + p["b"][None, :]
-            return lstm_step(p["w_h"], carry, xw_t)[0], None
-
-        (h, _), _ = jax.lax.scan(body, (zeros, zeros), xs, unroll=unroll)
+        raise ValueError(f"hoist must be one of {HOISTS}, given {hoist!r}")
+    (h, _), _ = jax.lax.scan(body, (zeros, zeros), xw, unroll=unroll)
     return h
 
 
-def lstm_jax_impl(ref: Reference, *, hoist: bool = True, unroll: int = 1) -> Impl:
+def lstm_jax_impl(ref: Reference, *, hoist: str = "gates", unroll: int = 1) -> Impl:
     """The raw-JAX step (``hoist``/``unroll`` as in :func:`lstm_last_hidden`)."""
 
     def loss_fn(p: dict[str, jax.Array], batch: Any) -> jax.Array:
@@ -174,11 +195,13 @@ def _lstm_nnx_model(ref: Reference) -> Any:
         def __init__(self) -> None:
             rngs = nnx.Rngs(0)
             cell = nnx.OptimizedLSTMCell(FEATURES, HIDDEN, rngs=rngs)
-            cell.dense_i.kernel.value = p["w_i"]
-            cell.dense_h.kernel.value, cell.dense_h.bias.value = p["w_h"], p["b"]
+            cell.dense_i.kernel.set_value(p["w_i"])
+            cell.dense_h.kernel.set_value(p["w_h"])
+            cell.dense_h.bias.set_value(p["b"])
             self.rnn = nnx.RNN(cell, return_carry=True)
             self.head = nnx.Linear(HIDDEN, CLASSES, rngs=rngs)
-            self.head.kernel.value, self.head.bias.value = p["w_o"], p["b_o"]
+            self.head.kernel.set_value(p["w_o"])
+            self.head.bias.set_value(p["b_o"])
 
         def __call__(self, x: jax.Array) -> jax.Array:
             zeros = jnp.zeros((x.shape[0], HIDDEN), x.dtype)  # the carry in the input's dtype

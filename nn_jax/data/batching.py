@@ -26,9 +26,13 @@ def batches(
     leaves = jax.tree.leaves(data)
     n = len(leaves[0])
     if any(len(leaf) != n for leaf in leaves):
-        raise ValueError(f"all arrays must share their leading axis, given {[len(a) for a in leaves]}")
+        raise ValueError(
+            f"all arrays must share their leading axis, given {[len(a) for a in leaves]}"
+        )
     if batch_size <= 0 or (drop_remainder and batch_size > n):
-        raise ValueError(f"batch_size must be in 1..{n} (the number of examples), given {batch_size}")
+        raise ValueError(
+            f"batch_size must be in 1..{n} (the number of examples), given {batch_size}"
+        )
     order = np.asarray(jax.random.permutation(key, n)) if key is not None else np.arange(n)
     stop = n - n % batch_size if drop_remainder else n
     for start in range(0, stop, batch_size):

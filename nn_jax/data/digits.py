@@ -27,13 +27,15 @@ def load_digits(*, test_fraction: float = 0.2, seed: int = 0, image: bool = Fals
     try:
         from sklearn.datasets import load_digits as sk_load_digits
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("the digits dataset needs scikit-learn: pip install 'nn-jax[examples]'") from e
+        raise ImportError(
+            "the digits dataset needs scikit-learn: pip install 'nn-jax[examples]'"
+        ) from e
     bunch = sk_load_digits()
     x = (bunch.data / 16.0).astype(np.float32)
     y = bunch.target.astype(np.int32)
     if image:
         x = x.reshape(-1, 8, 8, 1)
     order = np.random.default_rng(seed).permutation(len(x))
-    n_test = int(round(len(x) * test_fraction))
+    n_test = round(len(x) * test_fraction)
     test, train = order[:n_test], order[n_test:]
     return Split(x[train], y[train], x[test], y[test])

@@ -14,9 +14,15 @@ CASES = [
     Case("lambda_tanh", Lambda(jax.numpy.tanh), normal(3, 4)),
     Case("sequential", Sequential(Dense(4), jax.nn.tanh, Dense(2)), normal(5, 3)),
     Case("branch", Branch(Dense(2), {"id": jax.nn.tanh}.get("id")), normal(3, 4)),
-    Case("parallel", Parallel(Dense(2), Dense(3)), lambda g: (g.standard_normal((3, 4)), g.standard_normal((3, 2)))),
+    Case(
+        "parallel",
+        Parallel(Dense(2), Dense(3)),
+        lambda g: (g.standard_normal((3, 4)), g.standard_normal((3, 2))),
+    ),
     Case("residual", Residual(Sequential(Dense(4), jax.nn.tanh)), normal(3, 4)),
-    Case("residual_projection", Residual(Dense(2), shortcut=Dense(2, use_bias=False)), normal(3, 4)),
+    Case(
+        "residual_projection", Residual(Dense(2), shortcut=Dense(2, use_bias=False)), normal(3, 4)
+    ),
     Case("simple_network", SimpleNetwork(), normal(8, 10)),
     Case("mlp", MLP((6, 5, 3), activation="tanh"), normal(4, 7)),
 ]

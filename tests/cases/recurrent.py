@@ -34,8 +34,8 @@ CASES = [
     Case("gru_cell", GRUCell(4), cell_input((4,))),
     Case("rnn_lstm", RNN(LSTMCell(4)), normal(3, 5, 2)),
     Case(
-        "rnn_gru_reverse_carry_unroll",
-        RNN(GRUCell(3), reverse=True, return_carry=True, unroll=2),
+        "rnn_gru_reverse_carry_unroll_hoisted",
+        RNN(GRUCell(3), reverse=True, return_carry=True, unroll=2, hoist_input_projection=True),
         normal(2, 6, 3),
     ),
     Case(
