@@ -22,6 +22,14 @@ from nn_jax.activations import (
     swish,
     tanh,
 )
+from nn_jax.attention import (
+    MultiHeadAttention,
+    attention_weights,
+    causal_mask,
+    combine_masks,
+    dot_product_attention,
+    make_attention_mask,
+)
 from nn_jax.combinators import Branch, Parallel, Residual, Sequential
 from nn_jax.conv import Conv, ConvTranspose
 from nn_jax.core import (
@@ -58,6 +66,23 @@ from nn_jax.inspect import (
 )
 from nn_jax.normalization import BatchNorm, GroupNorm, InstanceNorm, LayerNorm, RMSNorm
 from nn_jax.pooling import AdaptiveAvgPool, AvgPool, GlobalAvgPool, GlobalMaxPool, MaxPool
+from nn_jax.positional import (
+    LearnedPositionalEmbedding,
+    RotaryEmbedding,
+    SinusoidalPositionalEncoding,
+    rotary_embedding,
+    sinusoidal_encoding,
+)
+from nn_jax.recurrent import (
+    RNN,
+    Bidirectional,
+    GRUCell,
+    LSTMCell,
+    RecurrentCell,
+    SimpleRNNCell,
+    StackedRNN,
+    sequence_mask,
+)
 from nn_jax.regularization import Dropout, DropPath, SpatialDropout
 from nn_jax.resize import Upsample
 from nn_jax.segment import segment_count, segment_max, segment_mean, segment_softmax, segment_sum
@@ -69,14 +94,17 @@ from nn_jax.train import (
     make_stateful_train_step,
     make_train_step,
 )
+from nn_jax.transformer import FeedForward, TransformerDecoderBlock, TransformerEncoderBlock
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "RNN",
     "AdaptiveAvgPool",
     "ApplyFn",
     "AvgPool",
     "BatchNorm",
+    "Bidirectional",
     "Block",
     "Branch",
     "ConfigError",
@@ -86,9 +114,11 @@ __all__ = [
     "DropPath",
     "Dropout",
     "Embedding",
+    "FeedForward",
     "Flatten",
     "GATConv",
     "GCNConv",
+    "GRUCell",
     "GlobalAvgPool",
     "GlobalMaxPool",
     "Graph",
@@ -99,33 +129,47 @@ __all__ = [
     "History",
     "InitFn",
     "InstanceNorm",
+    "LSTMCell",
     "Lambda",
     "Layer",
     "LayerNorm",
+    "LearnedPositionalEmbedding",
     "Linear",
     "MaxPool",
     "MessagePassing",
+    "MultiHeadAttention",
     "NNJaxError",
     "Parallel",
     "Params",
     "ParamsError",
     "RMSNorm",
+    "RecurrentCell",
     "Reshape",
     "Residual",
     "RngError",
+    "RotaryEmbedding",
     "SAGEConv",
     "Scope",
     "Sequential",
     "ShapeError",
+    "SimpleRNNCell",
+    "SinusoidalPositionalEncoding",
     "SpatialDropout",
+    "StackedRNN",
     "State",
     "TrainState",
+    "TransformerDecoderBlock",
+    "TransformerEncoderBlock",
     "Upsample",
     "activations",
     "apply_with_intermediates",
     "as_layer",
+    "attention_weights",
     "batch_graphs",
+    "causal_mask",
+    "combine_masks",
     "data",
+    "dot_product_attention",
     "elu",
     "fit",
     "flatten_params",
@@ -136,6 +180,7 @@ __all__ = [
     "leaky_relu",
     "log_softmax",
     "losses",
+    "make_attention_mask",
     "make_predict",
     "make_stateful_train_step",
     "make_train_step",
@@ -143,14 +188,17 @@ __all__ = [
     "models",
     "param_count",
     "relu",
+    "rotary_embedding",
     "segment_count",
     "segment_max",
     "segment_mean",
     "segment_softmax",
     "segment_sum",
     "selu",
+    "sequence_mask",
     "sigmoid",
     "silu",
+    "sinusoidal_encoding",
     "softmax",
     "softplus",
     "summary",

@@ -21,7 +21,8 @@ Layout: batch-major ``(*batch, T, F)`` by default, ``(T, *batch, F)`` with ``tim
 
 Variable lengths: :class:`RNN`, :class:`Bidirectional` and :class:`StackedRNN` take the keyword
 arguments ``lengths=`` (``(*batch,)`` ints: steps ``t >= length`` are padding) or ``mask=``
-(``(*batch, T)`` bools, ``True`` = a real step). At a masked step the carry is held unchanged and
+(bools shaped like the input without its feature axis, ``(*batch, T)`` or ``(T, *batch)`` when
+time-major; ``True`` = a real step). At a masked step the carry is held unchanged and
 the output is zero, so padding changes nothing: the outputs at real steps and the final carry
 equal those of the unpadded sequence, in either direction (a reversed scan meets the padding
 first, while its carry is still the initial zeros). The model zoo's ``RNNClassifier`` also takes

@@ -130,7 +130,7 @@ def test_gru_classifier_learns_mnist1d():
         model,
         losses.softmax_cross_entropy_with_integer_labels,
         (data.x_train, data.y_train),
-        steps=500,
+        steps=800,
         batch_size=128,
         lr=5e-3,
     )

@@ -10,15 +10,21 @@ from nn_jax.data.graphs import (
     load_karate_club,
     make_cycles_and_paths,
 )
+from nn_jax.data.mnist1d import load_mnist1d
+from nn_jax.data.sequences import adding_problem, copy_task, reverse_task
 
 __all__ = [
     "KARATE_SEEDS",
     "GraphSet",
     "KarateClub",
     "Split",
+    "adding_problem",
     "batches",
+    "copy_task",
     "from_networkx",
     "load_digits",
     "load_karate_club",
+    "load_mnist1d",
     "make_cycles_and_paths",
+    "reverse_task",
 ]

@@ -11,6 +11,8 @@ from nn_jax.models.autoencoder import (
 from nn_jax.models.cnn import BasicBlock, LeNet, ResNet, UNet
 from nn_jax.models.gnn import GCN, GraphClassifier
 from nn_jax.models.mlp import MLP, SimpleNetwork
+from nn_jax.models.rnn import RNNClassifier
+from nn_jax.models.transformer import TransformerEncoder, TransformerLM, generate
 
 __all__ = [
     "GCN",
@@ -21,10 +23,14 @@ __all__ = [
     "ConvAutoencoder",
     "GraphClassifier",
     "LeNet",
+    "RNNClassifier",
     "ResNet",
     "SimpleNetwork",
+    "TransformerEncoder",
+    "TransformerLM",
     "UNet",
     "VAEOutput",
     "elbo_loss",
     "gaussian_kl",
+    "generate",
 ]
