@@ -14,8 +14,8 @@ nn_jax parameters, then measures:
 * throughput - items (examples, tokens, nodes) per second at the median step time;
 * FLOPs per step - XLA's cost analysis of the compiled raw-JAX step, corrected for scan trip
   counts (:mod:`benchmarks.flops`); achieved FLOP/s and MFU against the device's peak (a table
-  for known GPUs/TPUs; on CPU a 1024x1024 float32 matmul measured at the start and end of the
-  same run, the better of the two);
+  for known GPUs/TPUs; on CPU the best of 40 calls of a 1024x1024 float32 matmul, 20 at the
+  start and 20 at the end of the same run);
 * peak memory - ``memory_analysis()`` of each framework's compiled step (where it is a
   ``jax.jit`` function).
 """
@@ -699,16 +699,76 @@ def targets_text(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def markdown(report: dict[str, Any]) -> str:
-    """The report as a markdown table with its environment line and target checks."""
-    lines = [
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "|".join("---" if i < 3 else "---:" for i in range(len(COLUMNS))) + "|",
+SUMMARY_COLUMNS = (
+    "workload",
+    "dtype",
+    "nn_jax step",
+    "MFU",
+    "nn_jax / raw JAX",
+    "nn_jax / fastest other",
+    "nnx.jit / nn_jax",
+)
+
+
+def summary_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
+    """One row per workload and dtype: nn_jax's step time and MFU and its ratios to the others.
+
+    Ratios are medians of per-round ratios; "fastest other" is the fastest of Flax Linen,
+    Flax NNX (both styles), Equinox and Haiku that ran.
+    """
+    groups: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for rec in report["results"]:
+        groups.setdefault((rec["workload"], rec["dtype"]), {})[rec["framework"]] = rec
+    rows = []
+    for (workload, dtype), recs in groups.items():
+        nn = recs.get("nn_jax")
+        if nn is None:
+            continue
+        others = {fw: recs[fw]["ratio_to_nn_jax"] for fw in OTHER_FRAMEWORKS if fw in recs}
+        fastest = min(others, key=others.get) if others else None
+        nnx = recs.get("flax_nnx")
+        rows.append(
+            (
+                workload,
+                dtype,
+                _fmt_time(nn["step_s"]),
+                "-" if nn["mfu"] is None else f"{nn['mfu'] * 100:.1f}%",
+                _fmt_ratio(nn.get("ratio_to_jax")),
+                "-"
+                if fastest is None
+                else f"{1 / others[fastest]:.3f}x ({FRAMEWORK_LABELS[fastest]})",
+                "-" if nnx is None else _fmt_ratio(nnx["ratio_to_nn_jax"]),
+            )
+        )
+    return rows
+
+
+def _md_table(columns: Sequence[str], rows: Sequence[Sequence[str]], left: int) -> list[str]:
+    return [
+        "| " + " | ".join(columns) + " |",
+        "|" + "|".join("---" if i < left else "---:" for i in range(len(columns))) + "|",
+        *("| " + " | ".join(row) + " |" for row in rows),
     ]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(report)]
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as markdown: environment, a per-workload summary, the full table, targets."""
+    summary = _md_table(SUMMARY_COLUMNS, summary_rows(report), 2)
+    full = _md_table(COLUMNS, table_rows(report), 3)
     checks = targets_text(report).splitlines()
     return "\n".join(
-        [_header(report), "", *lines, "", "Targets:", "", *(f"- {c}" for c in checks), ""]
+        [
+            _header(report),
+            "",
+            *(summary if len(summary) > 2 else []),
+            "",
+            *full,
+            "",
+            "Targets:",
+            "",
+            *(f"- {c}" for c in checks),
+            "",
+        ]
     )
 
 
@@ -723,7 +783,7 @@ def bar_chart(report: dict[str, Any], path: Path) -> bool:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
     results = [r for r in report["results"] if r.get("ratio_to_jax")]
     groups = list(dict.fromkeys((r["workload"], r["dtype"]) for r in results))
@@ -731,7 +791,7 @@ def bar_chart(report: dict[str, Any], path: Path) -> bool:
     if not groups:
         return False
     width = 0.8 / max(1, len(frameworks))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(groups) + 2), 4.5))
+    fig, ax = plt.subplots(figsize=(min(14.0, max(6.0, 0.75 * len(groups) + 3)), 5.5))
     for i, fw in enumerate(frameworks):
         points = [
             (groups.index((r["workload"], r["dtype"])), r["ratio_to_jax"])
@@ -750,16 +810,18 @@ def bar_chart(report: dict[str, Any], path: Path) -> bool:
     for j in range(1, len(groups)):
         ax.axvline(j - 0.5, color="0.85", linewidth=0.8)
     ax.set_yscale("log")
-    ratio = FuncFormatter(lambda v, _: f"{v:g}x")
-    ax.yaxis.set_major_formatter(ratio)
-    ax.yaxis.set_minor_formatter(ratio)
-    ax.grid(axis="y", which="both", color="0.92")
+    ticks = [0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 50, 100]
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.grid(axis="y", which="major", color="0.9")
     ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels([f"{w}\n{d}" for w, d in groups], fontsize="small")
+    short = {"float32": "f32", "bfloat16": "bf16"}
+    ax.set_xticklabels([f"{w}\n{short.get(d, d)}" for w, d in groups], fontsize="small")
     ax.set_xlim(-0.5, len(groups) - 0.5)
     ax.set_ylabel("step time / raw JAX (lower is faster)")
     ax.set_title(f"nn_jax bench: {report['meta']['device_kind']}, jax {report['meta']['jax']}")
-    ax.legend(fontsize="small", ncols=2)
+    ax.legend(fontsize="small", ncols=4, loc="upper center", bbox_to_anchor=(0.5, -0.14))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -227,7 +227,9 @@ def test_bad_cli_arguments_name_the_allowed_values(flag, value, allowed, capsys)
 
 def test_missing_frameworks_are_skipped_with_a_reason(monkeypatch):
     monkeypatch.setattr(suite, "framework_available", lambda fw: fw != "haiku")
-    options = suite.Options(("seed",), ("float32",), ("nn_jax", "haiku"), repeats=2, repeat_time=0.001)
+    options = suite.Options(
+        ("seed",), ("float32",), ("nn_jax", "haiku"), repeats=2, repeat_time=0.001
+    )
     records, skipped = suite.bench_workload(WORKLOADS["seed"], "float32", options, _Quiet())
     assert [r["framework"] for r in records] == ["nn_jax"]
     assert skipped == [

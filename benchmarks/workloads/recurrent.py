@@ -9,11 +9,9 @@ Gates are ``[i | f | g | o]`` blocks of nn_jax's fused ``w_i: (F, 4H)``, ``w_h: 
 order ``i, g, f, o`` on ``[x, h]`` and adds 1 to the forget gate itself, so its bias is
 ``b_f - 1``).
 
-The raw-JAX step hoists the input projection out of the time loop like nn_jax's ``RNN`` (one
-``(T*B, F) @ (F, 4H)`` matmul handed to the scan as one array per gate, then a scan doing only
-``h @ w_h``): the same algorithm, so the ratio measures nn_jax's overhead. Flax, Equinox and
-Haiku run their own LSTM cells, which project the input inside the loop;
-``benchmarks/lstm_study.py`` measures what hoisting and unrolling are worth.
+The raw-JAX step is the same algorithm as nn_jax's ``RNN`` default: the input projection
+``x_t @ w_i + b`` inside the scan, step by step, like every framework's LSTM cell here (on
+XLA:CPU that beat hoisting it out of the loop: see ``benchmarks/lstm_study.py``).
 """
 
 from __future__ import annotations
@@ -90,15 +88,16 @@ HOISTS = ("gates", "fused", "none")
 
 
 def lstm_last_hidden(
-    p: dict[str, jax.Array], x: jax.Array, *, hoist: str = "gates", unroll: int = 1
+    p: dict[str, jax.Array], x: jax.Array, *, hoist: str = "none", unroll: int = 1
 ) -> jax.Array:
     """Raw-JAX LSTM over ``x: (B, T, F)``; returns the last ``h: (B, H)``.
 
-    ``hoist``: ``"gates"`` - one input-projection matmul over all steps before the scan, handed
-    to it as four ``(T, B, H)`` arrays (nn_jax's ``RNN``); ``"fused"`` - the same projection as
-    one ``(T, B, 4H)`` array, split into gates inside the loop; ``"none"`` - the projection
-    inside the loop, per step (what Flax, Equinox and Haiku cells do). ``unroll``:
-    ``jax.lax.scan``'s unroll factor.
+    ``hoist``: ``"none"`` - the projection inside the loop, per step (nn_jax's default, and what
+    Flax, Equinox and Haiku cells do); ``"gates"`` - one input-projection matmul over all steps
+    before the scan, handed to it as four ``(T, B, H)`` arrays (nn_jax's
+    ``RNN(hoist_input_projection=True)``); ``"fused"`` - the same projection as one
+    ``(T, B, 4H)`` array, split into gates inside the loop. ``unroll``: ``jax.lax.scan``'s
+    unroll factor.
     """
     xs = jnp.swapaxes(x, 0, 1)  # (T, B, F)
     zeros = jnp.zeros((x.shape[0], p["w_h"].shape[0]), x.dtype)
@@ -135,7 +134,7 @@ def lstm_last_hidden(
     return h
 
 
-def lstm_jax_impl(ref: Reference, *, hoist: str = "gates", unroll: int = 1) -> Impl:
+def lstm_jax_impl(ref: Reference, *, hoist: str = "none", unroll: int = 1) -> Impl:
     """The raw-JAX step (``hoist``/``unroll`` as in :func:`lstm_last_hidden`)."""
 
     def loss_fn(p: dict[str, jax.Array], batch: Any) -> jax.Array:

@@ -1,0 +1,66 @@
+"""Compare two frameworks' compiled steps: ``python -m benchmarks.hlo_diff gcn [nn_jax jax]``.
+
+For one workload it compiles both steps (``jit(step).lower(...).compile()``) and prints XLA's
+FLOP and bytes-accessed counts, the argument pytree sizes, and the optimized-HLO instructions
+whose counts differ: the first thing to look at when one step is slower than the other. With
+``--dump DIR`` it also writes both optimized HLO modules (``DIR/<workload>_<framework>.hlo``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+
+from benchmarks import flops
+from benchmarks.suite import DTYPES
+from benchmarks.workloads import WORKLOADS
+
+_OP = re.compile(r"= \S+ ([a-z][\w-]*)\(")
+
+
+def op_histogram(hlo_text: str) -> collections.Counter[str]:
+    """How often each HLO opcode occurs in an HLO module's text (fused computations included)."""
+    return collections.Counter(m.group(1) for m in map(_OP.search, hlo_text.splitlines()) if m)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.hlo_diff", description=__doc__)
+    parser.add_argument("workload", choices=tuple(WORKLOADS))
+    parser.add_argument("frameworks", nargs="*", default=["nn_jax", "jax"])
+    parser.add_argument("--dtype", choices=DTYPES, default="float32")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--dump", type=Path, help="write both optimized HLO modules here")
+    args = parser.parse_args(argv)
+    if len(args.frameworks) != 2:
+        parser.error(f"give two frameworks, given {args.frameworks}")
+    workload = WORKLOADS[args.workload]
+    ref = workload.setup(args.batch_size or workload.batch_size, args.dtype, jax.random.key(0))
+    texts, hists = {}, {}
+    for fw in args.frameworks:
+        impl = workload.builders[fw](ref)
+        compiled = impl.step.lower(*impl.carry, impl.batch).compile()
+        cost = flops.cost_analysis(compiled)
+        texts[fw] = compiled.as_text()
+        hists[fw] = op_histogram(texts[fw])
+        leaves = len(jax.tree.leaves((impl.carry, impl.batch)))
+        print(
+            f"{fw:>16}: {cost.get('flops', 0):.4g} FLOPs, {cost.get('bytes accessed', 0):.4g} "
+            f"bytes accessed, {sum(hists[fw].values())} HLO instructions, {leaves} argument leaves"
+        )
+        if args.dump:
+            args.dump.mkdir(parents=True, exist_ok=True)
+            (args.dump / f"{args.workload}_{fw}.hlo").write_text(texts[fw])
+    a, b = (hists[fw] for fw in args.frameworks)
+    for op in sorted(set(a) | set(b)):
+        if a[op] != b[op]:
+            print(f"{op:>24}: {a[op]:5d} vs {b[op]:5d}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
