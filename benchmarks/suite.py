@@ -297,7 +297,7 @@ def environment() -> dict[str, Any]:
         },
         "load_average_start": list(os.getloadavg()),
         "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "argv": sys.argv,
+        "argv": [Path(sys.argv[0]).name, *sys.argv[1:]],  # no machine paths in results
     }
 
 
