@@ -22,14 +22,7 @@ from nn_jax.activations import (
     swish,
     tanh,
 )
-from nn_jax.attention import (
-    MultiHeadAttention,
-    attention_weights,
-    causal_mask,
-    combine_masks,
-    dot_product_attention,
-    make_attention_mask,
-)
+from nn_jax.attention import MultiHeadAttention, attention_weights, dot_product_attention
 from nn_jax.combinators import Branch, Parallel, Residual, Sequential
 from nn_jax.conv import Conv, ConvTranspose
 from nn_jax.core import (
@@ -64,6 +57,13 @@ from nn_jax.inspect import (
     summary,
     unflatten_params,
 )
+from nn_jax.masks import (
+    causal_mask,
+    combine_masks,
+    make_attention_mask,
+    masked_mean_over_time,
+    sequence_mask,
+)
 from nn_jax.normalization import BatchNorm, GroupNorm, InstanceNorm, LayerNorm, RMSNorm
 from nn_jax.pooling import AdaptiveAvgPool, AvgPool, GlobalAvgPool, GlobalMaxPool, MaxPool
 from nn_jax.positional import (
@@ -81,7 +81,6 @@ from nn_jax.recurrent import (
     RecurrentCell,
     SimpleRNNCell,
     StackedRNN,
-    sequence_mask,
 )
 from nn_jax.regularization import Dropout, DropPath, SpatialDropout
 from nn_jax.resize import Upsample
@@ -184,6 +183,7 @@ __all__ = [
     "make_predict",
     "make_stateful_train_step",
     "make_train_step",
+    "masked_mean_over_time",
     "metrics",
     "models",
     "param_count",

@@ -25,56 +25,19 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from nn_jax import initializers
 from nn_jax.core import Array, Initializer, Layer, Params, PRNGKey, State
 from nn_jax.dense import default_kernel_init
 from nn_jax.errors import ConfigError, RngError, ShapeError
+from nn_jax.masks import causal_mask, combine_masks
 from nn_jax.positional import RotaryEmbedding, rotary_embedding
 from nn_jax.regularization import Dropout
 
 __all__ = [
     "MultiHeadAttention",
     "attention_weights",
-    "causal_mask",
-    "combine_masks",
     "dot_product_attention",
-    "make_attention_mask",
 ]
-
-
-def causal_mask(q_len: int, kv_len: int | None = None, *, offset: Any = 0) -> Array:
-    """``(q_len, kv_len)`` bools: query ``i`` may attend to key ``j`` iff ``j <= i + offset``.
-
-    Args:
-        q_len: number of queries.
-        kv_len: number of keys (default ``q_len``).
-        offset: position of query 0 among the keys (e.g. the number of cached steps).
-    """
-    kv_len = q_len if kv_len is None else kv_len
-    return jnp.arange(kv_len)[None, :] <= jnp.arange(q_len)[:, None] + offset
-
-
-def make_attention_mask(query_mask: Any, key_mask: Any) -> Array:
-    """``(..., 1, Tq, Tk)`` bools from per-token validity ``(..., Tq)`` and ``(..., Tk)``.
-
-    Entry ``[..., 0, i, j]`` is ``query_mask[..., i] and key_mask[..., j]``.
-    """
-    query_mask, key_mask = jnp.asarray(query_mask, bool), jnp.asarray(key_mask, bool)
-    return query_mask[..., None, :, None] & key_mask[..., None, None, :]
-
-
-def combine_masks(*masks: Any) -> Array | None:
-    """Logical *and* of the masks that are not ``None`` (right-aligned broadcasting).
-
-    Returns ``None`` when every mask is ``None``.
-    """
-    present = [jnp.asarray(m, bool) for m in masks if m is not None]
-    if not present:
-        return None
-    rank = max(m.ndim for m in present)
-    out = present[0].reshape((1,) * (rank - present[0].ndim) + present[0].shape)
-    for m in present[1:]:
-        out = out & m.reshape((1,) * (rank - m.ndim) + m.shape)
-    return out
 
 
 def _explicit(what: str, a: Any, shape: tuple[int, ...], fn: str) -> Array:
@@ -280,7 +243,7 @@ class MultiHeadAttention(Layer):
     decode: bool = False
     return_weights: bool = False
     w_init: Initializer = default_kernel_init
-    b_init: Initializer = jax.nn.initializers.zeros
+    b_init: Initializer = initializers.zeros
     dtype: Any = None
     param_dtype: Any = jnp.float32
     precision: Any = None
@@ -321,8 +284,8 @@ class MultiHeadAttention(Layer):
         xq, xkv = x if cross else (x, x)
         if not isinstance(xq, jax.ShapeDtypeStruct):
             xq, xkv = jnp.asarray(xq), jnp.asarray(xkv)
-        self.check_rank(xq, tuple(range(2, 33)), "queries input (..., Tq, F_q)")
-        self.check_rank(xkv, tuple(range(2, 33)), "keys/values input (..., Tk, F_kv)")
+        self.check_rank(xq, 2, what="queries input (..., Tq, F_q)")
+        self.check_rank(xkv, 2, what="keys/values input (..., Tk, F_kv)")
         if xq.shape[:-2] != xkv.shape[:-2]:
             raise self.error(
                 ShapeError,

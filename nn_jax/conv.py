@@ -29,13 +29,14 @@ import jax
 import jax.numpy as jnp
 
 from nn_jax import _spatial as sp
-from nn_jax.core import Array, Initializer, Layer, Params, PRNGKey, State
+from nn_jax import initializers
+from nn_jax.core import Array, Call, Initializer, Layer, Params, PRNGKey, State
 from nn_jax.dense import default_kernel_init
 from nn_jax.errors import ConfigError, ShapeError
 
 __all__ = ["Conv", "ConvTranspose"]
 
-transpose_kernel_init: Initializer = jax.nn.initializers.lecun_normal(in_axis=-1, out_axis=-2)
+transpose_kernel_init: Initializer = initializers.lecun_normal(in_axis=-1, out_axis=-2)
 """LeCun normal for `ConvTranspose` kernels `(*k, F // groups, C_in)`: fan-in `prod(k) C_in`."""
 
 
@@ -55,7 +56,7 @@ class _ConvBase(Layer):
     dtype: Any = None
     param_dtype: Any = jnp.float32
     w_init: Initializer = default_kernel_init
-    b_init: Initializer = jax.nn.initializers.zeros
+    b_init: Initializer = initializers.zeros
     precision: Any = None
 
     def __post_init__(self) -> None:
@@ -229,15 +230,7 @@ class Conv(_ConvBase):
     def _kernel_shape(self, channels: int) -> tuple[int, ...]:
         return (*self.kernel_size, channels // self.feature_group_count, self.features)
 
-    def apply(
-        self,
-        params: Params,
-        state: State,
-        x: Any,
-        *,
-        rng: PRNGKey | None = None,
-        train: bool = False,
-    ) -> tuple[Array, State]:
+    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
         w = self.param(params, "w")
         x = jnp.asarray(x)
         channels = self._channels(x)
@@ -348,15 +341,7 @@ class ConvTranspose(_ConvBase):
             outs.append((m - 1) * s + window - lo - hi + op)
         return tuple(outs)
 
-    def apply(
-        self,
-        params: Params,
-        state: State,
-        x: Any,
-        *,
-        rng: PRNGKey | None = None,
-        train: bool = False,
-    ) -> tuple[Array, State]:
+    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
         w = self.param(params, "w")
         x = jnp.asarray(x)
         channels = self._channels(x)

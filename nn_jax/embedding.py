@@ -9,12 +9,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from nn_jax.core import Array, Initializer, Layer, Params, PRNGKey, State
+from nn_jax import initializers
+from nn_jax.core import Array, Call, Initializer, Layer, Params, PRNGKey, State
 from nn_jax.errors import ConfigError, ShapeError
 
 __all__ = ["Embedding"]
 
-default_embedding_init: Initializer = jax.nn.initializers.variance_scaling(
+default_embedding_init: Initializer = initializers.variance_scaling(
     1.0, "fan_in", "normal", out_axis=0
 )
 """Normal with variance ``1 / features`` (Flax's default): rows have squared norm about 1."""
@@ -71,15 +72,7 @@ class Embedding(Layer):
         table = self.param(params, "table", (self.num_embeddings, self.features))
         return table.astype(self.dtype or table.dtype)
 
-    def apply(
-        self,
-        params: Params,
-        state: State,
-        x: Any,
-        *,
-        rng: PRNGKey | None = None,
-        train: bool = False,
-    ) -> tuple[Array, State]:
+    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
         x = jnp.asarray(x)
         if not jnp.issubdtype(x.dtype, jnp.integer):
             raise self.error(

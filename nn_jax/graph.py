@@ -40,7 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nn_jax.core import Array, Block, Initializer, Layer, Params, PRNGKey, Scope, State
+from nn_jax import initializers
+from nn_jax.core import Array, Block, Call, Initializer, Layer, Params, PRNGKey, Scope, State
 from nn_jax.dense import add_bias
 from nn_jax.errors import ConfigError, ShapeError
 from nn_jax.segment import segment_max, segment_mean, segment_softmax, segment_sum
@@ -57,7 +58,7 @@ __all__ = [
     "batch_graphs",
 ]
 
-default_graph_init: Initializer = jax.nn.initializers.glorot_uniform()
+default_graph_init: Initializer = initializers.glorot_uniform()
 """Glorot uniform, the initializer of the GCN and GAT papers (and PyTorch Geometric)."""
 
 _REDUCERS: dict[str, Callable[..., Array]] = {
@@ -247,7 +248,7 @@ def _check_graph(layer: Layer, g: Any) -> GraphBatch:
             "expected a GraphBatch as input (see nn_jax.graph.batch_graphs), given "
             f"{type(g).__name__}",
         )
-    layer.check_rank(g.nodes, 2, "GraphBatch.nodes (N, F)")
+    layer.check_rank(g.nodes, 2, 2, what="GraphBatch.nodes (N, F)")
     kinds = {
         "senders": "int",
         "receivers": "int",
@@ -341,7 +342,7 @@ class GCNConv(Layer):
     _: KW_ONLY
     use_bias: bool = True
     w_init: Initializer = default_graph_init
-    b_init: Initializer = jax.nn.initializers.zeros
+    b_init: Initializer = initializers.zeros
     param_dtype: Any = jnp.float32
 
     def __post_init__(self) -> None:
@@ -355,15 +356,7 @@ class GCNConv(Layer):
             params["b"] = self.b_init(b_key, (self.features,), self.param_dtype)
         return params, {}
 
-    def apply(
-        self,
-        params: Params,
-        state: State,
-        x: Any,
-        *,
-        rng: PRNGKey | None = None,
-        train: bool = False,
-    ) -> tuple[Array, State]:
+    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
         g = _check_graph(self, x)
         n = g.num_nodes
         h = _project(self, params, "w", g.nodes, self.features)
@@ -413,7 +406,7 @@ class GATConv(Layer):
     use_bias: bool = True
     w_init: Initializer = default_graph_init
     att_init: Initializer = default_graph_init
-    b_init: Initializer = jax.nn.initializers.zeros
+    b_init: Initializer = initializers.zeros
     param_dtype: Any = jnp.float32
 
     def __post_init__(self) -> None:
@@ -474,15 +467,7 @@ class GATConv(Layer):
         """
         return self._attend(params, _check_graph(self, x))[1]
 
-    def apply(
-        self,
-        params: Params,
-        state: State,
-        x: Any,
-        *,
-        rng: PRNGKey | None = None,
-        train: bool = False,
-    ) -> tuple[Array, State]:
+    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
         g = _check_graph(self, x)
         z, alpha, senders, receivers, mask = self._attend(params, g)
         y = segment_sum(z[senders] * alpha[..., None], receivers, g.num_nodes, mask=mask)
@@ -518,7 +503,7 @@ class SAGEConv(Layer):
     use_bias: bool = True
     normalize: bool = False
     w_init: Initializer = default_graph_init
-    b_init: Initializer = jax.nn.initializers.zeros
+    b_init: Initializer = initializers.zeros
     param_dtype: Any = jnp.float32
 
     def __post_init__(self) -> None:
@@ -536,15 +521,7 @@ class SAGEConv(Layer):
             params["b"] = self.b_init(keys[2], (self.features,), self.param_dtype)
         return params, {}
 
-    def apply(
-        self,
-        params: Params,
-        state: State,
-        x: Any,
-        *,
-        rng: PRNGKey | None = None,
-        train: bool = False,
-    ) -> tuple[Array, State]:
+    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
         g = _check_graph(self, x)
         neighbours = segment_mean(g.nodes[g.senders], g.receivers, g.num_nodes, mask=g.edge_mask)
         y = _project(self, params, "w_self", g.nodes, self.features) + _project(
@@ -636,15 +613,7 @@ class GraphPool(Layer):
         _check_graph(self, x)
         return {}, {}
 
-    def apply(
-        self,
-        params: Params,
-        state: State,
-        x: Any,
-        *,
-        rng: PRNGKey | None = None,
-        train: bool = False,
-    ) -> tuple[Array, State]:
+    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
         g = _check_graph(self, x)
         reduce = _REDUCERS[self.reduction]
         return reduce(g.nodes, g.node_graph, g.num_graphs, mask=g.node_mask), {}

@@ -1,4 +1,4 @@
-"""Parameter initializers: ``jax.nn.initializers``, re-exported unchanged.
+"""Parameter initializers: ``jax.nn.initializers``, as picklable, printable values.
 
 An *initializer* is a function ``init(key, shape, dtype=None) -> Array`` (``jax.nn.initializers``'
 signature), so any of JAX's own initializers, or your own with that signature, plugs into nn_jax.
@@ -23,35 +23,27 @@ JAX's conventions are kept exactly:
   smaller, times ``scale``. On CPU it cannot draw ``bfloat16`` (no bfloat16 QR in LAPACK: JAX
   raises ``NotImplementedError``); draw in float32 and cast.
 
+Each factory here takes the same arguments as its ``jax.nn.initializers`` namesake and gives the
+same numbers, but returns a :class:`JaxInitializer`, a frozen value that names the factory and
+its arguments: it prints as ``lecun_normal()`` or ``normal(stddev=0.02)`` (a layer's ``repr`` is a
+readable config), compares by value and pickles (layers go to worker processes). JAX's own
+factories return closures that do neither; they still work in every layer.
+
 ``Initializer`` is JAX's protocol type for annotating such functions.
 """
 
 from __future__ import annotations
 
-from jax.nn.initializers import (
-    Initializer,
-    constant,
-    glorot_normal,
-    glorot_uniform,
-    he_normal,
-    he_uniform,
-    kaiming_normal,
-    kaiming_uniform,
-    lecun_normal,
-    lecun_uniform,
-    normal,
-    ones,
-    orthogonal,
-    truncated_normal,
-    uniform,
-    variance_scaling,
-    xavier_normal,
-    xavier_uniform,
-    zeros,
-)
+import dataclasses
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
 
-__all__ = [
-    "Initializer",
+import jax
+from jax.nn.initializers import Initializer, ones, zeros
+
+_FACTORIES = (
     "constant",
     "glorot_normal",
     "glorot_uniform",
@@ -62,12 +54,82 @@ __all__ = [
     "lecun_normal",
     "lecun_uniform",
     "normal",
-    "ones",
     "orthogonal",
     "truncated_normal",
     "uniform",
     "variance_scaling",
     "xavier_normal",
     "xavier_uniform",
+)
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(_hashable(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+@dataclasses.dataclass(frozen=True)
+class JaxInitializer:
+    """``jax.nn.initializers.<factory>(**arguments)`` as a value: ``(key, shape, dtype) -> Array``.
+
+    >>> import jax
+    >>> init = normal(stddev=0.02)
+    >>> init
+    normal(stddev=0.02)
+    >>> init(jax.random.key(0), (2, 3)).shape
+    (2, 3)
+    """
+
+    factory: str
+    arguments: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.factory not in _FACTORIES:
+            raise ValueError(f"unknown initializer factory {self.factory!r}; one of {_FACTORIES}")
+
+    def __call__(self, key: jax.Array, shape: Any, dtype: Any = None) -> jax.Array:
+        init = getattr(jax.nn.initializers, self.factory)(**dict(self.arguments))
+        return init(key, shape) if dtype is None else init(key, shape, dtype)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{name}={value!r}" for name, value in self.arguments)
+        return f"{self.factory}({args})"
+
+
+def _factory(name: str) -> Callable[..., JaxInitializer]:
+    jax_factory = getattr(jax.nn.initializers, name)
+    signature = inspect.signature(jax_factory)
+
+    @functools.wraps(jax_factory)
+    def make(*args: Any, **kwargs: Any) -> JaxInitializer:
+        bound = signature.bind(*args, **kwargs)
+        return JaxInitializer(name, tuple((k, _hashable(v)) for k, v in bound.arguments.items()))
+
+    make.__module__ = __name__
+    make.__qualname__ = name
+    return make
+
+
+constant = _factory("constant")
+glorot_normal = _factory("glorot_normal")
+glorot_uniform = _factory("glorot_uniform")
+he_normal = _factory("he_normal")
+he_uniform = _factory("he_uniform")
+kaiming_normal = _factory("kaiming_normal")
+kaiming_uniform = _factory("kaiming_uniform")
+lecun_normal = _factory("lecun_normal")
+lecun_uniform = _factory("lecun_uniform")
+normal = _factory("normal")
+orthogonal = _factory("orthogonal")
+truncated_normal = _factory("truncated_normal")
+uniform = _factory("uniform")
+variance_scaling = _factory("variance_scaling")
+xavier_normal = _factory("xavier_normal")
+xavier_uniform = _factory("xavier_uniform")
+
+__all__ = [
+    "Initializer",
+    "JaxInitializer",
+    *_FACTORIES,
+    "ones",
     "zeros",
 ]

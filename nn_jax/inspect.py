@@ -1,15 +1,19 @@
-"""Looking inside models and parameter trees: counts, summaries, paths, intermediates."""
+"""Looking inside models and parameter trees: counts, summaries, paths, intermediates.
+
+Built on the taps of :mod:`nn_jax.core` (:func:`~nn_jax.core.tapping`): every child output of a
+block and every value a layer exposes with :func:`~nn_jax.core.tap` can be read or replaced.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from nn_jax.core import Lambda, Layer, Params, PRNGKey, State, recording
+from nn_jax.core import Lambda, Layer, Params, PRNGKey, Side, State, tapping
 
 SEP = "/"
 
@@ -63,16 +67,30 @@ def apply_with_intermediates(
     state: State,
     x: Any,
     *,
+    side: Side | None = None,
     rng: PRNGKey | None = None,
     train: bool = False,
+    capture: str | Sequence[str] = "*",
+    edit: Mapping[str, Callable[[Any], Any]] | None = None,
 ) -> tuple[Any, State, dict[str, Any]]:
-    """``model.apply`` that also returns every child's output keyed by its layer path.
+    """``model.apply`` that also returns the tapped values whose path matches ``capture``.
 
-    Pure and ``jit``-able (the outputs are returned, never stored), e.g. to plot activations.
+    Tapped values are every child's output (keyed by its layer path, e.g. ``"encoder/0"``) and
+    the values layers expose by name (``"block_0/attention/attention/weights"``). ``edit``
+    replaces values on the way (``{"hidden": lambda h: h.at[..., 3].set(0.0)}`` ablates unit 3).
+    Pure and ``jit``-able: the values are returned, never stored.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from nn_jax import Dense, Sequential
+    >>> model = Sequential(Dense(4), jax.nn.relu, Dense(1))
+    >>> params, state = model.init(jax.random.key(0), jnp.zeros((2, 3)))
+    >>> _, _, values = apply_with_intermediates(model, params, state, jnp.ones((2, 3)))
+    >>> {path: v.shape for path, v in values.items()}
+    {'0': (2, 4), '1': (2, 4), '2': (2, 1)}
     """
-    with recording() as records:
-        y, new_state = model.apply(params, state, x, rng=rng, train=train)
-    return y, new_state, {path: out for path, _, out in records}
+    with tapping(capture, edit) as taps:
+        y, new_state = model.apply(params, state, x, side=side, rng=rng, train=train)
+    return y, new_state, taps.values
 
 
 def _fmt_shape(tree: Any) -> str:
@@ -80,7 +98,14 @@ def _fmt_shape(tree: Any) -> str:
     return shapes[0] if len(shapes) == 1 else "(" + ", ".join(shapes) + ")"
 
 
-def summary(model: Layer, x: Any, *, key: PRNGKey | None = None, train: bool = False) -> str:
+def summary(
+    model: Layer,
+    x: Any,
+    *,
+    side: Side | None = None,
+    key: PRNGKey | None = None,
+    train: bool = False,
+) -> str:
     """A table of every layer: path, type, output shape, parameter shapes and counts.
 
     Computed with ``jax.eval_shape``: nothing is run on data. Nested rows repeat the counts of
@@ -89,17 +114,14 @@ def summary(model: Layer, x: Any, *, key: PRNGKey | None = None, train: bool = F
     key = jax.random.key(0) if key is None else key
     params, state = jax.eval_shape(model.init, key, x)
 
-    def run(p: Params, s: State, x: Any) -> Any:
-        return model.apply(p, s, x, rng=key, train=train)[0]
+    def run(p: Params, s: State, x: Any, side: Side | None) -> Any:
+        return model.apply(p, s, x, side=side, rng=key, train=train)[0]
 
-    with recording() as records:  # records hold tracers: only their shapes and dtypes are read
-        y = jax.eval_shape(run, params, state, x)
-    seen: set[str] = set()
+    with tapping() as taps:  # the tapped values are tracers: only shapes and dtypes are read
+        y = jax.eval_shape(run, params, state, x, side)
     rows = [("(root)", type(model).__name__, _fmt_shape(y), "", str(param_count(params)))]
-    for path, layer, out in records:
-        if path in seen:
-            continue
-        seen.add(path)
+    for path, layer in taps.layers.items():
+        out = taps.values[path]
         sub = _subtree(params, path)
         own = (
             ", ".join(f"{k}: {list(v.shape)}" for k, v in sub.items() if not isinstance(v, Mapping))

@@ -20,7 +20,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from nn_jax.core import Array, Initializer, Layer, Params, PRNGKey, State
+from nn_jax import initializers
+from nn_jax.core import Array, Call, Initializer, Layer, Params, PRNGKey, State
 from nn_jax.errors import ConfigError, ShapeError
 
 __all__ = ["BatchNorm", "GroupNorm", "InstanceNorm", "LayerNorm", "RMSNorm"]
@@ -36,8 +37,8 @@ class _Normalization(Layer):
     use_bias: bool = True
     dtype: Any = None
     param_dtype: Any = jnp.float32
-    scale_init: Initializer = jax.nn.initializers.ones
-    bias_init: Initializer = jax.nn.initializers.zeros
+    scale_init: Initializer = initializers.ones
+    bias_init: Initializer = initializers.zeros
 
     def __post_init__(self) -> None:
         if not isinstance(self.epsilon, int | float) or self.epsilon < 0:
@@ -158,7 +159,7 @@ class BatchNorm(_Normalization):
 
     def _feature_axis(self, x: Any) -> int:
         if len(x.shape) < 1:
-            self.check_rank(x, tuple(range(1, 33)))
+            self.check_rank(x, 1)
         return _axes(self, (self.axis,), len(x.shape))[0]
 
     def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
@@ -169,15 +170,8 @@ class BatchNorm(_Normalization):
         }
         return self._affine_params(key, (channels,)), state
 
-    def apply(
-        self,
-        params: Params,
-        state: State,
-        x: Any,
-        *,
-        rng: PRNGKey | None = None,
-        train: bool = False,
-    ) -> tuple[Array, State]:
+    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
+        train = call.train
         x = jnp.asarray(x)
         feature = self._feature_axis(x)
         channels = x.shape[feature]
@@ -249,15 +243,7 @@ class LayerNorm(_Normalization):
         axes = _axes(self, self.axis, len(x.shape))
         return self._affine_params(key, tuple(x.shape[a] for a in axes)), {}
 
-    def apply(
-        self,
-        params: Params,
-        state: State,
-        x: Any,
-        *,
-        rng: PRNGKey | None = None,
-        train: bool = False,
-    ) -> tuple[Array, State]:
+    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
         x = jnp.asarray(x)
         axes = _axes(self, self.axis, x.ndim)
         xs = x.astype(self._stats_dtype(x))
@@ -293,15 +279,7 @@ class RMSNorm(_Normalization):
         axes = _axes(self, self.axis, len(x.shape))
         return self._affine_params(key, tuple(x.shape[a] for a in axes)), {}
 
-    def apply(
-        self,
-        params: Params,
-        state: State,
-        x: Any,
-        *,
-        rng: PRNGKey | None = None,
-        train: bool = False,
-    ) -> tuple[Array, State]:
+    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
         x = jnp.asarray(x)
         axes = _axes(self, self.axis, x.ndim)
         xs = x.astype(self._stats_dtype(x))
@@ -345,7 +323,7 @@ class GroupNorm(_Normalization):
 
     def _check(self, x: Any) -> None:
         if len(x.shape) < 2:
-            self.check_rank(x, tuple(range(2, 33)))
+            self.check_rank(x, 2)
         if x.shape[-1] % self.num_groups:
             raise self.error(
                 ShapeError,
@@ -357,15 +335,7 @@ class GroupNorm(_Normalization):
         self._check(x)
         return self._affine_params(key, (x.shape[-1],)), {}
 
-    def apply(
-        self,
-        params: Params,
-        state: State,
-        x: Any,
-        *,
-        rng: PRNGKey | None = None,
-        train: bool = False,
-    ) -> tuple[Array, State]:
+    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
         x = jnp.asarray(x)
         self._check(x)
         y = _group_normalize(self, x, self.num_groups)
@@ -388,21 +358,13 @@ class InstanceNorm(_Normalization):
 
     def _check(self, x: Any) -> None:
         if len(x.shape) < 3:
-            self.check_rank(x, tuple(range(3, 33)), "input (N, *spatial, C)")
+            self.check_rank(x, 3, what="input (N, *spatial, C)")
 
     def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
         self._check(x)
         return self._affine_params(key, (x.shape[-1],)), {}
 
-    def apply(
-        self,
-        params: Params,
-        state: State,
-        x: Any,
-        *,
-        rng: PRNGKey | None = None,
-        train: bool = False,
-    ) -> tuple[Array, State]:
+    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
         x = jnp.asarray(x)
         self._check(x)
         y = _group_normalize(self, x, x.shape[-1])

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nn_jax import _spatial as sp
-from nn_jax.core import Array, Layer, Params, PRNGKey, State
+from nn_jax.core import Array, Call, Layer, Params, PRNGKey, State
 from nn_jax.errors import ConfigError, ShapeError
 
 __all__ = ["AdaptiveAvgPool", "AvgPool", "GlobalAvgPool", "GlobalMaxPool", "MaxPool"]
@@ -83,15 +83,7 @@ class MaxPool(_Pool):
     (1, 3, 3, 3)
     """
 
-    def apply(
-        self,
-        params: Params,
-        state: State,
-        x: Any,
-        *,
-        rng: PRNGKey | None = None,
-        train: bool = False,
-    ) -> tuple[Array, State]:
+    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
         x = jnp.asarray(x)
         window, strides, padding = self._windows(x)
         lowest = -jnp.inf if jnp.issubdtype(x.dtype, jnp.inexact) else jnp.iinfo(x.dtype).min
@@ -119,15 +111,7 @@ class AvgPool(_Pool):
     _: KW_ONLY
     count_include_pad: bool = True
 
-    def apply(
-        self,
-        params: Params,
-        state: State,
-        x: Any,
-        *,
-        rng: PRNGKey | None = None,
-        train: bool = False,
-    ) -> tuple[Array, State]:
+    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
         x = jnp.asarray(x)
         window, strides, padding = self._windows(x)
         sums = jax.lax.reduce_window(x, np.array(0, x.dtype), jax.lax.add, window, strides, padding)
@@ -177,15 +161,7 @@ class GlobalAvgPool(_GlobalPool):
         data_format: ``"channels_last"`` or ``"channels_first"``.
     """
 
-    def apply(
-        self,
-        params: Params,
-        state: State,
-        x: Any,
-        *,
-        rng: PRNGKey | None = None,
-        train: bool = False,
-    ) -> tuple[Array, State]:
+    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
         x = jnp.asarray(x)
         return jnp.mean(x, axis=self._axes(x), keepdims=self.keepdims), {}
 
@@ -197,15 +173,7 @@ class GlobalMaxPool(_GlobalPool):
     Args: as :class:`GlobalAvgPool`.
     """
 
-    def apply(
-        self,
-        params: Params,
-        state: State,
-        x: Any,
-        *,
-        rng: PRNGKey | None = None,
-        train: bool = False,
-    ) -> tuple[Array, State]:
+    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
         x = jnp.asarray(x)
         return jnp.max(x, axis=self._axes(x), keepdims=self.keepdims), {}
 
@@ -247,15 +215,7 @@ class AdaptiveAvgPool(Layer):
     def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
         return {}, {}
 
-    def apply(
-        self,
-        params: Params,
-        state: State,
-        x: Any,
-        *,
-        rng: PRNGKey | None = None,
-        train: bool = False,
-    ) -> tuple[Array, State]:
+    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
         x = jnp.asarray(x)
         n = len(self.output_size)
         sp.check_spatial_rank(self, x, n, self.data_format)

@@ -22,10 +22,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from nn_jax.core import Array, Initializer, Layer, Params, PRNGKey, State
+from nn_jax import initializers
+from nn_jax.core import Array, Call, Initializer, Layer, Params, PRNGKey, State
 from nn_jax.errors import ConfigError, ShapeError
 
-default_position_init: Initializer = jax.nn.initializers.normal(0.02)
+default_position_init: Initializer = initializers.normal(0.02)
 """Normal with standard deviation 0.02 (GPT-2's position table)."""
 
 __all__ = [
@@ -141,7 +142,7 @@ class RotaryEmbedding(Layer):
         train: bool = False,
         positions: Any = None,
     ) -> tuple[Array, State]:
-        self.check_rank(x, tuple(range(3, 33)), "input (..., T, H, D)")
+        self.check_rank(x, 3, what="input (..., T, H, D)")
         if positions is None:
             positions = jnp.arange(jnp.shape(x)[-3])
         return rotary_embedding(x, positions, base=self.base), {}
@@ -161,20 +162,12 @@ class _AdditivePositions(Layer):
         """``(length, D)`` encodings of positions ``start .. start + length - 1`` in ``dtype``."""
 
     def _check(self, x: Any) -> None:
-        self.check_rank(x, tuple(range(2, 33)), "input (..., T, D)")
+        self.check_rank(x, 2, what="input (..., T, D)")
 
     def _decode_state(self) -> State:
         return {"index": jnp.zeros((), jnp.int32)} if self.decode else {}
 
-    def apply(
-        self,
-        params: Params,
-        state: State,
-        x: Any,
-        *,
-        rng: PRNGKey | None = None,
-        train: bool = False,
-    ) -> tuple[Array, State]:
+    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
         x = jnp.asarray(x)
         self._check(x)
         length, features = x.shape[-2:]

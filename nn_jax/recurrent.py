@@ -39,10 +39,23 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from nn_jax import initializers
 from nn_jax.activations import get_activation
-from nn_jax.core import Array, Block, Initializer, Layer, Params, PRNGKey, Scope, State, _entered
+from nn_jax.core import (
+    Array,
+    Block,
+    Call,
+    Initializer,
+    Layer,
+    Params,
+    PRNGKey,
+    Scope,
+    State,
+    nested,
+)
 from nn_jax.dense import add_bias, default_kernel_init
 from nn_jax.errors import ConfigError, ShapeError
+from nn_jax.masks import sequence_mask
 from nn_jax.regularization import Dropout
 
 __all__ = [
@@ -53,12 +66,11 @@ __all__ = [
     "RecurrentCell",
     "SimpleRNNCell",
     "StackedRNN",
-    "sequence_mask",
 ]
 
 Carry = Any
 
-default_recurrent_init: Initializer = jax.nn.initializers.orthogonal()
+default_recurrent_init: Initializer = initializers.orthogonal()
 """Orthogonal (Saxe et al., 2014), applied to each gate's ``(H, H)`` block of ``w_h``."""
 
 
@@ -106,7 +118,7 @@ class RecurrentCell(Layer):
         if not isinstance(inputs, jax.ShapeDtypeStruct):
             inputs = jnp.asarray(inputs)
         if inputs.ndim < 1:
-            self.check_rank(inputs, tuple(range(1, 33)), "x_t")
+            self.check_rank(inputs, 1, what="x_t")
         expected = jax.eval_shape(lambda: self.initial_carry(inputs.shape[:-1], inputs.dtype))
         if jax.tree.structure(carry) != jax.tree.structure(expected) or any(
             tuple(jnp.shape(c)) != e.shape
@@ -119,14 +131,8 @@ class RecurrentCell(Layer):
             )
         return carry, inputs
 
-    def apply(
-        self,
-        params: Params,
-        state: State,
-        x: Any,
-        *,
-        rng: PRNGKey | None = None,
-        train: bool = False,
+    def compute(
+        self, params: Params, state: State, x: Any, call: Call
     ) -> tuple[tuple[Carry, Array], State]:
         carry, inputs = self._split_input(x)
         return self.step(params, carry, self.input_projection(params, inputs)), {}
@@ -144,7 +150,7 @@ class _DenseCell(RecurrentCell):
     _: KW_ONLY
     w_i_init: Initializer = default_kernel_init
     w_h_init: Initializer = default_recurrent_init
-    b_init: Initializer = jax.nn.initializers.zeros
+    b_init: Initializer = initializers.zeros
     dtype: Any = None
     param_dtype: Any = jnp.float32
     precision: Any = None
@@ -379,17 +385,6 @@ def _time_mask(layer: Layer, x: Array, time_axis: int, lengths: Any, mask: Any) 
     return jnp.moveaxis(mask, time_axis, 0)
 
 
-def sequence_mask(lengths: Any, max_length: int) -> Array:
-    """``(..., T)`` bools, ``True`` at the valid steps ``t < lengths[...]`` of a padded batch.
-
-    Args:
-        lengths: ``(...)`` ints.
-        max_length: ``T``.
-    """
-    lengths = jnp.asarray(lengths)
-    return jnp.arange(max_length).reshape((1,) * lengths.ndim + (max_length,)) < lengths[..., None]
-
-
 def _where(m: Array, new: Any, old: Any) -> Any:
     """``where(m, new, old)`` leaf-wise, ``m: (*batch,)`` broadcast explicitly over features."""
     return jax.tree.map(
@@ -449,7 +444,7 @@ class RNN(Layer):
             raise ConfigError(f"RNN: unroll must be a positive int, given {self.unroll!r}")
 
     def _time_axis(self, x: Any) -> int:
-        self.check_rank(x, tuple(range(2, 33)), "input (*batch, T, F)")
+        self.check_rank(x, 2, what="input (*batch, T, F)")
         return 0 if self.time_major else len(x.shape) - 2
 
     def _step_input(self, x: Any) -> tuple[tuple[int, ...], Any]:
@@ -461,7 +456,7 @@ class RNN(Layer):
     def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
         batch, x_t = self._step_input(x)
         carry = jax.eval_shape(lambda: self.cell.initial_carry(batch, x_t.dtype))
-        with _entered("cell"):
+        with nested("cell"):
             params, _ = self.cell.init(key, (carry, x_t))
         return {"cell": params}, {}
 
@@ -482,7 +477,7 @@ class RNN(Layer):
         batch, _ = self._step_input(x)
         time_mask = _time_mask(self, x, axis, lengths, mask)
         cell_params = self.param(params, "cell")
-        with _entered("cell"):
+        with nested("cell"):
             xs = jnp.moveaxis(x, axis, 0)
             if self.hoist_input_projection:
                 xs = self.cell.input_projection(cell_params, xs)

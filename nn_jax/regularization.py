@@ -18,7 +18,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from nn_jax.core import Array, Layer, Params, PRNGKey, State
+from nn_jax.core import Array, Call, Layer, Params, PRNGKey, State
 from nn_jax.errors import ConfigError, ShapeError
 
 __all__ = ["DropPath", "Dropout", "SpatialDropout"]
@@ -44,15 +44,8 @@ class _Drop(Layer):
     def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
         return {}, {}
 
-    def apply(
-        self,
-        params: Params,
-        state: State,
-        x: Any,
-        *,
-        rng: PRNGKey | None = None,
-        train: bool = False,
-    ) -> tuple[Array, State]:
+    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
+        rng, train = call.rng, call.train
         x = jnp.asarray(x)
         if not train or self.rate == 0:
             return x, {}
@@ -113,7 +106,7 @@ class SpatialDropout(_Drop):
     """
 
     def _shared_axes(self, x: Array) -> tuple[int, ...]:
-        self.check_rank(x, tuple(range(3, 33)), "input (N, *spatial, C)")
+        self.check_rank(x, 3, what="input (N, *spatial, C)")
         return tuple(range(1, x.ndim - 1))
 
 
@@ -132,5 +125,5 @@ class DropPath(_Drop):
     """
 
     def _shared_axes(self, x: Array) -> tuple[int, ...]:
-        self.check_rank(x, tuple(range(1, 33)), "input (N, ...)")
+        self.check_rank(x, 1, what="input (N, ...)")
         return tuple(range(1, x.ndim))

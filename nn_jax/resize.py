@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from nn_jax import _spatial as sp
-from nn_jax.core import Array, Layer, Params, PRNGKey, State
+from nn_jax.core import Array, Call, Layer, Params, PRNGKey, State
 from nn_jax.errors import ConfigError
 
 __all__ = ["Upsample"]
@@ -76,15 +76,7 @@ class Upsample(Layer):
     def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
         return {}, {}
 
-    def apply(
-        self,
-        params: Params,
-        state: State,
-        x: Any,
-        *,
-        rng: PRNGKey | None = None,
-        train: bool = False,
-    ) -> tuple[Array, State]:
+    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
         x = jnp.asarray(x)
         n = len(self.scale)
         sp.check_spatial_rank(self, x, n, self.data_format)

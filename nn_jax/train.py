@@ -7,8 +7,11 @@ Two step shapes, built on one gradient step:
 * :func:`make_stateful_train_step` - ``step(ts, batch) -> (ts, loss)`` over a :class:`TrainState`
   that also carries layer state (batch-norm statistics) and an rng (dropout), for any model.
 
-``batch`` is ``(inputs, targets)``; ``loss_fn(predictions, targets)`` returns a scalar.
-Nothing in a step syncs host and device; ``fit`` reads the loss only on the steps it logs.
+``batch`` is ``(inputs, targets)`` or ``(inputs, targets, side)``, where ``side`` is the model's
+side inputs (``{"lengths": (B,) ints}``, ``{"key_mask": (B, T) bools}``, ...; see
+:mod:`nn_jax.core`), given to ``model.apply(..., side=side)``. ``loss_fn(predictions, targets)``
+returns a scalar. Nothing in a step syncs host and device; ``fit`` reads the loss only on the
+steps it logs.
 """
 
 from __future__ import annotations
@@ -21,10 +24,24 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from nn_jax.core import Array, Layer, Params, PRNGKey, State
+from nn_jax.core import Array, Layer, Params, PRNGKey, Side, State
 from nn_jax.data import batches
+from nn_jax.errors import ConfigError
 
 LossFn = Callable[[Any, Any], Array]
+Batch = tuple[Any, ...]
+"""``(inputs, targets)`` or ``(inputs, targets, side)``."""
+
+
+def split_batch(batch: Batch) -> tuple[Any, Any, Side | None]:
+    """``(inputs, targets, side)`` of a 2- or 3-tuple batch (``side`` is ``None`` if absent)."""
+    if not isinstance(batch, tuple | list) or len(batch) not in (2, 3):
+        given = f"a {len(batch)}-tuple" if isinstance(batch, tuple | list) else type(batch).__name__
+        raise ConfigError(
+            f"a batch must be (inputs, targets) or (inputs, targets, side), given {given}"
+        )
+    inputs, targets, *rest = batch
+    return inputs, targets, (rest[0] if rest else None)
 
 
 def _gradient_step(
@@ -34,13 +51,13 @@ def _gradient_step(
     params: Params,
     state: State,
     opt_state: optax.OptState,
-    batch: tuple[Any, Any],
+    batch: Batch,
     rng: PRNGKey | None,
 ) -> tuple[Params, State, optax.OptState, Array]:
-    inputs, targets = batch
+    inputs, targets, side = split_batch(batch)
 
     def objective(p: Params) -> tuple[Array, State]:
-        predictions, new_state = model.apply(p, state, inputs, rng=rng, train=True)
+        predictions, new_state = model.apply(p, state, inputs, side=side, rng=rng, train=True)
         return loss_fn(predictions, targets), new_state
 
     (loss, new_state), grads = jax.value_and_grad(objective, has_aux=True)(params)
@@ -50,7 +67,7 @@ def _gradient_step(
 
 def make_train_step(
     model: Layer, loss_fn: LossFn, optimizer: optax.GradientTransformation
-) -> Callable[[Params, optax.OptState, tuple[Any, Any]], tuple[Params, optax.OptState, Array]]:
+) -> Callable[[Params, optax.OptState, Batch], tuple[Params, optax.OptState, Array]]:
     """A jitted ``step(params, opt_state, batch) -> (params, opt_state, loss)``.
 
     For models without state or randomness; works with any optax ``GradientTransformation``.
@@ -66,7 +83,7 @@ def make_train_step(
 
     @jax.jit
     def step(
-        params: Params, opt_state: optax.OptState, batch: tuple[Any, Any]
+        params: Params, opt_state: optax.OptState, batch: Batch
     ) -> tuple[Params, optax.OptState, Array]:
         params, _, opt_state, loss = _gradient_step(
             model, loss_fn, optimizer, params, {}, opt_state, batch, None
@@ -97,14 +114,14 @@ class TrainState(NamedTuple):
 
 def make_stateful_train_step(
     model: Layer, loss_fn: LossFn, optimizer: optax.GradientTransformation
-) -> Callable[[TrainState, tuple[Any, Any]], tuple[TrainState, Array]]:
+) -> Callable[[TrainState, Batch], tuple[TrainState, Array]]:
     """A jitted ``step(ts, batch) -> (ts, loss)`` threading layer state and a per-step rng.
 
     The step's rng is ``fold_in(ts.rng, ts.step)``: a fresh key per step, reproducible.
     """
 
     @jax.jit
-    def step(ts: TrainState, batch: tuple[Any, Any]) -> tuple[TrainState, Array]:
+    def step(ts: TrainState, batch: Batch) -> tuple[TrainState, Array]:
         rng = jax.random.fold_in(ts.rng, ts.step)
         params, state, opt_state, loss = _gradient_step(
             model, loss_fn, optimizer, ts.params, ts.state, ts.opt_state, batch, rng
@@ -114,9 +131,14 @@ def make_stateful_train_step(
     return step
 
 
-def make_predict(model: Layer) -> Callable[[Params, State, Any], Any]:
-    """A jitted ``predict(params, state, x)``: evaluation mode, no rng, state unchanged."""
-    return jax.jit(lambda params, state, x: model.apply(params, state, x, train=False)[0])
+def make_predict(model: Layer) -> Callable[..., Any]:
+    """A jitted ``predict(params, state, x, side=None)``: eval mode, no rng, state unchanged."""
+
+    @jax.jit
+    def predict(params: Params, state: State, x: Any, side: Side | None = None) -> Any:
+        return model.apply(params, state, x, side=side, train=False)[0]
+
+    return predict
 
 
 class History(NamedTuple):
@@ -130,7 +152,7 @@ def fit(
     model: Layer,
     loss_fn: LossFn,
     optimizer: optax.GradientTransformation,
-    data: tuple[Any, Any],
+    data: Batch,
     *,
     key: PRNGKey,
     epochs: int,
@@ -139,12 +161,15 @@ def fit(
     progress: bool = True,
     callback: Callable[[int, TrainState], None] | None = None,
 ) -> tuple[TrainState, History]:
-    """Train ``model`` on ``data = (inputs, targets)`` with shuffled mini-batches.
+    """Train ``model`` on ``data = (inputs, targets[, side])`` with shuffled mini-batches.
+
+    Every array of ``data`` (side inputs included) has one row per example and is batched along
+    its first axis.
 
     A thin convenience over :func:`make_stateful_train_step`; ``callback(epoch, ts)`` runs after
     each epoch (e.g. to evaluate). Returns the final :class:`TrainState` and the logged losses.
     """
-    x, y = data
+    x, _, _ = split_batch(data)
     init_key, data_key = jax.random.split(key)
     ts = TrainState.create(model, optimizer, init_key, _first(x, batch_size))
     step_fn = make_stateful_train_step(model, loss_fn, optimizer)
@@ -153,7 +178,7 @@ def fit(
     bar = tqdm(total=epochs * steps_per_epoch, disable=not progress, desc="train", unit="step")
     step = 0
     for epoch in range(epochs):
-        for batch in batches((x, y), batch_size, key=jax.random.fold_in(data_key, epoch)):
+        for batch in batches(tuple(data), batch_size, key=jax.random.fold_in(data_key, epoch)):
             ts, loss = step_fn(ts, batch)
             step += 1
             if step % log_every == 0 or step == epochs * steps_per_epoch:
@@ -172,6 +197,7 @@ def _first(x: Any, n: int) -> Any:
 
 
 __all__ = [
+    "Batch",
     "History",
     "LossFn",
     "TrainState",
@@ -179,4 +205,5 @@ __all__ = [
     "make_predict",
     "make_stateful_train_step",
     "make_train_step",
+    "split_batch",
 ]

@@ -250,7 +250,7 @@ class UNet(Block):
     def forward(self, scope: Scope, x: Any) -> Any:
         levels = len(self.widths) - 1
         if jnp.ndim(x) != 4:
-            self.check_rank(x, 4, "input (N, H, W, C)")
+            self.check_rank(x, 4, 4, what="input (N, H, W, C)")
         if x.shape[1] % 2**levels or x.shape[2] % 2**levels:
             raise self.error(
                 ShapeError,

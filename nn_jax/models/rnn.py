@@ -6,12 +6,11 @@ import dataclasses
 from dataclasses import KW_ONLY
 from typing import Any
 
-import jax.numpy as jnp
-
 from nn_jax.core import Array, Block, Layer, Scope
 from nn_jax.dense import Dense
 from nn_jax.embedding import Embedding
 from nn_jax.errors import ConfigError, ShapeError
+from nn_jax.masks import masked_mean_over_time
 from nn_jax.recurrent import (
     RNN,
     Bidirectional,
@@ -19,7 +18,6 @@ from nn_jax.recurrent import (
     LSTMCell,
     SimpleRNNCell,
     StackedRNN,
-    sequence_mask,
 )
 from nn_jax.regularization import Dropout
 
@@ -39,19 +37,6 @@ def split_lengths(layer: Layer, x: Any, lengths: Any) -> tuple[Any, Any]:
             )
         x, lengths = x
     return x, lengths
-
-
-def mean_over_time(h: Array, lengths: Any) -> Array:
-    """Mean of ``h: (B, T, F)`` over its first ``lengths[b]`` steps (all ``T`` if None).
-
-    Zero-length sequences give zeros.
-    """
-    if lengths is None:
-        return jnp.mean(h, axis=-2)
-    valid = sequence_mask(lengths, h.shape[-2]).astype(h.dtype)
-    total = jnp.sum(h * valid[..., None], axis=-2)
-    count = jnp.maximum(jnp.sum(valid, axis=-1), 1.0)
-    return total / count[..., None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,7 +119,7 @@ class RNNClassifier(Block):
             x = scope("embedding", Embedding(self.vocab_size, features), x)
         h = scope("rnn", self._stack(), x, lengths=lengths)
         if self.pooling == "mean":
-            h = mean_over_time(h, lengths)
+            h = masked_mean_over_time(h, lengths)
         if self.dropout_rate > 0:
             h = scope("dropout", Dropout(self.dropout_rate), h)
         return scope("head", Dense(self.num_classes), h)

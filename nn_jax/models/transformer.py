@@ -19,14 +19,14 @@ from nn_jax.core import Array, Block, Layer, Params, PRNGKey, Scope
 from nn_jax.dense import Dense
 from nn_jax.embedding import Embedding
 from nn_jax.errors import ConfigError, RngError, ShapeError
-from nn_jax.models.rnn import mean_over_time, split_lengths
+from nn_jax.masks import masked_mean_over_time, sequence_mask
+from nn_jax.models.rnn import split_lengths
 from nn_jax.normalization import LayerNorm, RMSNorm
 from nn_jax.positional import (
     LearnedPositionalEmbedding,
     RotaryEmbedding,
     SinusoidalPositionalEncoding,
 )
-from nn_jax.recurrent import sequence_mask
 from nn_jax.regularization import Dropout
 from nn_jax.transformer import TransformerEncoderBlock
 
@@ -186,7 +186,7 @@ class TransformerEncoder(_Stack):
         x, lengths = split_lengths(self, x, lengths)
         h = self._encode(scope, jnp.asarray(x), lengths)
         if self.pooling == "mean":
-            h = mean_over_time(h, lengths)
+            h = masked_mean_over_time(h, lengths)
         return scope("head", Dense(self.num_classes), h)
 
 

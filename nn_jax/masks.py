@@ -1,0 +1,83 @@
+"""Masks for padded sequences and attention, and masked reductions over time.
+
+Booleans, ``True`` = valid (a real step; a key a query may attend to). A padded batch of
+sequences is described by its ``lengths: (B,)``; :func:`sequence_mask` turns them into the
+``(B, T)`` step mask, which the layers take as the side input ``"key_mask"`` (attention) or
+``"mask"`` (recurrent), or the lengths themselves as ``"lengths"``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+
+from nn_jax.core import Array
+
+__all__ = [
+    "causal_mask",
+    "combine_masks",
+    "make_attention_mask",
+    "masked_mean_over_time",
+    "sequence_mask",
+]
+
+
+def sequence_mask(lengths: Any, max_length: int) -> Array:
+    """``(..., T)`` bools, ``True`` at the valid steps ``t < lengths[...]`` of a padded batch.
+
+    Args:
+        lengths: ``(...)`` ints.
+        max_length: ``T``.
+    """
+    lengths = jnp.asarray(lengths)
+    return jnp.arange(max_length).reshape((1,) * lengths.ndim + (max_length,)) < lengths[..., None]
+
+
+def causal_mask(q_len: int, kv_len: int | None = None, *, offset: Any = 0) -> Array:
+    """``(q_len, kv_len)`` bools: query ``i`` may attend to key ``j`` iff ``j <= i + offset``.
+
+    Args:
+        q_len: number of queries.
+        kv_len: number of keys (default ``q_len``).
+        offset: position of query 0 among the keys (e.g. the number of cached steps).
+    """
+    kv_len = q_len if kv_len is None else kv_len
+    return jnp.arange(kv_len)[None, :] <= jnp.arange(q_len)[:, None] + offset
+
+
+def make_attention_mask(query_mask: Any, key_mask: Any) -> Array:
+    """``(..., 1, Tq, Tk)`` bools from per-token validity ``(..., Tq)`` and ``(..., Tk)``.
+
+    Entry ``[..., 0, i, j]`` is ``query_mask[..., i] and key_mask[..., j]``.
+    """
+    query_mask, key_mask = jnp.asarray(query_mask, bool), jnp.asarray(key_mask, bool)
+    return query_mask[..., None, :, None] & key_mask[..., None, None, :]
+
+
+def combine_masks(*masks: Any) -> Array | None:
+    """Logical *and* of the masks that are not ``None`` (right-aligned broadcasting).
+
+    Returns ``None`` when every mask is ``None``.
+    """
+    present = [jnp.asarray(m, bool) for m in masks if m is not None]
+    if not present:
+        return None
+    rank = max(m.ndim for m in present)
+    out = present[0].reshape((1,) * (rank - present[0].ndim) + present[0].shape)
+    for m in present[1:]:
+        out = out & m.reshape((1,) * (rank - m.ndim) + m.shape)
+    return out
+
+
+def masked_mean_over_time(h: Array, lengths: Any) -> Array:
+    """Mean of ``h: (B, T, F)`` over its first ``lengths[b]`` steps (all ``T`` if None).
+
+    Zero-length sequences give zeros.
+    """
+    if lengths is None:
+        return jnp.mean(h, axis=-2)
+    valid = sequence_mask(lengths, h.shape[-2]).astype(h.dtype)
+    total = jnp.sum(h * valid[..., None], axis=-2)
+    count = jnp.maximum(jnp.sum(valid, axis=-1), 1.0)
+    return total / count[..., None]
