@@ -1,8 +1,9 @@
 """nn_jax: pure-function neural-network layers for JAX.
 
 Layers are immutable descriptions with pure ``init(key, x) -> (params, state)`` and
-``apply(params, state, x, *, rng=None, train=False) -> (y, state)``; params and state are plain
-nested dicts of arrays. Train with ``jax.grad`` and optax.
+``apply(params, state, x, *, side=None, rng=None, train=False) -> (y, state)``; params and state
+are plain nested dicts of arrays; side inputs (masks, lengths, ...) travel in the ``side``
+mapping. Train with ``jax.grad`` and optax.
 """
 
 from nn_jax import activations, data, initializers, losses, metrics, models
@@ -28,13 +29,18 @@ from nn_jax.conv import Conv, ConvTranspose
 from nn_jax.core import (
     ApplyFn,
     Block,
+    Call,
     InitFn,
     Lambda,
     Layer,
+    ParameterFree,
     Params,
     Scope,
+    Side,
     State,
     as_layer,
+    tap,
+    tapping,
 )
 from nn_jax.dense import Dense, Flatten, Linear, Reshape
 from nn_jax.embedding import Embedding
@@ -106,6 +112,7 @@ __all__ = [
     "Bidirectional",
     "Block",
     "Branch",
+    "Call",
     "ConfigError",
     "Conv",
     "ConvTranspose",
@@ -139,6 +146,7 @@ __all__ = [
     "MultiHeadAttention",
     "NNJaxError",
     "Parallel",
+    "ParameterFree",
     "Params",
     "ParamsError",
     "RMSNorm",
@@ -151,6 +159,7 @@ __all__ = [
     "Scope",
     "Sequential",
     "ShapeError",
+    "Side",
     "SimpleRNNCell",
     "SinusoidalPositionalEncoding",
     "SpatialDropout",
@@ -204,5 +213,7 @@ __all__ = [
     "summary",
     "swish",
     "tanh",
+    "tap",
+    "tapping",
     "unflatten_params",
 ]

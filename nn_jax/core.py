@@ -651,9 +651,10 @@ class Block(Layer):
                 h = jax.nn.relu(scope("hidden", Dense(self.hidden), x))
                 return scope("out", Dense(1), h)
 
-    ``init`` traces ``forward`` under ``jax.jit`` on zeros shaped like the example input (with no
-    side inputs) and keeps only the parameters: XLA removes the forward computation, so no FLOPs
-    are spent on data.
+    ``init`` traces ``forward`` under ``jax.jit`` on zeros shaped like the example input and keeps
+    only the parameters: XLA removes the forward computation, so no FLOPs are spent on data. It
+    runs with no side inputs: a layer treats an absent side input (``None``) as "not given"
+    (no mask, full lengths, zero carry), which never changes parameter shapes.
     """
 
     @abc.abstractmethod

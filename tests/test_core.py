@@ -1,14 +1,28 @@
 """The layer protocol itself: Block/Scope init derivation, sharing, rng, state, errors."""
 
 import dataclasses
+import pickle
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nn_jax import Block, Dense, Lambda, NNJaxError, ParamsError, RngError, Scope
-from nn_jax.core import derive_key
+from nn_jax import (
+    Block,
+    ConfigError,
+    Dense,
+    Lambda,
+    NNJaxError,
+    ParameterFree,
+    ParamsError,
+    RngError,
+    Scope,
+    Sequential,
+    ShapeError,
+    initializers,
+)
+from nn_jax.core import derive_key, tap, tapping
 
 KEY = jax.random.key(0)
 
@@ -45,7 +59,7 @@ class CountCalls(Lambda):
     def init(self, key, x):
         return {}, {"calls": jnp.zeros((), jnp.int32)}
 
-    def apply(self, params, state, x, *, rng=None, train=False):
+    def compute(self, params, state, x, call):
         return x, {"calls": self.state_entry(state, "calls") + 1}
 
 
@@ -138,3 +152,124 @@ def test_params_must_be_a_dict():
 
     with pytest.raises(ParamsError, match="params must be a dict, given tuple"):
         One()((), jnp.zeros((1, 2)))
+
+
+# --------------------------------------------------------------------------------------------
+# Side inputs: one mapping, carried to every layer; names nobody reads are errors.
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale(ParameterFree):
+    """Multiplies by the side input "scale" when given (a parameter-free layer: only maths)."""
+
+    def transform(self, x, call):
+        scale = self.side_input(call, "scale")
+        return x if scale is None else x * scale[..., None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Shift(Block):
+    """Reads "shift" itself and passes a changed side to one child."""
+
+    def forward(self, scope, x):
+        h = scope("scaled", Scale(), x)
+        shift = scope.side_input("shift")  # side inputs are optional: init runs without them
+        h = h if shift is None else h + shift
+        return scope("unscaled", Scale(), h, side={})
+
+
+def test_side_inputs_reach_nested_children_through_combinators():
+    x = np.arange(6.0, dtype=np.float32).reshape(2, 3)
+    scale, shift = np.array([2.0, -1.0], np.float32), np.float32(0.5)
+    model = Sequential(Shift(), Scale())
+    params, _ = model.init(KEY, x)
+    y = jax.jit(lambda x, side: model(params, x, side=side))(x, {"scale": scale, "shift": shift})
+    # Shift scales once, adds, passes an empty side to its second child; Sequential's second
+    # child scales again.
+    expected = ((x * scale[:, None]) + shift) * scale[:, None]
+    np.testing.assert_allclose(y, expected, rtol=1e-6)
+
+
+def test_a_side_input_no_layer_reads_is_an_error():
+    model = Sequential(Dense(2), Scale())
+    params, _ = model.init(KEY, jnp.zeros((2, 3)))
+    with pytest.raises(ConfigError, match=r"side inputs \['scael'\] were given but no layer"):
+        model(params, jnp.zeros((2, 3)), side={"scale": jnp.ones(2), "scael": jnp.ones(2)})
+    with pytest.raises(ConfigError, match="side must be a mapping"):
+        model(params, jnp.zeros((2, 3)), side=jnp.ones(2))
+    with pytest.raises(ConfigError, match="train must be True or False"):
+        model(params, jnp.zeros((2, 3)), train=1)
+
+
+# --------------------------------------------------------------------------------------------
+# Taps: read and replace values at layer paths, under jit.
+
+
+@dataclasses.dataclass(frozen=True)
+class Squares(ParameterFree):
+    def transform(self, x, call):
+        return tap("squared", x * x) + 1.0
+
+
+def test_taps_capture_child_outputs_and_named_values_under_jit():
+    model = Sequential(Dense(3), Squares())
+    x = np.random.default_rng(1).standard_normal((2, 4)).astype(np.float32)
+    params, _ = model.init(KEY, x)
+
+    @jax.jit
+    def run(params, x):
+        with tapping() as taps:
+            y = model(params, x)
+        return y, taps.values
+
+    y, values = run(params, x)
+    h = x @ np.asarray(params["0"]["w"]) + np.asarray(params["0"]["b"])
+    assert sorted(values) == ["0", "1", "1/squared"]
+    np.testing.assert_allclose(values["0"], h, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(values["1/squared"], h * h, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(y, h * h + 1, rtol=1e-5, atol=1e-6)
+
+
+def test_taps_edit_values_and_select_by_pattern():
+    model = Sequential(Dense(3), Squares())
+    x = np.random.default_rng(1).standard_normal((2, 4)).astype(np.float32)
+    params, _ = model.init(KEY, x)
+    zero_unit_1 = {"0": lambda h: h.at[:, 1].set(0.0)}
+    with tapping(capture="*squared", edit=zero_unit_1) as taps:
+        y = model(params, x)
+    edited = dict(
+        params,
+        **{"0": {"w": params["0"]["w"].at[:, 1].set(0.0), "b": params["0"]["b"].at[1].set(0.0)}},
+    )
+    np.testing.assert_allclose(y, model(edited, x), rtol=1e-6)
+    assert list(taps.values) == ["1/squared"]
+    assert tap("outside", 3) == 3  # no tapping active: the value passes through
+
+
+# --------------------------------------------------------------------------------------------
+# Layers are configs: readable repr, pickle round trip; errors for bad construction.
+
+
+def test_layers_print_as_configs_and_pickle():
+    model = Sequential(Dense(4, w_init=initializers.normal(0.5)), jax.nn.relu, Dense(1))
+    text = repr(model)
+    assert "0x" not in text
+    assert "Dense(features=4, w_init=normal(stddev=0.5))" in text
+    assert "Lambda(nn_jax.activations.relu)" in text
+    clone = pickle.loads(pickle.dumps(model))
+    assert clone == model and hash(clone) == hash(model)
+    x = jnp.ones((2, 3))
+    params, _ = model.init(KEY, x)
+    np.testing.assert_array_equal(clone(params, x), model(params, x))
+
+
+def test_a_layer_class_instead_of_an_instance_is_an_error():
+    with pytest.raises(ConfigError, match=r"given the class Dense; construct it first"):
+        Sequential(Dense)
+
+
+def test_rank_errors_read_as_ranges():
+    with pytest.raises(ShapeError, match=r"input must have rank >= 1, given rank 0"):
+        Dense(2).init(KEY, jnp.zeros(()))
+    with pytest.raises(ShapeError, match=r"x must have rank 2 to 4, given rank 1"):
+        Dense(2).check_rank(jnp.zeros(3), 2, 4, what="x")

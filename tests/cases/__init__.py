@@ -33,6 +33,8 @@ class Case:
         vmap: check ``vmap`` over an extra leading axis equals a loop.
         smooth: the layer is smooth at the sampled points (skip FD checks when False,
             e.g. max-pooling ties are measure-zero but FD steps may cross kinks).
+        side: ``np.random.Generator -> side inputs`` (a dict of arrays given as ``side=``), or
+            ``None``; for ``vmap`` their leading axis is the batch axis of the input.
     """
 
     id: str
@@ -44,6 +46,7 @@ class Case:
     fd_rtol: float = 1e-6
     vmap: bool = True
     smooth: bool = True
+    side: Callable[[np.random.Generator], dict[str, Any]] | None = None
 
 
 def normal(*shape: int) -> Callable[[np.random.Generator], np.ndarray]:
