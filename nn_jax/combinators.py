@@ -3,6 +3,10 @@
 Each combinator is a :class:`~nn_jax.core.Block`, so its ``init`` is derived from its forward pass
 and its children's params appear under their names (empty entries, e.g. for ``relu``, are left
 out). Plain functions are accepted wherever a layer is and wrapped in :class:`~nn_jax.core.Lambda`.
+Every child receives the combinator's side inputs, train flag and an rng derived from its name.
+
+Name children when a model will change: inserting a layer into a numbered ``Sequential`` renames
+every later slot (and old checkpoints stop loading), a named one keeps its keys.
 """
 
 from __future__ import annotations
@@ -14,24 +18,38 @@ from typing import Any
 import jax
 
 from nn_jax.core import Block, Layer, Scope, as_layer
-from nn_jax.errors import ShapeError
+from nn_jax.errors import ConfigError, ShapeError
+
+__all__ = ["Branch", "LayerLike", "Parallel", "Residual", "Sequential"]
 
 LayerLike = Layer | Callable[[Any], Any]
 
 
-def _named(layers: tuple[Any, ...]) -> tuple[tuple[str, Layer], ...]:
-    """``(layer, ...)`` -> slot names "0", "1", ...; a single dict -> its own (ordered) names."""
-    if len(layers) == 1 and isinstance(layers[0], Mapping):
-        return tuple((str(k), as_layer(v)) for k, v in layers[0].items())
-    return tuple((str(i), as_layer(layer)) for i, layer in enumerate(layers))
+@dataclasses.dataclass(frozen=True, init=False)
+class _Children(Block):
+    """A combinator over named children: ``Comb(a, b)`` (slots "0", "1"), ``Comb(enc=a, head=b)``
+    or ``Comb({"enc": a, "head": b})`` (names, in the given order)."""
+
+    layers: tuple[tuple[str, Layer], ...]
+
+    def __init__(self, *layers: LayerLike | Mapping[str, LayerLike], **named: LayerLike) -> None:
+        if len(layers) == 1 and isinstance(layers[0], Mapping) and not named:
+            named = dict(layers[0])
+        elif layers and named:
+            raise ConfigError(
+                f"{type(self).__name__}: give the children positionally (slots '0', '1', ...) or "
+                f"by name, not both; given {len(layers)} positional and names {sorted(named)}"
+            )
+        children = named.items() if named else ((str(i), v) for i, v in enumerate(layers))
+        object.__setattr__(self, "layers", tuple((str(k), as_layer(v)) for k, v in children))
 
 
 @dataclasses.dataclass(frozen=True, init=False)
-class Sequential(Block):
+class Sequential(_Children):
     """Apply layers one after another: ``Sequential(Dense(32), jax.nn.relu, Dense(1))``.
 
-    Children are keyed by slot (``"0"``, ``"1"``, ...), or by name when given one dict:
-    ``Sequential({"encoder": enc, "head": head})``.
+    Children are keyed by slot (``"0"``, ``"1"``, ...), or by name:
+    ``Sequential(encoder=enc, head=head)`` or ``Sequential({"encoder": enc, "head": head})``.
 
     >>> import jax, jax.numpy as jnp
     >>> from nn_jax import Dense
@@ -41,11 +59,6 @@ class Sequential(Block):
     {'0': {'b': (4,), 'w': (3, 4)}, '2': {'b': (2,), 'w': (4, 2)}}
     """
 
-    layers: tuple[tuple[str, Layer], ...]
-
-    def __init__(self, *layers: LayerLike | Mapping[str, LayerLike]) -> None:
-        object.__setattr__(self, "layers", _named(layers))
-
     def forward(self, scope: Scope, x: Any) -> Any:
         for name, layer in self.layers:
             x = scope(name, layer, x)
@@ -53,26 +66,16 @@ class Sequential(Block):
 
 
 @dataclasses.dataclass(frozen=True, init=False)
-class Branch(Block):
+class Branch(_Children):
     """Apply every layer to the same input; returns the tuple of their outputs."""
-
-    layers: tuple[tuple[str, Layer], ...]
-
-    def __init__(self, *layers: LayerLike | Mapping[str, LayerLike]) -> None:
-        object.__setattr__(self, "layers", _named(layers))
 
     def forward(self, scope: Scope, x: Any) -> tuple[Any, ...]:
         return tuple(scope(name, layer, x) for name, layer in self.layers)
 
 
 @dataclasses.dataclass(frozen=True, init=False)
-class Parallel(Block):
+class Parallel(_Children):
     """Apply the i-th layer to the i-th element of a tuple input; returns the tuple of outputs."""
-
-    layers: tuple[tuple[str, Layer], ...]
-
-    def __init__(self, *layers: LayerLike | Mapping[str, LayerLike]) -> None:
-        object.__setattr__(self, "layers", _named(layers))
 
     def forward(self, scope: Scope, x: Any) -> tuple[Any, ...]:
         if not isinstance(x, tuple | list) or len(x) != len(self.layers):

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nn_jax import Branch, Dense, Parallel, Residual, Sequential, ShapeError
+from nn_jax import Branch, ConfigError, Dense, Parallel, Residual, Sequential, ShapeError
 
 KEY = jax.random.key(0)
 X = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
@@ -23,6 +23,9 @@ def test_sequential_slots_and_names():
     np.testing.assert_allclose(model(params, X), expected, rtol=1e-5, atol=1e-6)
 
     named = Sequential({"encoder": Dense(5), "act": jnp.tanh, "head": Dense(2)})
+    assert Sequential(encoder=Dense(5), act=jnp.tanh, head=Dense(2)) == named
+    with pytest.raises(ConfigError, match=r"positionally .* or by name, not both"):
+        Sequential(Dense(5), head=Dense(2))
     params, _ = named.init(KEY, X)
     assert sorted(params) == ["encoder", "head"]
     expected = _affine(params["head"], np.tanh(_affine(params["encoder"], X)))
