@@ -8,7 +8,10 @@ so their docstrings, defaults and gradients are JAX's. Defaults worth knowing:
   ``x Phi(x)``. Pass ``functools.partial(gelu, approximate=False)`` for the exact form.
 - ``leaky_relu(x, negative_slope=0.01)``, ``elu(x, alpha=1.0)``.
 - ``softmax`` and ``log_softmax`` normalise over ``axis=-1``.
-- ``swish`` is the same function object as ``silu``.
+- ``silu(x) = x * sigmoid(x)``. ``swish`` is an alias: the same function object as ``silu``, as
+  in ``jax.nn``. Both names are in common use, so both stay: ``silu`` (Hendrycks & Gimpel; PyTorch's
+  ``nn.SiLU``, JAX's primary name) is the canonical one, ``swish`` (Ramachandran et al., 2017;
+  Keras/TensorFlow, and the "Swi" of SwiGLU) the alias. ``get_activation`` accepts both names.
 
 ``identity`` is the one function defined here: ``identity(x) = x``.
 """

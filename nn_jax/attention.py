@@ -8,9 +8,9 @@ Ainslie et al., 2023) lets query head ``h`` use key/value head ``h // (Hq / Hkv)
 
 Masks are booleans, ``True`` = may attend, NumPy-broadcastable to ``(..., Hq, Tq, Tk)`` (a mask of
 lower rank is aligned to the right). Several masks (padding, causal, a custom one) combine by
-logical *and* (:func:`combine_masks`). A **fully masked row** (a query that may attend to
-nothing) gets all-zero weights, so its output is **zero** (plus the output bias in the layer),
-never NaN, and no gradient flows through it.
+logical *and* (:func:`nn_jax.masks.combine_masks`). A **fully masked row** (a query that may
+attend to nothing) gets all-zero weights, so its output is **zero** (plus the output bias in the
+layer), never NaN, and no gradient flows through it.
 
 The softmax is computed in at least float32, whatever the input dtype.
 """
@@ -26,10 +26,9 @@ import jax
 import jax.numpy as jnp
 
 from nn_jax import initializers
-from nn_jax.core import Array, Initializer, Layer, Params, PRNGKey, State
-from nn_jax.dense import default_kernel_init
+from nn_jax.core import Array, Call, Initializer, Layer, Params, PRNGKey, State, tap
 from nn_jax.errors import ConfigError, RngError, ShapeError
-from nn_jax.masks import causal_mask, combine_masks
+from nn_jax.masks import causal_mask, combine_masks, sequence_mask
 from nn_jax.positional import RotaryEmbedding, rotary_embedding
 from nn_jax.regularization import Dropout
 
@@ -38,6 +37,8 @@ __all__ = [
     "attention_weights",
     "dot_product_attention",
 ]
+
+_KERNEL_INIT: Initializer = initializers.lecun_normal()
 
 
 def _explicit(what: str, a: Any, shape: tuple[int, ...], fn: str) -> Array:
@@ -196,28 +197,40 @@ class MultiHeadAttention(Layer):
             must divide ``H``).
         head_dim: per-head size ``D`` (default ``F_q // H``).
         out_features: output size (default ``F_q``).
-        causal: query ``i`` attends only to keys ``j <= i`` (self-attention).
+        causal: query ``i`` attends only to keys ``j <= i`` (self-attention; by time step, not by
+            the ``"positions"`` side input).
         dropout_rate: dropout on the attention weights in training (needs ``rng``).
         use_bias: add ``b_q``, ``b_k``, ``b_v``, ``b_o``.
         scale: logit scale (default ``1 / sqrt(D)``).
         rope: a :class:`~nn_jax.positional.RotaryEmbedding` applied to ``q`` and ``k`` at
-            positions ``0 .. T-1`` (continuing from the cache in decode mode).
+            their positions (see the side input ``"positions"``).
         decode: incremental decoding (self-attention only). ``init`` on an input of the full
             length ``L`` creates the state ``{"cached_key": (..., L, K, D), "cached_value":
             (..., L, K, D), "cache_index": int32}`` (zeros); each ``apply`` on ``n`` new steps
             writes their keys/values at ``cache_index``, attends to the ``cache_index + n``
             steps written so far (causally if ``causal``), and advances the index. Writing past
             ``L`` is not checked under ``jit`` and gives wrong results.
-        return_weights: output ``(y, weights)`` with the ``(..., H, Tq, Tk)`` attention
-            weights applied to the values (after dropout in training), for inspection.
         w_init, b_init: initializers, applied to the 2-D ``(F_in, H*D)`` / ``(H*D, F_out)``
             views of the kernels (LeCun normal, zeros).
         dtype, param_dtype, precision: as for :class:`~nn_jax.dense.Dense`.
 
-    Call: ``apply(params, state, x, mask=None, key_mask=None, rng=..., train=...)``, where
-    ``mask`` is broadcastable to ``(..., H, Tq, Tk)`` and ``key_mask: (..., Tk)`` marks real
-    keys (in decode mode ``Tk = L``); they are combined with the causal mask by *and*. A query
-    with no key left gets zero attention output.
+    Side inputs (all optional; the masks combine with the causal mask by logical *and*, and a
+    query left with no key gets a zero attention output):
+        ``"mask"``: bools broadcastable to ``(..., H, Tq, Tk)``, ``True`` = may attend.
+        ``"key_mask"``: ``(..., Tk)`` bools marking the real keys (in decode mode ``Tk = L``,
+        the cache length: the mask covers every cache slot, written or not).
+        ``"lengths"``: ``(...)`` ints, self-attention without ``decode`` only: keys
+        ``t >= lengths`` are padding (combined with ``"key_mask"`` by *and*). Not read by
+        cross-attention (give the memory's ``"key_mask"``); with ``decode`` it is an error
+        (give a ``"key_mask"`` over the cache).
+        ``"positions"``: ``(..., Tq)`` ints, read only with ``rope``: the positions at which
+        queries (and, in self-attention, keys) are rotated, e.g. to skip left padding. By
+        default ``0 .. T-1`` (continuing from ``cache_index`` in decode mode); cross-attention
+        keys are always at ``0 .. Tk-1``.
+
+    Taps: ``weights``, the ``(..., H, Tq, Tk)`` attention weights applied to the values (after
+    dropout in training); read them with :func:`nn_jax.inspect.apply_with_intermediates`
+    (``capture="*weights"``).
 
     Input ``(..., T, F_q)`` or ``((..., Tq, F_q), (..., Tk, F_kv))`` -> ``(..., Tq, F_out)``.
     Params: ``w_q: (F_q, H, D)``, ``w_k: (F_kv, K, D)``, ``w_v: (F_kv, K, D)``,
@@ -228,6 +241,9 @@ class MultiHeadAttention(Layer):
     >>> params, _ = mha.init(jax.random.key(0), jnp.zeros((2, 5, 16)))
     >>> {k: params[k].shape for k in ("w_q", "w_k", "w_v", "w_o")}
     {'w_q': (16, 4, 4), 'w_k': (16, 2, 4), 'w_v': (16, 2, 4), 'w_o': (4, 4, 16)}
+    >>> valid = jnp.arange(5) < jnp.array([[5], [3]])  # (B, Tk): 5 and 3 real keys
+    >>> mha(params, jnp.ones((2, 5, 16)), side={"key_mask": valid}).shape
+    (2, 5, 16)
     """
 
     num_heads: int
@@ -241,8 +257,7 @@ class MultiHeadAttention(Layer):
     scale: float | None = None
     rope: RotaryEmbedding | None = None
     decode: bool = False
-    return_weights: bool = False
-    w_init: Initializer = default_kernel_init
+    w_init: Initializer = _KERNEL_INIT
     b_init: Initializer = initializers.zeros
     dtype: Any = None
     param_dtype: Any = jnp.float32
@@ -356,18 +371,8 @@ class MultiHeadAttention(Layer):
             y = y + b.reshape((1,) * (y.ndim - 2) + b.shape)
         return y
 
-    def apply(
-        self,
-        params: Params,
-        state: State,
-        x: Any,
-        *,
-        rng: PRNGKey | None = None,
-        train: bool = False,
-        mask: Any = None,
-        key_mask: Any = None,
-    ) -> tuple[Any, State]:
-        xq, xkv, _ = self._inputs(x)
+    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Any, State]:
+        xq, xkv, cross = self._inputs(x)
         w_q = self.param(params, "w_q")
         if w_q.ndim != 3:
             raise self.error(
@@ -380,10 +385,11 @@ class MultiHeadAttention(Layer):
         v = self._project(params, xkv, "v", self.kv_heads, d, dtype)
         tq = q.shape[-3]
         start = self.state_entry(state, "cache_index") if self.decode else 0
-        q_pos = start + jnp.arange(tq)
         if self.rope is not None:
+            q_pos = self._positions(call, q, start)
+            k_pos = jnp.arange(k.shape[-3]) if cross else q_pos
             q = rotary_embedding(q, q_pos, base=self.rope.base)
-            k = rotary_embedding(k, start + jnp.arange(k.shape[-3]), base=self.rope.base)
+            k = rotary_embedding(k, k_pos, base=self.rope.base)
         new_state: State = {}
         structural = None
         if self.decode:
@@ -393,24 +399,21 @@ class MultiHeadAttention(Layer):
             structural = key_pos[None, :] < start + tq  # steps written so far
         if self.causal:
             structural = causal_mask(tq, k.shape[-3], offset=start)
-        if key_mask is not None:
-            key_mask = jnp.asarray(key_mask)
-            if key_mask.shape != k.shape[:-2] or key_mask.dtype != jnp.bool_:
-                raise self.error(
-                    ShapeError,
-                    f"key_mask must be booleans of shape {k.shape[:-2]} (..., Tk), given dtype "
-                    f"{key_mask.dtype} and shape {key_mask.shape}",
-                )
-            key_mask = key_mask[..., None, None, :]
+        key_valid = self._key_mask(call, k.shape[:-2], cross)
         weights = attention_weights(
             q,
             k,
-            mask=combine_masks(structural, key_mask, mask),
+            mask=combine_masks(
+                structural,
+                None if key_valid is None else key_valid[..., None, None, :],
+                self.side_input(call, "mask"),
+            ),
             scale=self.scale,
             precision=self.precision,
         )
-        if train and self.dropout_rate > 0:
-            weights = _dropout(weights, self.dropout_rate, self.require_rng(rng))
+        if call.train and self.dropout_rate > 0:
+            weights = _dropout(weights, self.dropout_rate, self.require_rng(call.rng))
+        weights = tap("weights", weights)
         out = _attend(weights, v, self.precision)
         w_o = self.param(params, "w_o")
         if w_o.shape[:2] != (self.num_heads, d):
@@ -423,7 +426,60 @@ class MultiHeadAttention(Layer):
             y = y + self.param(params, "b_o", (w_o.shape[-1],)).astype(dtype).reshape(
                 (1,) * (y.ndim - 1) + (w_o.shape[-1],)
             )
-        return ((y, weights) if self.return_weights else y), new_state
+        return y, new_state
+
+    def _positions(self, call: Call, q: Array, start: Any) -> Array:
+        """The query positions for rope: the side input ``"positions"``, or ``start + 0..T-1``."""
+        positions = self.side_input(call, "positions")
+        tq = q.shape[-3]
+        if positions is None:
+            return start + jnp.arange(tq)
+        positions = jnp.asarray(positions)
+        batch = q.shape[:-3]
+        if (
+            not jnp.issubdtype(positions.dtype, jnp.integer)
+            or positions.ndim < 1
+            or positions.ndim > len(batch) + 1
+            or positions.shape[-1] != tq
+            or positions.shape[:-1] != batch[len(batch) + 1 - positions.ndim :]
+        ):
+            raise self.error(
+                ShapeError,
+                f"side input 'positions' must be ints of shape {(*batch, tq)} (..., Tq) or "
+                f"({tq},), given dtype {positions.dtype} and shape {positions.shape}",
+            )
+        return positions
+
+    def _key_mask(self, call: Call, shape: tuple[int, ...], cross: bool) -> Array | None:
+        """``(..., Tk)`` valid keys from the side inputs ``"key_mask"`` and ``"lengths"``."""
+        key_mask = self.side_input(call, "key_mask")
+        if key_mask is not None:
+            key_mask = jnp.asarray(key_mask)
+            if key_mask.shape != shape or key_mask.dtype != jnp.bool_:
+                raise self.error(
+                    ShapeError,
+                    f"side input 'key_mask' must be booleans of shape {shape} (..., Tk), given "
+                    f"dtype {key_mask.dtype} and shape {key_mask.shape}",
+                )
+        if cross:
+            return key_mask
+        lengths = self.side_input(call, "lengths")
+        if lengths is None:
+            return key_mask
+        if self.decode:
+            raise self.error(
+                ConfigError,
+                "side input 'lengths' is ambiguous with decode=True (the keys are the cache "
+                f"slots); give a 'key_mask' of shape {shape} over the cache instead",
+            )
+        lengths = jnp.asarray(lengths)
+        if lengths.shape != shape[:-1] or not jnp.issubdtype(lengths.dtype, jnp.integer):
+            raise self.error(
+                ShapeError,
+                f"side input 'lengths' must be ints of shape {shape[:-1]} (the batch axes), "
+                f"given dtype {lengths.dtype} and shape {lengths.shape}",
+            )
+        return combine_masks(key_mask, sequence_mask(lengths, shape[-1]))
 
     def _write_cache(self, state: State, k: Array, v: Array, start: Array) -> tuple[Array, Array]:
         cached_k = self.state_entry(state, "cached_key")

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from nn_jax.core import Block, Layer, Scope, as_layer
 from nn_jax.errors import ConfigError, ShapeError
@@ -40,7 +41,9 @@ class _Children(Block):
                 f"{type(self).__name__}: give the children positionally (slots '0', '1', ...) or "
                 f"by name, not both; given {len(layers)} positional and names {sorted(named)}"
             )
-        children = named.items() if named else ((str(i), v) for i, v in enumerate(layers))
+        children: list[tuple[str, Any]] = (
+            list(named.items()) if named else [(str(i), v) for i, v in enumerate(layers)]
+        )
         object.__setattr__(self, "layers", tuple((str(k), as_layer(v)) for k, v in children))
 
 
@@ -106,11 +109,8 @@ class Residual(Block):
     def forward(self, scope: Scope, x: Any) -> Any:
         y = scope("body", self.body, x)
         skip = x if self.shortcut is None else scope("shortcut", self.shortcut, x)
-        if jax.tree.structure(y) != jax.tree.structure(skip) or any(
-            a.shape != b.shape
-            for a, b in zip(jax.tree.leaves(y), jax.tree.leaves(skip), strict=True)
-        ):
-            shapes = (jax.tree.map(lambda a: a.shape, y), jax.tree.map(lambda a: a.shape, skip))
+        shapes = (jax.tree.map(jnp.shape, y), jax.tree.map(jnp.shape, skip))
+        if shapes[0] != shapes[1]:  # compares the tree structures and every leaf's shape
             raise self.error(
                 ShapeError,
                 f"body output shape {shapes[0]} differs from shortcut shape {shapes[1]}; "

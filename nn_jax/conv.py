@@ -1,7 +1,16 @@
 """Convolutions over 1-D, 2-D and 3-D inputs: ``Conv`` and its adjoint ``ConvTranspose``.
 
-One implementation serves every spatial rank: the rank is ``len(kernel_size)``. Both lower to a
-single ``jax.lax.conv_general_dilated``.
+One implementation serves every spatial rank. Both lower to a single
+``jax.lax.conv_general_dilated``.
+
+Sizes. ``kernel_size``, ``strides``, the dilations and ``output_padding`` are each an int, the
+same on every spatial axis (``Conv(8, 3, strides=2)`` is a 3x3 stride-2 conv on images, as in
+PyTorch's ``Conv2d(..., 3, stride=2)``), or a tuple with one entry per spatial axis
+(``Conv(8, (3, 3), strides=(2, 1))``). A tuple fixes the spatial rank (its length; "CAUSAL"
+padding fixes it to 1). With ints only, ``init`` reads the rank from the example input, which
+must then have one batch axis, ``(N, *spatial, C)``: rank ``x.ndim - 2``; ``apply`` reads it
+back from the kernel ``w``, so it accepts any number of batch axes, as the tuple form does. For
+an unbatched example at init, or several batch axes, give a tuple ``kernel_size``.
 
 Layout. Inputs are channels-last by default, ``(*batch, *spatial, C)``: NWC, NHWC, NDHWC. Any
 number of leading batch axes is accepted (none for one example). To feed channels-first data
@@ -23,7 +32,7 @@ import abc
 import dataclasses
 import functools
 from dataclasses import KW_ONLY
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -41,11 +50,16 @@ transpose_kernel_init: Initializer = initializers.lecun_normal(in_axis=-1, out_a
 
 
 @dataclasses.dataclass(frozen=True)
-class _ConvBase(Layer):
-    """Options shared by :class:`Conv` and :class:`ConvTranspose` (validated and normalized)."""
+class _ConvBase(sp.SpatialRank, Layer):
+    """Options and maths shared by :class:`Conv` and :class:`ConvTranspose`.
+
+    ``compute`` checks the kernel and input and hands the subclass's ``_convolve`` a
+    ``(B, ...)`` input; an int ``kernel_size`` is resolved to a tuple first (from the example
+    input's rank at init, from the kernel's rank at apply).
+    """
 
     features: int
-    kernel_size: tuple[int, ...]
+    kernel_size: int | tuple[int, ...]
     _: KW_ONLY
     strides: int | tuple[int, ...] = 1
     padding: Any = "SAME"
@@ -59,18 +73,14 @@ class _ConvBase(Layer):
     b_init: Initializer = initializers.zeros
     precision: Any = None
 
+    rank_field: ClassVar[str] = "kernel_size"
+    _sizes: ClassVar[dict[str, int]] = {"kernel_size": 1, "strides": 1, "kernel_dilation": 1}
+
     def __post_init__(self) -> None:
         name = type(self).__name__
         if not sp.is_int(self.features) or self.features <= 0:
             raise ConfigError(f"{name}: features must be a positive int, given {self.features!r}")
-        kernel = sp.window_tuple(name, "kernel_size", self.kernel_size)
-        n = len(kernel)
-        object.__setattr__(self, "kernel_size", kernel)
-        object.__setattr__(self, "strides", sp.int_tuple(name, "strides", self.strides, n))
-        object.__setattr__(
-            self, "kernel_dilation", sp.int_tuple(name, "kernel_dilation", self.kernel_dilation, n)
-        )
-        object.__setattr__(self, "padding", sp.normalize_padding(name, self.padding, n))
+        sp.normalize_fields(self, self._sizes, padding=True)
         groups = self.feature_group_count
         if not sp.is_int(groups) or groups <= 0 or self.features % groups:
             raise ConfigError(
@@ -81,8 +91,8 @@ class _ConvBase(Layer):
 
     @property
     def ndim(self) -> int:
-        """Number of spatial axes (1, 2 or 3)."""
-        return len(self.kernel_size)
+        """Number of spatial axes (1, 2 or 3) of a layer with a tuple ``kernel_size``."""
+        return len(self.kernel_size)  # type: ignore[arg-type]
 
     def _channels(self, x: Array) -> int:
         sp.check_spatial_rank(self, x, self.ndim, self.data_format)
@@ -90,17 +100,26 @@ class _ConvBase(Layer):
 
     def _dilated_kernel(self) -> tuple[int, ...]:
         """The kernel's extent ``d * (k - 1) + 1`` per spatial axis."""
-        return tuple(map(sp.dilate, self.kernel_size, self.kernel_dilation))
+        return tuple(map(sp.dilate, self.kernel_size, self.kernel_dilation))  # type: ignore[arg-type]
 
     def _spatial_sizes(self, x: Array) -> tuple[int, ...]:
         return tuple(x.shape[a] for a in sp.spatial_axes(x.ndim, self.ndim, self.data_format))
 
     @abc.abstractmethod
-    def _kernel_shape(self, channels: int) -> tuple[int, ...]:
-        """The kernel's shape for inputs with ``channels`` channels."""
+    def _kernel_io(self, channels: int | None) -> tuple[int | str, int | str]:
+        """The kernel's last two axes for ``channels`` input channels (names for ``None``)."""
+
+    @abc.abstractmethod
+    def _in_channels(self, w: Array) -> int:
+        """The input channel count kernel ``w`` was made for."""
+
+    @abc.abstractmethod
+    def _convolve(self, x: Array, w: Array, sizes: tuple[int, ...]) -> Array:
+        """The layer's linear map on a ``(B, ...)`` input with spatial ``sizes`` (no bias)."""
 
     def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
-        channels = self._channels(x)
+        layer = self.for_input(x)
+        channels = layer._channels(x)
         groups = self.feature_group_count
         if channels % groups:
             raise self.error(
@@ -108,29 +127,56 @@ class _ConvBase(Layer):
                 f"input channels {channels} must be divisible by feature_group_count={groups}",
             )
         w_key, b_key = jax.random.split(key)
-        params = {"w": self.w_init(w_key, self._kernel_shape(channels), self.param_dtype)}
+        shape = (*layer.kernel_size, *self._kernel_io(channels))
+        params = {"w": self.w_init(w_key, shape, self.param_dtype)}
         if self.use_bias:
             params["b"] = self.b_init(b_key, (self.features,), self.param_dtype)
         return params, {}
 
-    def _check_kernel(self, w: Array, expected: tuple[int | str, ...]) -> None:
-        """``w`` must have shape ``expected`` (string entries match any size)."""
+    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
+        w = self.param(params, "w")
+        x = jnp.asarray(x)
+        layer = self._for_kernel(w)
+        channels = layer._channels(x)
+        layer._check_kernel(w)
+        if channels != layer._in_channels(w):
+            raise self.error(
+                ShapeError,
+                f"input has {channels} channels (input shape {tuple(x.shape)}, "
+                f"{self.data_format}), expected {layer._in_channels(w)}, the channel count this "
+                f"layer was initialized with (w: {tuple(w.shape)}, feature_group_count="
+                f"{self.feature_group_count})",
+            )
+        dtype = self.dtype or jnp.result_type(x.dtype, w.dtype)
+        xb, batch = sp.flatten_batch(x, layer.ndim)
+        y = layer._convolve(xb.astype(dtype), w.astype(dtype), layer._spatial_sizes(x))
+        if self.use_bias:
+            b = self.param(params, "b", (self.features,)).astype(y.dtype)
+            shape = [1] * y.ndim
+            shape[sp.channel_axis(y.ndim, layer.ndim, self.data_format)] = self.features
+            y = y + b.reshape(shape)
+        return y.reshape((*batch, *y.shape[1:])), {}
+
+    def _for_kernel(self, w: Array) -> _ConvBase:
+        """This layer at the spatial rank of kernel ``w`` (for an int ``kernel_size``)."""
+        if self.spatial_rank is None and not 1 <= w.ndim - 2 <= 3:
+            io = ", ".join(map(str, self._kernel_io(None)))
+            raise self.error(
+                ShapeError,
+                f"parameter 'w' has shape {tuple(w.shape)}, expected (*kernel_size, {io}) with "
+                "1 to 3 spatial axes",
+            )
+        return self.at_rank(w.ndim - 2)
+
+    def _check_kernel(self, w: Array) -> None:
+        """``w`` must have the kernel's shape (string entries match any size)."""
+        expected = (*self.kernel_size, *self._kernel_io(None))  # type: ignore[misc]
         if w.ndim != len(expected) or any(
             isinstance(e, int) and e != d for e, d in zip(expected, w.shape, strict=True)
         ):
             shown = "(" + ", ".join(map(str, expected)) + ")"
             raise self.error(
                 ShapeError, f"parameter 'w' has shape {tuple(w.shape)}, expected {shown}"
-            )
-
-    def _check_channels(self, given: int, expected: int, x: Array, w: Array) -> None:
-        if given != expected:
-            raise self.error(
-                ShapeError,
-                f"input has {given} channels (input shape {tuple(x.shape)}, "
-                f"{self.data_format}), expected {expected}, the channel count this layer was "
-                f"initialized with (w: {tuple(w.shape)}, feature_group_count="
-                f"{self.feature_group_count})",
             )
 
     def _conv(
@@ -155,14 +201,6 @@ class _ConvBase(Layer):
             precision=self.precision,
         )
 
-    def _add_bias(self, params: Params, y: Array) -> Array:
-        if not self.use_bias:
-            return y
-        b = self.param(params, "b", (self.features,)).astype(y.dtype)
-        shape = [1] * y.ndim
-        shape[sp.channel_axis(y.ndim, self.ndim, self.data_format)] = self.features
-        return y + b.reshape(shape)
-
     def _empty_output_error(self, sizes: tuple[int, ...], outs: tuple[int, ...]) -> ShapeError:
         return self.error(
             ShapeError,
@@ -186,7 +224,9 @@ class Conv(_ConvBase):
 
     Args:
         features: output channels ``F``.
-        kernel_size: window size, a tuple of 1, 2 or 3 ints; its length is the spatial rank.
+        kernel_size: window size: an int (the same on every spatial axis; the rank is then
+            read from the input, see the module docstring) or a tuple of 1, 2 or 3 ints, whose
+            length is the spatial rank.
         strides: int or one int per spatial axis.
         padding: ``"SAME"``, ``"VALID"``, ``"CAUSAL"`` (1-D), an int, or one int or
             ``(lo, hi)`` pair per spatial axis (in units of the dilated input).
@@ -208,7 +248,7 @@ class Conv(_ConvBase):
     Params: ``w: (*kernel_size, C_in // groups, F)``, ``b: (F,)``.
 
     >>> import jax, jax.numpy as jnp
-    >>> conv = Conv(8, (3, 3), strides=2)
+    >>> conv = Conv(8, 3, strides=2)  # same as Conv(8, (3, 3), strides=(2, 2)) on images
     >>> params, _ = conv.init(jax.random.key(0), jnp.zeros((2, 16, 16, 3)))
     >>> jax.tree.map(jnp.shape, params)
     {'b': (8,), 'w': (3, 3, 3, 8)}
@@ -219,37 +259,23 @@ class Conv(_ConvBase):
     _: KW_ONLY
     input_dilation: int | tuple[int, ...] = 1
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        object.__setattr__(
-            self,
-            "input_dilation",
-            sp.int_tuple("Conv", "input_dilation", self.input_dilation, self.ndim),
-        )
+    _sizes: ClassVar[dict[str, int]] = {**_ConvBase._sizes, "input_dilation": 1}
 
-    def _kernel_shape(self, channels: int) -> tuple[int, ...]:
-        return (*self.kernel_size, channels // self.feature_group_count, self.features)
+    def _kernel_io(self, channels: int | None) -> tuple[int | str, int | str]:
+        c_in = "C_in // groups" if channels is None else channels // self.feature_group_count
+        return c_in, self.features
 
-    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
-        w = self.param(params, "w")
-        x = jnp.asarray(x)
-        channels = self._channels(x)
-        self._check_kernel(w, (*self.kernel_size, "C_in // groups", self.features))
-        self._check_channels(channels, w.shape[-2] * self.feature_group_count, x, w)
-        sizes = tuple(
-            sp.dilate(s, d)
-            for s, d in zip(self._spatial_sizes(x), self.input_dilation, strict=True)
-        )
+    def _in_channels(self, w: Array) -> int:
+        return w.shape[-2] * self.feature_group_count
+
+    def _convolve(self, x: Array, w: Array, sizes: tuple[int, ...]) -> Array:
+        dilated = tuple(map(sp.dilate, sizes, self.input_dilation))  # type: ignore[arg-type]
         window = self._dilated_kernel()
-        pads = sp.resolve_padding(self.padding, sizes, window, self.strides)
-        outs = tuple(map(sp.out_size, sizes, pads, window, self.strides))
+        pads = sp.resolve_padding(self.padding, dilated, window, self.strides)  # type: ignore[arg-type]
+        outs = tuple(map(sp.out_size, dilated, pads, window, self.strides))  # type: ignore[arg-type]
         if min(outs) <= 0:
-            raise self._empty_output_error(self._spatial_sizes(x), outs)
-        dtype = self.dtype or jnp.result_type(x.dtype, w.dtype)
-        xb, batch = sp.flatten_batch(x, self.ndim)
-        y = self._conv(xb.astype(dtype), w.astype(dtype), pads, self.input_dilation)
-        y = self._add_bias(params, y)
-        return y.reshape((*batch, *y.shape[1:])), {}
+            raise self._empty_output_error(sizes, outs)
+        return self._conv(x, w, pads, self.input_dilation)  # type: ignore[arg-type]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -307,64 +333,53 @@ class ConvTranspose(_ConvBase):
     output_padding: int | tuple[int, ...] = 0
     w_init: Initializer = transpose_kernel_init
 
+    _sizes: ClassVar[dict[str, int]] = {**_ConvBase._sizes, "output_padding": 0}
+
     def __post_init__(self) -> None:
         super().__post_init__()
-        n = self.ndim
-        op = sp.int_tuple("ConvTranspose", "output_padding", self.output_padding, n, minimum=0)
-        object.__setattr__(self, "output_padding", op)
-        if any(o >= s for o, s in zip(op, self.strides, strict=True)) or (
+        n = self.spatial_rank or 1
+        op, strides = sp.per_axis(self.output_padding, n), sp.per_axis(self.strides, n)
+        if any(o >= s for o, s in zip(op, strides, strict=True)) or (
             isinstance(self.padding, str) and self.padding != "VALID" and any(op)
         ):
             raise ConfigError(
                 f"ConvTranspose: output_padding must be < strides={self.strides} per axis and 0 "
-                f"with padding 'SAME' or 'CAUSAL', given {op!r} with padding {self.padding!r}"
+                f"with padding 'SAME' or 'CAUSAL', given {self.output_padding!r} with padding "
+                f"{self.padding!r}"
             )
 
-    def _kernel_shape(self, channels: int) -> tuple[int, ...]:
-        return (*self.kernel_size, self.features // self.feature_group_count, channels)
+    def _kernel_io(self, channels: int | None) -> tuple[int | str, int | str]:
+        return self.features // self.feature_group_count, "C_in" if channels is None else channels
+
+    def _in_channels(self, w: Array) -> int:
+        return w.shape[-1]
 
     def output_sizes(self, sizes: tuple[int, ...]) -> tuple[int, ...]:
         """Output spatial sizes for input spatial sizes ``sizes`` (see the class docstring)."""
+        layer = self.at_rank(len(sizes))
+        pads = sp.per_axis(layer.padding, len(sizes))
         outs = []
-        for m, window, s, op, i in zip(
-            sizes,
-            self._dilated_kernel(),
-            self.strides,
-            self.output_padding,
-            range(len(sizes)),
-            strict=True,
+        for m, window, s, op, pad in zip(
+            sizes, layer._dilated_kernel(), layer.strides, layer.output_padding, pads, strict=True
         ):
-            if self.padding in ("SAME", "CAUSAL"):
+            if pad in ("SAME", "CAUSAL"):
                 outs.append(m * s)
-                continue
-            lo, hi = (0, 0) if self.padding == "VALID" else self.padding[i]
-            outs.append((m - 1) * s + window - lo - hi + op)
+            else:
+                lo, hi = (0, 0) if pad == "VALID" else pad
+                outs.append((m - 1) * s + window - lo - hi + op)
         return tuple(outs)
 
-    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
-        w = self.param(params, "w")
-        x = jnp.asarray(x)
-        channels = self._channels(x)
-        groups = self.feature_group_count
-        self._check_kernel(w, (*self.kernel_size, self.features // groups, "C_in"))
-        self._check_channels(channels, w.shape[-1], x, w)
-        sizes = self._spatial_sizes(x)
+    def _convolve(self, x: Array, w: Array, sizes: tuple[int, ...]) -> Array:
         outs = self.output_sizes(sizes)
         if min(outs) <= 0:
             raise self._empty_output_error(sizes, outs)
-        window = self._dilated_kernel()
-        pads = sp.resolve_padding(self.padding, outs, window, self.strides)
-        dtype = self.dtype or jnp.result_type(x.dtype, w.dtype)
-        xb, batch = sp.flatten_batch(x, self.ndim)
-        out_shape = list(xb.shape)
-        out_shape[sp.channel_axis(xb.ndim, self.ndim, self.data_format)] = self.features
+        pads = sp.resolve_padding(self.padding, outs, self._dilated_kernel(), self.strides)  # type: ignore[arg-type]
+        out_shape = list(x.shape)
+        out_shape[sp.channel_axis(x.ndim, self.ndim, self.data_format)] = self.features
         for axis, size in zip(
-            sp.spatial_axes(xb.ndim, self.ndim, self.data_format), outs, strict=True
+            sp.spatial_axes(x.ndim, self.ndim, self.data_format), outs, strict=True
         ):
             out_shape[axis] = size
-        conv = functools.partial(self._conv, w=w.astype(dtype), pads=pads)
-        (y,) = jax.linear_transpose(conv, jax.ShapeDtypeStruct(tuple(out_shape), dtype))(
-            xb.astype(dtype)
-        )
-        y = self._add_bias(params, y)
-        return y.reshape((*batch, *y.shape[1:])), {}
+        conv = functools.partial(self._conv, w=w, pads=pads)
+        (y,) = jax.linear_transpose(conv, jax.ShapeDtypeStruct(tuple(out_shape), x.dtype))(x)
+        return y

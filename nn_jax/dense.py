@@ -1,4 +1,6 @@
-"""Dense building blocks: ``Dense`` (a.k.a. ``Linear``), ``Flatten``, ``Reshape``."""
+"""Dense building blocks: ``Dense`` (also under PyTorch's name ``Linear``), ``Flatten``,
+``Reshape``; and ``add_bias`` and ``default_kernel_init``, shared with the other layers that
+have a weight ``w`` and a bias ``b``."""
 
 from __future__ import annotations
 
@@ -11,8 +13,10 @@ import jax
 import jax.numpy as jnp
 
 from nn_jax import initializers
-from nn_jax.core import Array, Call, Initializer, Layer, Params, PRNGKey, State
+from nn_jax.core import Array, Call, Initializer, Layer, ParameterFree, Params, PRNGKey, State
 from nn_jax.errors import ConfigError, ShapeError
+
+__all__ = ["Dense", "Flatten", "Linear", "Reshape", "add_bias", "default_kernel_init"]
 
 default_kernel_init: Initializer = initializers.lecun_normal()
 """LeCun normal, as in Flax; PyTorch's ``nn.Linear`` uses a uniform of the same scale family."""
@@ -36,6 +40,7 @@ class Dense(Layer):
         precision: passed to ``jax.lax.dot_general``.
 
     Input ``(..., D)`` -> output ``(..., F)``. Params: ``w: (D, F)``, ``b: (F,)``.
+    PyTorch's ``nn.Linear`` is this layer; :data:`Linear` is an alias of it under that name.
 
     >>> import jax, jax.numpy as jnp
     >>> params, _ = Dense(3).init(jax.random.key(0), jnp.zeros((2, 5)))
@@ -92,27 +97,25 @@ class Dense(Layer):
 
 
 Linear = Dense
-"""PyTorch's name for :class:`Dense`."""
+"""Alias of :class:`Dense` under PyTorch's name (``torch.nn.Linear``), kept because PyTorch users
+know it: the same class, so ``Linear(3) == Dense(3)``."""
 
 
 @dataclasses.dataclass(frozen=True)
-class Flatten(Layer):
+class Flatten(ParameterFree):
     """Flatten all axes after the first ``batch_dims``: ``(B, H, W, C) -> (B, H*W*C)``."""
 
     batch_dims: int = 1
 
-    def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
-        return {}, {}
-
-    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
+    def transform(self, x: Any, call: Call) -> Array:
         if jnp.ndim(x) < self.batch_dims:
             self.check_rank(x, self.batch_dims)
         shape = jnp.shape(x)
-        return jnp.reshape(x, (*shape[: self.batch_dims], math.prod(shape[self.batch_dims :]))), {}
+        return jnp.reshape(x, (*shape[: self.batch_dims], math.prod(shape[self.batch_dims :])))
 
 
 @dataclasses.dataclass(frozen=True)
-class Reshape(Layer):
+class Reshape(ParameterFree):
     """Reshape the axes after the first ``batch_dims`` to ``shape`` (``-1`` allowed once)."""
 
     shape: tuple[int, ...]
@@ -122,10 +125,7 @@ class Reshape(Layer):
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(self.shape))
 
-    def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
-        return {}, {}
-
-    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
+    def transform(self, x: Any, call: Call) -> Array:
         batch, rest = jnp.shape(x)[: self.batch_dims], jnp.shape(x)[self.batch_dims :]
         known = math.prod(d for d in self.shape if d != -1)
         size = math.prod(rest)
@@ -134,4 +134,4 @@ class Reshape(Layer):
                 ShapeError,
                 f"cannot reshape per-example shape {rest} ({size} elements) to {self.shape}",
             )
-        return jnp.reshape(x, (*batch, *self.shape)), {}
+        return jnp.reshape(x, (*batch, *self.shape))

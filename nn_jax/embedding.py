@@ -36,10 +36,10 @@ class Embedding(Layer):
         features: embedding size ``D``.
         dtype: output dtype; ``None`` keeps the table's.
         param_dtype: storage dtype of the table.
-        embedding_init: ``(key, shape, dtype)`` initializer (default normal, variance
-            ``1 / D``).
+        table_init: ``(key, shape, dtype)`` initializer of the table (default normal,
+            variance ``1 / D``).
 
-    Input ``(...)`` integer indices -> ``(..., D)``. Params ``table: (V, D)``.
+    Input ``(...)`` integer indices -> ``(..., D)``. Params ``table: (V, D)``. No side inputs.
 
     >>> import jax, jax.numpy as jnp
     >>> emb = Embedding(100, 8)
@@ -56,7 +56,7 @@ class Embedding(Layer):
     _: KW_ONLY
     dtype: Any = None
     param_dtype: Any = jnp.float32
-    embedding_init: Initializer = default_embedding_init
+    table_init: Initializer = default_embedding_init
 
     def __post_init__(self) -> None:
         for name in ("num_embeddings", "features"):
@@ -66,7 +66,7 @@ class Embedding(Layer):
 
     def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
         shape = (self.num_embeddings, self.features)
-        return {"table": self.embedding_init(key, shape, self.param_dtype)}, {}
+        return {"table": self.table_init(key, shape, self.param_dtype)}, {}
 
     def _table(self, params: Params) -> Array:
         table = self.param(params, "table", (self.num_embeddings, self.features))

@@ -76,7 +76,7 @@ def apply_with_intermediates(
     """``model.apply`` that also returns the tapped values whose path matches ``capture``.
 
     Tapped values are every child's output (keyed by its layer path, e.g. ``"encoder/0"``) and
-    the values layers expose by name (``"block_0/attention/attention/weights"``). ``edit``
+    the values layers expose by name (``"block_0/attention/weights"``). ``edit``
     replaces values on the way (``{"hidden": lambda h: h.at[..., 3].set(0.0)}`` ablates unit 3).
     Pure and ``jit``-able: the values are returned, never stored.
 

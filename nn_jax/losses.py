@@ -15,22 +15,27 @@ leak into the value (its gradient may still, if the loss itself is non-finite th
 
 Predictions and targets must have the same shape: nn_jax never broadcasts them into a wrong
 answer, a mismatch raises :class:`~nn_jax.errors.ShapeError` naming the loss and both shapes.
+Targets are cast to the predictions' floating dtype (0/1 integer targets are accepted), so the
+loss has the predictions' dtype.
 ``reduction`` and ``label_smoothing`` are static Python values (safe to close over in ``jax.jit``).
 """
 
 from __future__ import annotations
-
-from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
-from nn_jax.errors import ConfigError, ShapeError
-
-Reduction = Literal["mean", "sum", "none"]
-_REDUCTIONS = ("mean", "sum", "none")
+from nn_jax._checks import (
+    Reduction,
+    check_class_axis,
+    check_float,
+    check_same_shape,
+    masked_reduce,
+    scores_and_int_labels,
+)
+from nn_jax.errors import ConfigError
 
 __all__ = [
     "Reduction",
@@ -39,62 +44,31 @@ __all__ = [
     "huber",
     "kl_divergence",
     "mae",
-    "mean_squared_error",
     "mse",
     "softmax_cross_entropy",
     "softmax_cross_entropy_with_integer_labels",
 ]
 
 
-def _reduce(loss: jax.Array, reduction: str, mask: ArrayLike | None, fn_name: str) -> jax.Array:
-    """Reduce a per-element ``loss`` (masked/weighted) as described in the module docstring."""
-    if reduction not in _REDUCTIONS:
-        raise ConfigError(
-            f"{fn_name}: reduction must be one of {', '.join(map(repr, _REDUCTIONS))}; "
-            f"got {reduction!r}"
-        )
-    if mask is None:
-        if reduction == "none":
-            return loss
-        return jnp.sum(loss) if reduction == "sum" else jnp.mean(loss)
-    mask = jnp.asarray(mask)
-    if mask.ndim != loss.ndim or any(
-        m not in (1, n) for m, n in zip(mask.shape, loss.shape, strict=True)
-    ):
-        raise ShapeError(
-            f"{fn_name}: mask shape {mask.shape} does not fit the per-element loss shape "
-            f"{loss.shape}; pass a mask of shape {loss.shape} (axes of size 1 broadcast)"
-        )
-    weights = jnp.broadcast_to(mask, loss.shape).astype(loss.dtype)
-    weighted = jnp.where(weights != 0, loss, jnp.zeros_like(loss)) * weights
-    if reduction == "none":
-        return weighted
-    total = jnp.sum(weighted)
-    if reduction == "sum":
-        return total
-    count = jnp.sum(weights)
-    return total / jnp.where(count > 0, count, jnp.ones_like(count))
+def _float_pair(
+    fn_name: str,
+    a_name: str,
+    a: ArrayLike,
+    b_name: str,
+    b: ArrayLike,
+    *,
+    b_float: bool = False,
+) -> tuple[jax.Array, jax.Array]:
+    """``a`` (floating) and ``b`` (of ``a``'s shape, cast to its dtype) as arrays.
 
-
-def _check_same_shape(fn_name: str, a_name: str, a: jax.Array, b_name: str, b: jax.Array) -> None:
-    if a.shape != b.shape:
-        raise ShapeError(
-            f"{fn_name}: {a_name} shape {a.shape} and {b_name} shape {b.shape} differ; "
-            "nn_jax does not broadcast loss inputs, reshape them to the same shape"
-        )
-
-
-def _check_float(fn_name: str, name: str, x: jax.Array) -> None:
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise ShapeError(f"{fn_name}: {name} must be a floating-point array; got dtype {x.dtype}")
-
-
-def _check_class_axis(fn_name: str, logits: jax.Array) -> None:
-    if logits.ndim < 1:
-        raise ShapeError(
-            f"{fn_name}: logits must have a class axis (shape [..., num_classes]); "
-            f"got shape {logits.shape}"
-        )
+    ``b_float`` also requires ``b`` to be floating (not just castable).
+    """
+    a, b = jnp.asarray(a), jnp.asarray(b)
+    check_float(fn_name, a_name, a)
+    if b_float:
+        check_float(fn_name, b_name, b)
+    check_same_shape(fn_name, a_name, a, b_name, b)
+    return a, b.astype(a.dtype)
 
 
 def _check_label_smoothing(fn_name: str, label_smoothing: float) -> float:
@@ -133,17 +107,14 @@ def binary_cross_entropy(
     Builds on: nothing in optax (optax has only the logits form); written here.
     """
     name = "binary_cross_entropy"
-    probs, targets = jnp.asarray(probs), jnp.asarray(targets)
-    _check_float(name, "probs", probs)
-    _check_same_shape(name, "probs", probs, "targets", targets)
-    targets = targets.astype(probs.dtype)
+    probs, targets = _float_pair(name, "probs", probs, "targets", targets)
     floor = jnp.asarray(-100.0, probs.dtype)
     # Double `where`: the log is only ever evaluated on values > 0, so no inf/NaN in the gradient.
     pos, neg = probs > 0, probs < 1
     log_p = jnp.where(pos, jnp.log(jnp.where(pos, probs, jnp.ones_like(probs))), floor)
     log_1mp = jnp.where(neg, jnp.log1p(-jnp.where(neg, probs, jnp.zeros_like(probs))), floor)
     loss = -(targets * jnp.maximum(log_p, floor) + (1 - targets) * jnp.maximum(log_1mp, floor))
-    return _reduce(loss, reduction, mask, name)
+    return masked_reduce(loss, reduction, mask, name)
 
 
 def binary_cross_entropy_with_logits(
@@ -169,11 +140,9 @@ def binary_cross_entropy_with_logits(
     Builds on: ``optax.losses.sigmoid_binary_cross_entropy``.
     """
     name = "binary_cross_entropy_with_logits"
-    logits, targets = jnp.asarray(logits), jnp.asarray(targets)
-    _check_float(name, "logits", logits)
-    _check_same_shape(name, "logits", logits, "targets", targets)
+    logits, targets = _float_pair(name, "logits", logits, "targets", targets)
     loss = optax.losses.sigmoid_binary_cross_entropy(logits, targets)
-    return _reduce(loss, reduction, mask, name)
+    return masked_reduce(loss, reduction, mask, name)
 
 
 def softmax_cross_entropy(
@@ -202,16 +171,13 @@ def softmax_cross_entropy(
     Builds on: ``optax.losses.softmax_cross_entropy`` and ``optax.losses.smooth_labels``.
     """
     name = "softmax_cross_entropy"
-    logits, labels = jnp.asarray(logits), jnp.asarray(labels)
-    _check_float(name, "logits", logits)
-    _check_class_axis(name, logits)
-    _check_same_shape(name, "logits", logits, "labels", labels)
+    logits, labels = _float_pair(name, "logits", logits, "labels", labels)
+    check_class_axis(name, "logits", logits)
     alpha = _check_label_smoothing(name, label_smoothing)
-    labels = labels.astype(logits.dtype)
     if alpha:
         labels = optax.losses.smooth_labels(labels, alpha)
     loss = optax.losses.softmax_cross_entropy(logits, labels)
-    return _reduce(loss, reduction, mask, name)
+    return masked_reduce(loss, reduction, mask, name)
 
 
 def softmax_cross_entropy_with_integer_labels(
@@ -242,10 +208,8 @@ def softmax_cross_entropy_with_integer_labels(
     ``jax.nn.one_hot`` + ``optax.losses.smooth_labels`` + ``optax.losses.softmax_cross_entropy``.
     """
     name = "softmax_cross_entropy_with_integer_labels"
-    logits, labels = jnp.asarray(logits), jnp.asarray(labels)
-    _check_float(name, "logits", logits)
-    _check_class_axis(name, logits)
-    _check_int_labels(name, logits, labels)
+    logits, labels = scores_and_int_labels(name, "logits", logits, labels)
+    check_float(name, "logits", logits)
     alpha = _check_label_smoothing(name, label_smoothing)
     if alpha:
         one_hot = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
@@ -253,17 +217,7 @@ def softmax_cross_entropy_with_integer_labels(
         loss = optax.losses.softmax_cross_entropy(logits, smoothed)
     else:
         loss = optax.losses.softmax_cross_entropy_with_integer_labels(logits, labels)
-    return _reduce(loss, reduction, mask, name)
-
-
-def _check_int_labels(fn_name: str, logits: jax.Array, labels: jax.Array) -> None:
-    """Integer labels of shape ``logits.shape[:-1]`` (shared with :mod:`nn_jax.metrics`)."""
-    if not jnp.issubdtype(labels.dtype, jnp.integer) or labels.shape != logits.shape[:-1]:
-        raise ShapeError(
-            f"{fn_name}: labels must be integer class indices of shape logits.shape[:-1] = "
-            f"{logits.shape[:-1]} (logits shape {logits.shape}); got labels of shape "
-            f"{labels.shape} and dtype {labels.dtype}"
-        )
+    return masked_reduce(loss, reduction, mask, name)
 
 
 def mse(
@@ -287,14 +241,9 @@ def mse(
     Builds on: ``optax.losses.squared_error`` (``optax.losses.l2_loss`` is half of it).
     """
     name = "mse"
-    predictions, targets = jnp.asarray(predictions), jnp.asarray(targets)
-    _check_float(name, "predictions", predictions)
-    _check_same_shape(name, "predictions", predictions, "targets", targets)
-    loss = optax.losses.squared_error(predictions, targets.astype(predictions.dtype))
-    return _reduce(loss, reduction, mask, name)
-
-
-mean_squared_error = mse
+    predictions, targets = _float_pair(name, "predictions", predictions, "targets", targets)
+    loss = optax.losses.squared_error(predictions, targets)
+    return masked_reduce(loss, reduction, mask, name)
 
 
 def mae(
@@ -318,11 +267,9 @@ def mae(
     Builds on: nothing in optax (optax has no absolute-error loss); ``jnp.abs``.
     """
     name = "mae"
-    predictions, targets = jnp.asarray(predictions), jnp.asarray(targets)
-    _check_float(name, "predictions", predictions)
-    _check_same_shape(name, "predictions", predictions, "targets", targets)
-    loss = jnp.abs(predictions - targets.astype(predictions.dtype))
-    return _reduce(loss, reduction, mask, name)
+    predictions, targets = _float_pair(name, "predictions", predictions, "targets", targets)
+    loss = jnp.abs(predictions - targets)
+    return masked_reduce(loss, reduction, mask, name)
 
 
 def huber(
@@ -351,11 +298,9 @@ def huber(
     Builds on: ``optax.losses.huber_loss``.
     """
     name = "huber"
-    predictions, targets = jnp.asarray(predictions), jnp.asarray(targets)
-    _check_float(name, "predictions", predictions)
-    _check_same_shape(name, "predictions", predictions, "targets", targets)
-    loss = optax.losses.huber_loss(predictions, targets.astype(predictions.dtype), delta=delta)
-    return _reduce(loss, reduction, mask, name)
+    predictions, targets = _float_pair(name, "predictions", predictions, "targets", targets)
+    loss = optax.losses.huber_loss(predictions, targets, delta=delta)
+    return masked_reduce(loss, reduction, mask, name)
 
 
 def kl_divergence(
@@ -384,10 +329,9 @@ def kl_divergence(
     Builds on: ``optax.losses.kl_divergence``.
     """
     name = "kl_divergence"
-    log_predictions, targets = jnp.asarray(log_predictions), jnp.asarray(targets)
-    _check_float(name, "log_predictions", log_predictions)
-    _check_float(name, "targets", targets)
-    _check_class_axis(name, log_predictions)
-    _check_same_shape(name, "log_predictions", log_predictions, "targets", targets)
+    log_predictions, targets = _float_pair(
+        name, "log_predictions", log_predictions, "targets", targets, b_float=True
+    )
+    check_class_axis(name, "log_predictions", log_predictions)
     loss = optax.losses.kl_divergence(log_predictions, targets)
-    return _reduce(loss, reduction, mask, name)
+    return masked_reduce(loss, reduction, mask, name)

@@ -15,10 +15,15 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from nn_jax._checks import check_same_shape, masked_reduce, scores_and_int_labels
 from nn_jax.errors import ConfigError
-from nn_jax.losses import _check_class_axis, _check_int_labels, _check_same_shape, _reduce
 
 __all__ = ["accuracy", "binary_accuracy", "top_k_accuracy"]
+
+
+def _fraction(correct: jax.Array, mask: ArrayLike | None, fn_name: str) -> jax.Array:
+    """The (masked) mean of a boolean ``correct``, in the default float dtype."""
+    return masked_reduce(correct.astype(jnp.result_type(float)), "mean", mask, fn_name)
 
 
 def accuracy(
@@ -47,15 +52,12 @@ def accuracy(
     Builds on: ``jnp.argmax``.
     """
     name = "accuracy"
-    scores, labels = jnp.asarray(logits_or_probs), jnp.asarray(labels)
-    _check_class_axis(name, scores)
-    _check_int_labels(name, scores, labels)
+    scores, labels = scores_and_int_labels(name, "logits_or_probs", logits_or_probs, labels)
     if scores.shape[-1] == 1:
         predicted = (scores[..., 0] > threshold).astype(labels.dtype)
     else:
         predicted = jnp.argmax(scores, axis=-1)
-    correct = (predicted == labels).astype(jnp.result_type(float))
-    return _reduce(correct, "mean", mask, name)
+    return _fraction(predicted == labels, mask, name)
 
 
 def top_k_accuracy(
@@ -85,14 +87,11 @@ def top_k_accuracy(
     name = "top_k_accuracy"
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ConfigError(f"{name}: k must be a positive int; got {k!r}")
-    logits, labels = jnp.asarray(logits), jnp.asarray(labels)
-    _check_class_axis(name, logits)
-    _check_int_labels(name, logits, labels)
+    logits, labels = scores_and_int_labels(name, "logits", logits, labels)
     label_score = jnp.take_along_axis(logits, labels[..., None], axis=-1)
     index = jax.lax.broadcasted_iota(labels.dtype, logits.shape, logits.ndim - 1)
     ahead = (logits > label_score) | ((logits == label_score) & (index < labels[..., None]))
-    correct = (jnp.sum(ahead, axis=-1) < k).astype(jnp.result_type(float))
-    return _reduce(correct, "mean", mask, name)
+    return _fraction(jnp.sum(ahead, axis=-1) < k, mask, name)
 
 
 def binary_accuracy(
@@ -119,6 +118,5 @@ def binary_accuracy(
     """
     name = "binary_accuracy"
     scores, targets = jnp.asarray(probs_or_logits), jnp.asarray(targets)
-    _check_same_shape(name, "probs_or_logits", scores, "targets", targets)
-    correct = ((scores > threshold) == (targets > 0.5)).astype(jnp.result_type(float))
-    return _reduce(correct, "mean", mask, name)
+    check_same_shape(name, "probs_or_logits", scores, "targets", targets)
+    return _fraction((scores > threshold) == (targets > 0.5), mask, name)

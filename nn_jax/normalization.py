@@ -5,17 +5,19 @@ Each standardizes its input over some axes and then applies an optional learned 
 .. math:: y = \\frac{x - \\mu}{\\sqrt{\\sigma^2 + \\epsilon}} \\cdot \\gamma + \\beta
 
 (RMSNorm uses :math:`y = x / \\sqrt{\\overline{x^2} + \\epsilon} \\cdot \\gamma`). Params are
-``scale`` (:math:`\\gamma`, init 1) and ``bias`` (:math:`\\beta`, init 0), either switched off
-with ``use_scale=False`` / ``use_bias=False``. Statistics are computed in at least float32 (so
-bfloat16 inputs are normalized accurately); the output has the promoted dtype of input and
-params unless ``dtype`` is given. Variances are biased (divided by the element count).
+``scale`` (:math:`\\gamma`, ``scale_init``, default 1) and ``b`` (:math:`\\beta`, ``b_init``,
+default 0), either switched off with ``use_scale=False`` / ``use_bias=False``. Statistics are
+computed in at least float32 (so bfloat16 inputs are normalized accurately); the output has the
+promoted dtype of input and params unless ``dtype`` is given. Variances are biased (divided by
+the element count).
 """
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from dataclasses import KW_ONLY
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +40,7 @@ class _Normalization(Layer):
     dtype: Any = None
     param_dtype: Any = jnp.float32
     scale_init: Initializer = initializers.ones
-    bias_init: Initializer = initializers.zeros
+    b_init: Initializer = initializers.zeros
 
     def __post_init__(self) -> None:
         if not isinstance(self.epsilon, int | float) or self.epsilon < 0:
@@ -47,12 +49,12 @@ class _Normalization(Layer):
             )
 
     def _affine_params(self, key: PRNGKey, shape: tuple[int, ...]) -> Params:
-        scale_key, bias_key = jax.random.split(key)
+        scale_key, b_key = jax.random.split(key)
         params = {}
         if self.use_scale:
             params["scale"] = self.scale_init(scale_key, shape, self.param_dtype)
         if self.use_bias:
-            params["bias"] = self.bias_init(bias_key, shape, self.param_dtype)
+            params["b"] = self.b_init(b_key, shape, self.param_dtype)
         return params
 
     def _stats_dtype(self, x: Array) -> Any:
@@ -62,7 +64,7 @@ class _Normalization(Layer):
         return self.dtype or jnp.result_type(x.dtype, *(p.dtype for p in params.values()))
 
     def _affine(self, params: Params, y: Array, axes: tuple[int, ...], x: Array) -> Array:
-        """``y * scale + bias`` with params of shape ``x.shape[axes]`` broadcast explicitly."""
+        """``y * scale + b`` with params of shape ``x.shape[axes]`` broadcast explicitly."""
         shape = tuple(x.shape[a] for a in axes)
         full = [1] * y.ndim
         for a in axes:
@@ -72,7 +74,7 @@ class _Normalization(Layer):
         if self.use_scale:
             y = y * self.param(params, "scale", shape).astype(dtype).reshape(full)
         if self.use_bias:
-            y = y + self.param(params, "bias", shape).astype(dtype).reshape(full)
+            y = y + self.param(params, "b", shape).astype(dtype).reshape(full)
         return y
 
 
@@ -92,14 +94,15 @@ def _as_axis_tuple(owner: str, axis: Any) -> tuple[int, ...]:
     return axes
 
 
-def _standardize(x: Array, mean: Array, var: Array, epsilon: float) -> Array:
-    return (x - mean) * jax.lax.rsqrt(var + epsilon)
+def _normalize(x: Array, axes: tuple[int, ...], epsilon: float, *, center: bool = True) -> Array:
+    """``x`` (minus its mean over ``axes`` if ``center``) over its root mean square over ``axes``.
 
-
-def _mean_var(x: Array, axes: tuple[int, ...]) -> tuple[Array, Array]:
-    """Mean and biased variance over ``axes`` (keepdims), two-pass for accuracy."""
-    mean = jnp.mean(x, axis=axes, keepdims=True)
-    return mean, jnp.mean(jnp.square(x - mean), axis=axes, keepdims=True)
+    Centred, this is ``(x - mean) / sqrt(var + epsilon)`` with the biased variance computed in two
+    passes (accurate); uncentred, RMSNorm's ``x / sqrt(mean(x^2) + epsilon)``.
+    """
+    if center:
+        x = x - jnp.mean(x, axis=axes, keepdims=True)
+    return x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=axes, keepdims=True) + epsilon)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,16 +135,16 @@ class BatchNorm(_Normalization):
         epsilon: added to the variance.
         axis: the feature axis (``-1`` channels last; ``1`` for NCHW inputs).
         axis_name: name(s) of mapped axes to average batch statistics over, or ``None``.
-        use_scale, use_bias, scale_init, bias_init, dtype, param_dtype: the affine map.
+        use_scale, use_bias, scale_init, b_init, dtype, param_dtype: the affine map.
 
-    Input ``(..., C)`` -> same shape. Params ``scale: (C,)``, ``bias: (C,)``; state
+    Input ``(..., C)`` -> same shape. Params ``scale: (C,)``, ``b: (C,)``; state
     ``mean: (C,)`` (init 0), ``var: (C,)`` (init 1), stored in ``param_dtype``.
 
     >>> import jax, jax.numpy as jnp
     >>> bn = BatchNorm()
     >>> params, state = bn.init(jax.random.key(0), jnp.zeros((8, 4, 4, 3)))
     >>> jax.tree.map(jnp.shape, (params, state))
-    ({'bias': (3,), 'scale': (3,)}, {'mean': (3,), 'var': (3,)})
+    ({'b': (3,), 'scale': (3,)}, {'mean': (3,), 'var': (3,)})
     >>> y, state = bn.apply(params, state, jnp.ones((8, 4, 4, 3)), train=True)
     """
 
@@ -171,7 +174,6 @@ class BatchNorm(_Normalization):
         return self._affine_params(key, (channels,)), state
 
     def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
-        train = call.train
         x = jnp.asarray(x)
         feature = self._feature_axis(x)
         channels = x.shape[feature]
@@ -187,7 +189,7 @@ class BatchNorm(_Normalization):
         full = [1] * x.ndim
         full[feature] = channels
         xs = x.astype(self._stats_dtype(x))
-        if train:
+        if call.train:
             reduce = tuple(a for a in range(x.ndim) if a != feature)
             mean = jnp.mean(xs, axis=reduce, keepdims=True)
             if self.axis_name is not None:
@@ -208,7 +210,7 @@ class BatchNorm(_Normalization):
             mean, var = running_mean.reshape(full), running_var.reshape(full)
             new_state = {"mean": running_mean, "var": running_var}
         # Fold scale into the per-channel factor, as Flax and Haiku do:
-        # y = (x - mean) * (scale * rsqrt(var + eps)) + bias. Standardizing first keeps a
+        # y = (x - mean) * (scale * rsqrt(var + eps)) + b. Standardizing first keeps a
         # full-size tensor for the backward pass (a ResNet-8 training step on CPU: 1.45x slower).
         factor = jax.lax.rsqrt(var.astype(xs.dtype) + self.epsilon)
         if self.use_scale:
@@ -216,28 +218,22 @@ class BatchNorm(_Normalization):
             factor = factor * scale.astype(xs.dtype).reshape(full)
         y = (xs - mean.astype(xs.dtype)) * factor
         if self.use_bias:
-            y = y + self.param(params, "bias", (channels,)).astype(xs.dtype).reshape(full)
+            y = y + self.param(params, "b", (channels,)).astype(xs.dtype).reshape(full)
         return y.astype(self._out_dtype(x, params)), new_state
 
 
 @dataclasses.dataclass(frozen=True)
-class LayerNorm(_Normalization):
-    """Layer normalization (Ba et al., 2016): standardize each example over ``axis``.
-
-    Args:
-        axis: axis or axes normalized over (default the last); ``scale``/``bias`` have the
-            shape of the input along them (PyTorch's ``normalized_shape``).
-        epsilon, use_scale, use_bias, scale_init, bias_init, dtype, param_dtype: see module.
-
-    Input ``(..., D)`` -> same shape. Params ``scale: (D,)``, ``bias: (D,)`` (for ``axis=-1``).
-    """
+class _AxisNorm(_Normalization):
+    """Normalization of each example over ``axis``; subclasses say whether it is centred."""
 
     _: KW_ONLY
     axis: int | tuple[int, ...] = -1
 
+    center: ClassVar[bool]
+
     def __post_init__(self) -> None:
         super().__post_init__()
-        object.__setattr__(self, "axis", _as_axis_tuple("LayerNorm", self.axis))
+        object.__setattr__(self, "axis", _as_axis_tuple(type(self).__name__, self.axis))
 
     def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
         axes = _axes(self, self.axis, len(x.shape))
@@ -246,14 +242,33 @@ class LayerNorm(_Normalization):
     def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
         x = jnp.asarray(x)
         axes = _axes(self, self.axis, x.ndim)
-        xs = x.astype(self._stats_dtype(x))
-        y = _standardize(xs, *_mean_var(xs, axes), self.epsilon)
+        y = _normalize(x.astype(self._stats_dtype(x)), axes, self.epsilon, center=self.center)
         return self._affine(params, y, axes, x), {}
 
 
 @dataclasses.dataclass(frozen=True)
-class RMSNorm(_Normalization):
-    """Root-mean-square normalization (Zhang & Sennrich, 2019): no centering.
+class LayerNorm(_AxisNorm):
+    """Layer normalization (Ba et al., 2016): standardize each example over ``axis``.
+
+    Args:
+        axis: axis or axes normalized over (default the last); ``scale``/``b`` have the
+            shape of the input along them (PyTorch's ``normalized_shape``).
+        epsilon, use_scale, use_bias, scale_init, b_init, dtype, param_dtype: see module.
+
+    Input ``(..., D)`` -> same shape. Params ``scale: (D,)``, ``b: (D,)`` (for ``axis=-1``).
+
+    >>> import jax, jax.numpy as jnp
+    >>> params, _ = LayerNorm().init(jax.random.key(0), jnp.zeros((2, 5)))
+    >>> jax.tree.map(jnp.shape, params)
+    {'b': (5,), 'scale': (5,)}
+    """
+
+    center = True
+
+
+@dataclasses.dataclass(frozen=True)
+class RMSNorm(_AxisNorm):
+    """Root-mean-square normalization (Zhang & Sennrich, 2019): LayerNorm without centering.
 
     .. math:: y = \\frac{x}{\\sqrt{\\operatorname{mean}_{axis}(x^2) + \\epsilon}} \\cdot \\gamma
 
@@ -261,7 +276,7 @@ class RMSNorm(_Normalization):
         axis: axis or axes normalized over (default the last).
         epsilon: default ``1e-6``.
         use_bias: default ``False`` (RMSNorm has no bias in its definition).
-        use_scale, scale_init, bias_init, dtype, param_dtype: see module.
+        use_scale, scale_init, b_init, dtype, param_dtype: see module.
 
     Input ``(..., D)`` -> same shape. Params ``scale: (D,)``.
     """
@@ -269,35 +284,35 @@ class RMSNorm(_Normalization):
     _: KW_ONLY
     epsilon: float = 1e-6
     use_bias: bool = False
-    axis: int | tuple[int, ...] = -1
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        object.__setattr__(self, "axis", _as_axis_tuple("RMSNorm", self.axis))
-
-    def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
-        axes = _axes(self, self.axis, len(x.shape))
-        return self._affine_params(key, tuple(x.shape[a] for a in axes)), {}
-
-    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
-        x = jnp.asarray(x)
-        axes = _axes(self, self.axis, x.ndim)
-        xs = x.astype(self._stats_dtype(x))
-        y = xs * jax.lax.rsqrt(jnp.mean(jnp.square(xs), axis=axes, keepdims=True) + self.epsilon)
-        return self._affine(params, y, axes, x), {}
-
-
-def _group_normalize(layer: _Normalization, x: Array, groups: int) -> Array:
-    """Standardize ``(N, ..., C)`` per example over all non-batch axes within channel groups."""
-    xs = x.astype(layer._stats_dtype(x))
-    grouped = xs.reshape((*x.shape[:-1], groups, x.shape[-1] // groups))
-    axes = (*range(1, grouped.ndim - 2), grouped.ndim - 1)
-    y = _standardize(grouped, *_mean_var(grouped, axes), layer.epsilon)
-    return y.reshape(x.shape)
+    center = False
 
 
 @dataclasses.dataclass(frozen=True)
-class GroupNorm(_Normalization):
+class _ChannelGroupNorm(_Normalization):
+    """Per example, over all its non-batch axes within groups of consecutive channels (last
+    axis); subclasses give the number of groups."""
+
+    @abc.abstractmethod
+    def _groups(self, x: Any) -> int:
+        """The number of channel groups for input ``x`` (checked to suit it)."""
+
+    def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
+        self._groups(x)
+        return self._affine_params(key, (x.shape[-1],)), {}
+
+    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
+        x = jnp.asarray(x)
+        groups = self._groups(x)
+        xs = x.astype(self._stats_dtype(x))
+        grouped = xs.reshape((*x.shape[:-1], groups, x.shape[-1] // groups))
+        axes = (*range(1, grouped.ndim - 2), grouped.ndim - 1)
+        y = _normalize(grouped, axes, self.epsilon).reshape(x.shape)
+        return self._affine(params, y, (x.ndim - 1,), x), {}
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupNorm(_ChannelGroupNorm):
     """Group normalization (Wu & He, 2018): per example, over spatial axes and channel groups.
 
     The ``C`` channels (last axis) are split into ``num_groups`` consecutive groups of
@@ -307,9 +322,9 @@ class GroupNorm(_Normalization):
 
     Args:
         num_groups: number of groups; it divides ``C``.
-        epsilon, use_scale, use_bias, scale_init, bias_init, dtype, param_dtype: see module.
+        epsilon, use_scale, use_bias, scale_init, b_init, dtype, param_dtype: see module.
 
-    Input ``(N, ..., C)`` -> same shape. Params ``scale: (C,)``, ``bias: (C,)``.
+    Input ``(N, ..., C)`` -> same shape. Params ``scale: (C,)``, ``b: (C,)``.
     """
 
     num_groups: int
@@ -321,7 +336,7 @@ class GroupNorm(_Normalization):
                 f"GroupNorm: num_groups must be a positive int, given {self.num_groups!r}"
             )
 
-    def _check(self, x: Any) -> None:
+    def _groups(self, x: Any) -> int:
         if len(x.shape) < 2:
             self.check_rank(x, 2)
         if x.shape[-1] % self.num_groups:
@@ -330,42 +345,24 @@ class GroupNorm(_Normalization):
                 f"input channels {x.shape[-1]} (last axis of input shape {tuple(x.shape)}) must "
                 f"be divisible by num_groups={self.num_groups}",
             )
-
-    def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
-        self._check(x)
-        return self._affine_params(key, (x.shape[-1],)), {}
-
-    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
-        x = jnp.asarray(x)
-        self._check(x)
-        y = _group_normalize(self, x, self.num_groups)
-        return self._affine(params, y, (x.ndim - 1,), x), {}
+        return self.num_groups
 
 
 @dataclasses.dataclass(frozen=True)
-class InstanceNorm(_Normalization):
+class InstanceNorm(_ChannelGroupNorm):
     """Instance normalization (Ulyanov et al., 2016): per example and channel, over space.
 
     Equal to ``GroupNorm(num_groups=C)``. Uses no running statistics (as PyTorch's default
     ``track_running_stats=False``), so train and eval behave the same.
 
     Args:
-        epsilon, use_scale, use_bias, scale_init, bias_init, dtype, param_dtype: see module.
+        epsilon, use_scale, use_bias, scale_init, b_init, dtype, param_dtype: see module.
 
     Input ``(N, *spatial, C)`` (at least one spatial axis) -> same shape.
-    Params ``scale: (C,)``, ``bias: (C,)``.
+    Params ``scale: (C,)``, ``b: (C,)``.
     """
 
-    def _check(self, x: Any) -> None:
+    def _groups(self, x: Any) -> int:
         if len(x.shape) < 3:
             self.check_rank(x, 3, what="input (N, *spatial, C)")
-
-    def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
-        self._check(x)
-        return self._affine_params(key, (x.shape[-1],)), {}
-
-    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
-        x = jnp.asarray(x)
-        self._check(x)
-        y = _group_normalize(self, x, x.shape[-1])
-        return self._affine(params, y, (x.ndim - 1,), x), {}
+        return x.shape[-1]

@@ -1,68 +1,75 @@
 """Pooling over 1-D, 2-D and 3-D inputs: max, average, global and adaptive average pooling.
 
 Inputs are ``(*batch, *spatial, C)`` (channels last, the default) or ``(*batch, C, *spatial)``
-with ``data_format="channels_first"``; the spatial rank is the length of the window (or of
-``output_size``, or ``spatial_dims`` for the global pools). Windowed pools are one
-``jax.lax.reduce_window``; padding takes the same forms as :class:`~nn_jax.conv.Conv`'s.
+with ``data_format="channels_first"``. Windowed pools are one ``jax.lax.reduce_window``; padding
+takes the same forms as :class:`~nn_jax.conv.Conv`'s.
+
+Sizes (``window``, ``strides``, ``output_size``) are an int, the same on every spatial axis
+(``MaxPool(2)`` is a 2x2 pool on images, as PyTorch's ``MaxPool2d(2)``), or a tuple with one
+entry per spatial axis (``MaxPool((2, 2))``), whose length is the spatial rank. With ints only,
+the rank is read from the input at each call: ``x.ndim - 2``, i.e. the input has one batch axis,
+``(N, *spatial, C)``; for an unbatched input or several batch axes (e.g. inside ``jax.vmap``
+over examples) give a tuple. The global pools reduce ``spatial_dims`` axes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Callable
 from dataclasses import KW_ONLY
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from nn_jax import _spatial as sp
-from nn_jax.core import Array, Call, Layer, Params, PRNGKey, State
+from nn_jax.core import Array, Call, ParameterFree
 from nn_jax.errors import ConfigError, ShapeError
 
 __all__ = ["AdaptiveAvgPool", "AvgPool", "GlobalAvgPool", "GlobalMaxPool", "MaxPool"]
 
 
 @dataclasses.dataclass(frozen=True)
-class _Pool(Layer):
+class _Pool(sp.SpatialRank, ParameterFree):
     """A windowed reduction; subclasses say how a window is reduced."""
 
-    window: tuple[int, ...]
+    window: int | tuple[int, ...]
     _: KW_ONLY
     strides: int | tuple[int, ...] | None = None
     padding: Any = "VALID"
     data_format: str = "channels_last"
 
+    rank_field: ClassVar[str] = "window"
+
     def __post_init__(self) -> None:
-        name = type(self).__name__
-        window = sp.window_tuple(name, "window", self.window)
-        object.__setattr__(self, "window", window)
-        strides = window if self.strides is None else self.strides
-        object.__setattr__(self, "strides", sp.int_tuple(name, "strides", strides, len(window)))
-        object.__setattr__(self, "padding", sp.normalize_padding(name, self.padding, len(window)))
-        sp.check_format(name, self.data_format)
+        if self.strides is None:
+            object.__setattr__(self, "strides", self.window)
+        sp.normalize_fields(self, {"window": 1, "strides": 1}, padding=True)
+        sp.check_format(type(self).__name__, self.data_format)
 
-    def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
-        return {}, {}
-
-    def _windows(self, x: Array) -> tuple[tuple[int, ...], tuple[int, ...], list[tuple[int, int]]]:
-        """Full-rank window, strides and padding for ``reduce_window`` on ``x``."""
-        n = len(self.window)
-        sp.check_spatial_rank(self, x, n, self.data_format)
-        axes = sp.spatial_axes(x.ndim, n, self.data_format)
+    def _windows(self, x: Array) -> tuple[tuple[int, ...], dict[str, Any]]:
+        """The spatial axes of ``x`` and full-rank ``reduce_window`` arguments for it."""
+        pool = self.for_input(x)
+        axes = sp.check_spatial_rank(self, x, pool.spatial_rank, self.data_format)
         sizes = tuple(x.shape[a] for a in axes)
-        pads = sp.resolve_padding(self.padding, sizes, self.window, self.strides)
-        outs = tuple(map(sp.out_size, sizes, pads, self.window, self.strides))
+        pads = sp.resolve_padding(pool.padding, sizes, pool.window, pool.strides)
+        outs = tuple(map(sp.out_size, sizes, pads, pool.window, pool.strides))
         if min(outs) <= 0:
             raise self.error(
                 ShapeError,
                 f"spatial input size {sizes} gives an empty output {outs} with window="
-                f"{self.window}, strides={self.strides}, padding={self.padding!r}",
+                f"{pool.window}, strides={pool.strides}, padding={pool.padding!r}",
             )
         window, strides, padding = [1] * x.ndim, [1] * x.ndim, [(0, 0)] * x.ndim
         for i, a in enumerate(axes):
-            window[a], strides[a], padding[a] = self.window[i], self.strides[i], pads[i]
-        return tuple(window), tuple(strides), padding
+            window[a], strides[a], padding[a] = pool.window[i], pool.strides[i], pads[i]
+        return axes, {
+            "window_dimensions": tuple(window),
+            "window_strides": tuple(strides),
+            "padding": tuple(padding),
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +77,8 @@ class MaxPool(_Pool):
     """Max over each window; padded positions are ``-inf`` (never selected).
 
     Args:
-        window: window size, a tuple of 1, 2 or 3 ints (its length is the spatial rank).
+        window: window size: an int (the same on every spatial axis; the rank is then
+            ``x.ndim - 2``, see the module docstring) or a tuple of 1, 2 or 3 ints.
         strides: int or one per spatial axis; default ``window`` (non-overlapping windows).
         padding: ``"VALID"`` (default), ``"SAME"``, ``"CAUSAL"`` (1-D), an int, or one int or
             ``(lo, hi)`` pair per spatial axis.
@@ -79,18 +87,15 @@ class MaxPool(_Pool):
     Input ``(*batch, *spatial, C)`` -> ``(*batch, *out_spatial, C)``. No params.
 
     >>> import jax.numpy as jnp
-    >>> MaxPool((2, 2))({}, jnp.zeros((1, 6, 6, 3))).shape
+    >>> MaxPool(2)({}, jnp.zeros((1, 6, 6, 3))).shape
     (1, 3, 3, 3)
     """
 
-    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
+    def transform(self, x: Any, call: Call) -> Array:
         x = jnp.asarray(x)
-        window, strides, padding = self._windows(x)
+        _, windows = self._windows(x)
         lowest = -jnp.inf if jnp.issubdtype(x.dtype, jnp.inexact) else jnp.iinfo(x.dtype).min
-        y = jax.lax.reduce_window(
-            x, np.array(lowest, x.dtype), jax.lax.max, window, strides, padding
-        )
-        return y, {}
+        return jax.lax.reduce_window(x, np.array(lowest, x.dtype), jax.lax.max, **windows)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,28 +116,27 @@ class AvgPool(_Pool):
     _: KW_ONLY
     count_include_pad: bool = True
 
-    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
+    def transform(self, x: Any, call: Call) -> Array:
         x = jnp.asarray(x)
-        window, strides, padding = self._windows(x)
-        sums = jax.lax.reduce_window(x, np.array(0, x.dtype), jax.lax.add, window, strides, padding)
+        axes, windows = self._windows(x)
+        zero = np.array(0, x.dtype)
+        sums = jax.lax.reduce_window(x, zero, jax.lax.add, **windows)
         if self.count_include_pad:
-            return sums / np.prod(window), {}
-        axes = sp.spatial_axes(x.ndim, len(self.window), self.data_format)
+            return sums / math.prod(windows["window_dimensions"])
         ones = jnp.ones([d if a in axes else 1 for a, d in enumerate(x.shape)], x.dtype)
-        counts = jax.lax.reduce_window(
-            ones, np.array(0, x.dtype), jax.lax.add, window, strides, padding
-        )
-        return sums / counts, {}
+        return sums / jax.lax.reduce_window(ones, zero, jax.lax.add, **windows)
 
 
 @dataclasses.dataclass(frozen=True)
-class _GlobalPool(Layer):
-    """A reduction over all spatial axes."""
+class _GlobalPool(ParameterFree):
+    """A reduction (``reduce``) over all spatial axes."""
 
     spatial_dims: int = 2
     _: KW_ONLY
     keepdims: bool = False
     data_format: str = "channels_last"
+
+    reduce: ClassVar[Callable[..., Array]]
 
     def __post_init__(self) -> None:
         if not sp.is_int(self.spatial_dims) or not 1 <= self.spatial_dims <= 3:
@@ -142,12 +146,10 @@ class _GlobalPool(Layer):
             )
         sp.check_format(type(self).__name__, self.data_format)
 
-    def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
-        return {}, {}
-
-    def _axes(self, x: Array) -> tuple[int, ...]:
-        sp.check_spatial_rank(self, x, self.spatial_dims, self.data_format)
-        return sp.spatial_axes(x.ndim, self.spatial_dims, self.data_format)
+    def transform(self, x: Any, call: Call) -> Array:
+        x = jnp.asarray(x)
+        axes = sp.check_spatial_rank(self, x, self.spatial_dims, self.data_format)
+        return type(self).reduce(x, axis=axes, keepdims=self.keepdims)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,9 +163,7 @@ class GlobalAvgPool(_GlobalPool):
         data_format: ``"channels_last"`` or ``"channels_first"``.
     """
 
-    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
-        x = jnp.asarray(x)
-        return jnp.mean(x, axis=self._axes(x), keepdims=self.keepdims), {}
+    reduce = jnp.mean
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,9 +173,7 @@ class GlobalMaxPool(_GlobalPool):
     Args: as :class:`GlobalAvgPool`.
     """
 
-    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
-        x = jnp.asarray(x)
-        return jnp.max(x, axis=self._axes(x), keepdims=self.keepdims), {}
+    reduce = jnp.max
 
 
 def _adaptive_bins(size: int, out: int) -> list[tuple[int, int]]:
@@ -184,7 +182,7 @@ def _adaptive_bins(size: int, out: int) -> list[tuple[int, int]]:
 
 
 @dataclasses.dataclass(frozen=True)
-class AdaptiveAvgPool(Layer):
+class AdaptiveAvgPool(sp.SpatialRank, ParameterFree):
     """Average pooling to a fixed output size, whatever the input size (PyTorch's bins).
 
     Along each spatial axis of size ``n``, output ``i`` of ``o`` is the mean of inputs
@@ -193,7 +191,8 @@ class AdaptiveAvgPool(Layer):
     (a ``tensordot``), so it is linear, exact and differentiable.
 
     Args:
-        output_size: target spatial size, a tuple of 1, 2 or 3 ints (its length is the rank).
+        output_size: target spatial size: an int (the same on every spatial axis; the rank is
+            then ``x.ndim - 2``, see the module docstring) or a tuple of 1, 2 or 3 ints.
         data_format: ``"channels_last"`` or ``"channels_first"``.
 
     Input ``(*batch, *spatial, C)`` -> ``(*batch, *output_size, C)``. No params.
@@ -203,29 +202,25 @@ class AdaptiveAvgPool(Layer):
     (4, 2, 3, 5)
     """
 
-    output_size: tuple[int, ...]
+    output_size: int | tuple[int, ...]
     _: KW_ONLY
     data_format: str = "channels_last"
 
+    rank_field: ClassVar[str] = "output_size"
+
     def __post_init__(self) -> None:
-        size = sp.window_tuple("AdaptiveAvgPool", "output_size", self.output_size)
-        object.__setattr__(self, "output_size", size)
+        sp.normalize_fields(self, {"output_size": 1})
         sp.check_format("AdaptiveAvgPool", self.data_format)
 
-    def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
-        return {}, {}
-
-    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
+    def transform(self, x: Any, call: Call) -> Array:
         x = jnp.asarray(x)
-        n = len(self.output_size)
-        sp.check_spatial_rank(self, x, n, self.data_format)
-        for axis, out in zip(
-            sp.spatial_axes(x.ndim, n, self.data_format), self.output_size, strict=True
-        ):
+        output_size = self.for_input(x).output_size
+        axes = sp.check_spatial_rank(self, x, len(output_size), self.data_format)
+        for axis, out in zip(axes, output_size, strict=True):
             matrix = np.zeros((x.shape[axis], out))
             for i, (lo, hi) in enumerate(_adaptive_bins(x.shape[axis], out)):
                 matrix[lo:hi, i] = 1.0 / (hi - lo)
             x = jnp.moveaxis(
                 jnp.tensordot(x, jnp.asarray(matrix, x.dtype), axes=((axis,), (0,))), -1, axis
             )
-        return x, {}
+        return x

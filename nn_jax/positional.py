@@ -7,6 +7,9 @@
   2021), applied to queries and keys inside attention
   (``MultiHeadAttention(..., rope=RotaryEmbedding())``).
 
+Positions are ``0 .. T-1`` unless the side input ``"positions"`` (``(B, T)`` ints) gives them,
+e.g. to count only the real tokens of a left-padded batch.
+
 Incremental decoding: with ``decode=True`` the additive encodings keep the next position in their
 state (``{"index": int32 scalar}``, starting at 0), so feeding a sequence one chunk at a time
 gives each chunk the positions it would have had in one call.
@@ -19,11 +22,10 @@ import dataclasses
 from dataclasses import KW_ONLY
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 
 from nn_jax import initializers
-from nn_jax.core import Array, Call, Initializer, Layer, Params, PRNGKey, State
+from nn_jax.core import Array, Call, Initializer, Layer, ParameterFree, Params, PRNGKey, State
 from nn_jax.errors import ConfigError, ShapeError
 
 default_position_init: Initializer = initializers.normal(0.02)
@@ -109,18 +111,41 @@ def rotary_embedding(x: Any, positions: Any, *, base: float = 10000.0) -> Array:
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
 
 
+def _positions(layer: Layer, call: Call, shape: tuple[int, ...], what: str) -> Array | None:
+    """The side input ``"positions"``, checked to be ints of shape ``(..., T)`` or ``(T,)``.
+
+    ``shape`` is ``(*batch, T)``: the positions may omit leading batch axes, never add any.
+    """
+    positions = layer.side_input(call, "positions")
+    if positions is None:
+        return None
+    positions = jnp.asarray(positions)
+    if (
+        not jnp.issubdtype(positions.dtype, jnp.integer)
+        or not 1 <= positions.ndim <= len(shape)
+        or positions.shape != shape[len(shape) - positions.ndim :]
+    ):
+        raise layer.error(
+            ShapeError,
+            f"side input 'positions' must be ints of shape {shape} or {shape[-1:]} ({what}), "
+            f"given dtype {positions.dtype} and shape {positions.shape}",
+        )
+    return positions
+
+
 @dataclasses.dataclass(frozen=True)
-class RotaryEmbedding(Layer):
+class RotaryEmbedding(ParameterFree):
     """Rotary position embedding as a layer (see :func:`rotary_embedding`).
 
     Pass it to attention as ``MultiHeadAttention(..., rope=RotaryEmbedding())``; as a layer of
-    its own it rotates ``(..., T, H, D)`` inputs at ``positions`` (default ``0 .. T-1``).
+    its own it rotates ``(..., T, H, D)`` inputs at their positions.
 
     Args:
         base: the wavelength base (10000).
 
-    Call: ``apply(params, state, x, positions=None)``. Input ``(..., T, H, D)`` -> same shape.
-    No params.
+    Side inputs: ``"positions"``, ``(..., T)`` or ``(T,)`` ints (default ``0 .. T-1``).
+
+    Input ``(..., T, H, D)`` -> same shape. No params.
     """
 
     base: float = 10000.0
@@ -129,23 +154,12 @@ class RotaryEmbedding(Layer):
         if not isinstance(self.base, int | float) or self.base <= 1:
             raise ConfigError(f"RotaryEmbedding: base must be a number > 1, given {self.base!r}")
 
-    def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
-        return {}, {}
-
-    def apply(
-        self,
-        params: Params,
-        state: State,
-        x: Any,
-        *,
-        rng: PRNGKey | None = None,
-        train: bool = False,
-        positions: Any = None,
-    ) -> tuple[Array, State]:
+    def transform(self, x: Any, call: Call) -> Array:
         self.check_rank(x, 3, what="input (..., T, H, D)")
+        positions = _positions(self, call, tuple(jnp.shape(x)[:-2]), "(..., T)")
         if positions is None:
             positions = jnp.arange(jnp.shape(x)[-3])
-        return rotary_embedding(x, positions, base=self.base), {}
+        return rotary_embedding(x, positions, base=self.base)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,10 +170,8 @@ class _AdditivePositions(Layer):
     decode: bool = False
 
     @abc.abstractmethod
-    def _encodings(
-        self, params: Params, start: Any, length: int, features: int, dtype: Any
-    ) -> Array:
-        """``(length, D)`` encodings of positions ``start .. start + length - 1`` in ``dtype``."""
+    def _encodings(self, params: Params, positions: Array, features: int, dtype: Any) -> Array:
+        """``(*positions.shape, D)`` encodings of integer ``positions`` in ``dtype``."""
 
     def _check(self, x: Any) -> None:
         self.check_rank(x, 2, what="input (..., T, D)")
@@ -172,20 +184,26 @@ class _AdditivePositions(Layer):
         self._check(x)
         length, features = x.shape[-2:]
         start = self.state_entry(state, "index") if self.decode else 0
+        positions = _positions(self, call, x.shape[:-1], "(..., T)")
+        if positions is None:
+            positions = start + jnp.arange(length)
         dtype = jnp.promote_types(x.dtype, jnp.float32)
-        pe = self._encodings(params, start, length, features, dtype).astype(x.dtype)
-        y = x + pe.reshape((1,) * (x.ndim - 2) + pe.shape)
+        pe = self._encodings(params, positions, features, dtype).astype(x.dtype)
+        y = x + pe.reshape((1,) * (x.ndim - pe.ndim) + pe.shape)
         return y, ({"index": start + length} if self.decode else {})
 
 
 @dataclasses.dataclass(frozen=True)
 class SinusoidalPositionalEncoding(_AdditivePositions):
-    """Add the sinusoidal encodings of positions ``0 .. T-1``: ``y = x + PE`` (no params).
+    """Add the sinusoidal encodings of the positions: ``y = x + PE[positions]`` (no params).
 
     Args:
         base: the wavelength base (10000).
         decode: keep the next position in the state ``{"index": int32}`` (incremental
             decoding); the state from ``init`` starts at 0.
+
+    Side inputs: ``"positions"``, ``(..., T)`` or ``(T,)`` ints (default ``0 .. T-1``, or
+    ``index .. index + T - 1`` with ``decode``; the index advances by ``T`` either way).
 
     Input ``(..., T, D)`` (``D`` even) -> same shape.
     """
@@ -198,17 +216,13 @@ class SinusoidalPositionalEncoding(_AdditivePositions):
             raise self.error(ShapeError, f"features must be even, given input shape {x.shape}")
         return {}, self._decode_state()
 
-    def _encodings(
-        self, params: Params, start: Any, length: int, features: int, dtype: Any
-    ) -> Array:
-        return sinusoidal_encoding(
-            start + jnp.arange(length), features, base=self.base, dtype=dtype
-        )
+    def _encodings(self, params: Params, positions: Array, features: int, dtype: Any) -> Array:
+        return sinusoidal_encoding(positions, features, base=self.base, dtype=dtype)
 
 
 @dataclasses.dataclass(frozen=True)
 class LearnedPositionalEmbedding(_AdditivePositions):
-    """Add a learned vector per position: ``y[..., t, :] = x[..., t, :] + embedding[t]``.
+    """Add a learned vector per position: ``y[..., t, :] = x[..., t, :] + embedding[p_t]``.
 
     Args:
         max_length: number of positions ``L``; inputs may have ``T <= L`` steps.
@@ -216,6 +230,10 @@ class LearnedPositionalEmbedding(_AdditivePositions):
             decoding); the state from ``init`` starts at 0.
         embedding_init: initializer (normal, stddev 0.02, as GPT-2).
         param_dtype: storage dtype.
+
+    Side inputs: ``"positions"``, ``(..., T)`` or ``(T,)`` ints in ``[0, L)`` (default
+    ``0 .. T-1``, or ``index .. index + T - 1`` with ``decode``; the index advances by ``T``
+    either way). A position outside ``[0, L)`` gives a NaN row (not checked under ``jit``).
 
     Input ``(..., T, D)`` -> same shape. Params: ``embedding: (L, D)``.
     """
@@ -246,8 +264,7 @@ class LearnedPositionalEmbedding(_AdditivePositions):
         table = self.embedding_init(key, (self.max_length, x.shape[-1]), self.param_dtype)
         return {"embedding": table}, self._decode_state()
 
-    def _encodings(
-        self, params: Params, start: Any, length: int, features: int, dtype: Any
-    ) -> Array:
+    def _encodings(self, params: Params, positions: Array, features: int, dtype: Any) -> Array:
         table = self.param(params, "embedding", (self.max_length, features))
-        return jax.lax.dynamic_slice_in_dim(table, start, length, axis=0)
+        positions = jnp.where(positions < 0, self.max_length, positions)  # no wrap-around
+        return jnp.take(table, positions, axis=0, mode="fill", fill_value=jnp.nan)

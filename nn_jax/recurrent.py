@@ -19,20 +19,35 @@ projection is consumed where it is made. On accelerators, measure both. A custom
 
 Layout: batch-major ``(*batch, T, F)`` by default, ``(T, *batch, F)`` with ``time_major=True``.
 
-Variable lengths: :class:`RNN`, :class:`Bidirectional` and :class:`StackedRNN` take the keyword
-arguments ``lengths=`` (``(*batch,)`` ints: steps ``t >= length`` are padding) or ``mask=``
-(bools shaped like the input without its feature axis, ``(*batch, T)`` or ``(T, *batch)`` when
-time-major; ``True`` = a real step). At a masked step the carry is held unchanged and
-the output is zero, so padding changes nothing: the outputs at real steps and the final carry
-equal those of the unpadded sequence, in either direction (a reversed scan meets the padding
-first, while its carry is still the initial zeros). The model zoo's ``RNNClassifier`` also takes
-an ``(x, lengths)`` input pair, for use with the train-step builders.
+Side inputs (``apply(..., side={...})``, see :mod:`nn_jax.core`), read by every :class:`RNN`:
+
+* ``"lengths"``: ``(*batch,)`` ints; steps ``t >= length`` are padding.
+* ``"mask"``: bools shaped like the input without its feature axis (``(*batch, T)``, or
+  ``(T, *batch)`` when time-major); ``True`` = a real step. Given with ``"lengths"``, a step is
+  real when both say so (the two are combined with *and*).
+* ``"initial_carry"``: the carry at the first processed step (default zeros), shaped like
+  :meth:`RecurrentCell.initial_carry`. :class:`StackedRNN` and :class:`Bidirectional` do not pass
+  one carry to all their RNNs: they take a dict keyed by child name (``{"0": ..., "1": ...}``,
+  ``{"forward": ..., "backward": ...}``, nested for a stack of bidirectional layers) and give
+  each child its own entry; a child without an entry starts from zeros.
+
+At a masked step the carry is held unchanged and the output is zero, so padding changes
+nothing: the outputs at real steps and the final carry equal those of the unpadded sequence, in
+either direction (a reversed scan meets the padding first, while its carry is still the initial
+one). The model zoo's ``RNNClassifier`` reads ``"lengths"`` the same way, so the train-step
+builders and ``fit`` take batches ``(x, y, {"lengths": lengths})``.
+
+The final carry is not part of the output (an ``RNN`` outputs its sequence, or its last real
+step): it is exposed as the tap ``"<rnn path>/carry"``, read with
+:func:`nn_jax.inspect.apply_with_intermediates` (``capture="*carry"``) or
+:func:`nn_jax.core.tapping`.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import KW_ONLY
 from typing import Any
 
@@ -52,6 +67,7 @@ from nn_jax.core import (
     Scope,
     State,
     nested,
+    tap,
 )
 from nn_jax.dense import add_bias, default_kernel_init
 from nn_jax.errors import ConfigError, ShapeError
@@ -90,8 +106,9 @@ class RecurrentCell(Layer):
     """Base class of cells: ``(carry, x_t) -> (new_carry, y_t)``, split for hoisting.
 
     Subclasses implement :meth:`initial_carry`, :meth:`step` and ``init``, and may override
-    :meth:`input_projection` (default: the identity). ``apply`` is
-    ``step(params, carry, input_projection(params, x_t))``. The projection may be any pytree of
+    :meth:`input_projection` (default: the identity). Applied as a layer, a cell computes
+    ``step(params, carry, input_projection(params, x_t))`` after checking the carry with
+    :meth:`check_carry`. The projection may be any pytree of
     arrays whose leading axes are the input's (the time axis first, when :class:`RNN` calls it).
     """
 
@@ -107,7 +124,29 @@ class RecurrentCell(Layer):
     def step(self, params: Params, carry: Carry, projected: Any) -> tuple[Carry, Array]:
         """One step from the carry and ``input_projection(params, x_t)``."""
 
-    def _split_input(self, x: Any) -> tuple[Carry, Array]:
+    def check_carry(self, carry: Carry, x_t: Any, what: str = "carry") -> None:
+        """Raise ``ShapeError`` unless ``carry`` matches :meth:`initial_carry` for ``x_t``.
+
+        Args:
+            carry: the carry to check (its tree structure and leaf shapes are compared).
+            x_t: one step's input ``(*batch, F)`` (array or ``jax.ShapeDtypeStruct``).
+            what: how the message names the carry (e.g. ``"side input 'initial_carry'"``).
+        """
+        self.check_rank(x_t, 1, what="x_t")
+        batch, dtype = tuple(x_t.shape[:-1]), x_t.dtype
+        expected = jax.eval_shape(lambda: self.initial_carry(batch, dtype))
+        if jax.tree.structure(carry) != jax.tree.structure(expected) or any(
+            tuple(jnp.shape(c)) != e.shape
+            for c, e in zip(jax.tree.leaves(carry), jax.tree.leaves(expected), strict=True)
+        ):
+            raise self.error(
+                ShapeError,
+                f"{what} has shapes {jax.tree.map(jnp.shape, carry)}, expected "
+                f"{jax.tree.map(lambda e: e.shape, expected)} for x_t of shape {tuple(x_t.shape)}",
+            )
+
+    def _split_input(self, x: Any) -> tuple[Carry, Any]:
+        """The checked pair ``(carry, x_t)`` of a cell input."""
         if not isinstance(x, tuple) or len(x) != 2:
             raise self.error(
                 ShapeError,
@@ -117,18 +156,7 @@ class RecurrentCell(Layer):
         carry, inputs = x
         if not isinstance(inputs, jax.ShapeDtypeStruct):
             inputs = jnp.asarray(inputs)
-        if inputs.ndim < 1:
-            self.check_rank(inputs, 1, what="x_t")
-        expected = jax.eval_shape(lambda: self.initial_carry(inputs.shape[:-1], inputs.dtype))
-        if jax.tree.structure(carry) != jax.tree.structure(expected) or any(
-            tuple(jnp.shape(c)) != e.shape
-            for c, e in zip(jax.tree.leaves(carry), jax.tree.leaves(expected), strict=True)
-        ):
-            raise self.error(
-                ShapeError,
-                f"carry has shapes {jax.tree.map(jnp.shape, carry)}, expected "
-                f"{jax.tree.map(lambda e: e.shape, expected)} for x_t of shape {inputs.shape}",
-            )
+        self.check_carry(carry, inputs)
         return carry, inputs
 
     def compute(
@@ -359,30 +387,35 @@ class GRUCell(_DenseCell):
 
 
 def _time_mask(layer: Layer, x: Array, time_axis: int, lengths: Any, mask: Any) -> Array | None:
-    """``(T, *batch)`` bools from ``lengths: (*batch,)`` or ``mask`` (shaped like ``x[..., 0]``)."""
+    """``(T, *batch)`` bools: ``lengths: (*batch,)`` and/or ``mask`` (shaped like ``x[..., 0]``).
+
+    Both given: a step is real when both say so.
+    """
     if lengths is None and mask is None:
         return None
-    if lengths is not None and mask is not None:
-        raise layer.error(ShapeError, "give lengths= or mask=, not both")
     steps = x.shape[time_axis]
     batch = x.shape[:time_axis] + x.shape[time_axis + 1 : -1]
+    valid = None
     if lengths is not None:
         lengths = jnp.asarray(lengths)
         if lengths.shape != batch or not jnp.issubdtype(lengths.dtype, jnp.integer):
             raise layer.error(
                 ShapeError,
-                f"lengths must be integers of shape {batch} (the batch shape of input "
-                f"{x.shape}), given dtype {lengths.dtype} and shape {lengths.shape}",
+                f"side input 'lengths' must be integers of shape {batch} (the batch shape of "
+                f"input {x.shape}), given dtype {lengths.dtype} and shape {lengths.shape}",
             )
-        return jnp.moveaxis(sequence_mask(lengths, steps), -1, 0)
-    mask = jnp.asarray(mask)
-    if mask.shape != x.shape[:-1] or mask.dtype != jnp.bool_:
-        raise layer.error(
-            ShapeError,
-            f"mask must be booleans of shape {x.shape[:-1]} (input shape {x.shape} without "
-            f"features), given dtype {mask.dtype} and shape {mask.shape}",
-        )
-    return jnp.moveaxis(mask, time_axis, 0)
+        valid = jnp.moveaxis(sequence_mask(lengths, steps), -1, 0)
+    if mask is not None:
+        mask = jnp.asarray(mask)
+        if mask.shape != x.shape[:-1] or mask.dtype != jnp.bool_:
+            raise layer.error(
+                ShapeError,
+                f"side input 'mask' must be booleans of shape {x.shape[:-1]} (input shape "
+                f"{x.shape} without features), given dtype {mask.dtype} and shape {mask.shape}",
+            )
+        mask = jnp.moveaxis(mask, time_axis, 0)
+        valid = mask if valid is None else valid & mask
+    return valid
 
 
 def _where(m: Array, new: Any, old: Any) -> Any:
@@ -400,8 +433,7 @@ class RNN(Layer):
         cell: a :class:`RecurrentCell` (``LSTMCell(128)``, ``GRUCell(64)``, ...).
         return_sequences: output every step's ``y_t`` (``(*batch, T, H)``); ``False`` outputs
             only the last processed real step's (``(*batch, H)``: ``t = length - 1`` forward,
-            ``t = 0`` with ``reverse=True``).
-        return_carry: output the pair ``(outputs, final_carry)`` instead of ``outputs``.
+            ``t = 0`` with ``reverse=True``; zeros for a sequence with no real step).
         reverse: scan from the last step to the first (outputs stay in input order).
         time_major: input ``(T, *batch, F)`` instead of ``(*batch, T, F)``.
         unroll: steps unrolled per scan iteration (``jax.lax.scan``'s ``unroll``).
@@ -409,26 +441,34 @@ class RNN(Layer):
             scan (``True``) or inside it, step by step (``False``, the default). The results are
             equal; the speed is not (see the module docstring).
 
-    Call: ``apply(params, state, x, lengths=None, mask=None, initial_carry=None)``; see the
-    module docstring for ``lengths``/``mask``. ``initial_carry`` defaults to zeros.
+    Side inputs: ``"lengths"`` (``(*batch,)`` ints), ``"mask"`` (``(*batch, T)`` bools, or
+    ``(T, *batch)`` time-major; combined with ``"lengths"`` by *and*) and ``"initial_carry"``
+    (default zeros; shaped like ``cell.initial_carry(batch_shape)``); see the module docstring.
 
-    Input ``(*batch, T, F)`` -> ``(*batch, T, H)`` (see the options). Params:
-    ``{"cell": cell params}``.
+    Taps: ``"carry"``, the final carry (after the last real step of each sequence, or the
+    initial carry for a sequence with none), at ``<rnn path>/carry``.
+
+    Input ``(*batch, T, F)`` -> ``(*batch, T, H)`` (``(*batch, H)`` with
+    ``return_sequences=False``). Params: ``{"cell": cell params}``.
 
     >>> import jax, jax.numpy as jnp
+    >>> from nn_jax.inspect import apply_with_intermediates
     >>> rnn = RNN(LSTMCell(8))
     >>> x = jnp.zeros((2, 5, 3))
-    >>> params, _ = rnn.init(jax.random.key(0), x)
+    >>> params, state = rnn.init(jax.random.key(0), x)
     >>> jax.tree.map(jnp.shape, params)
     {'cell': {'b': (32,), 'w_h': (8, 32), 'w_i': (3, 32)}}
-    >>> rnn(params, x, lengths=jnp.array([5, 2])).shape
+    >>> rnn(params, x, side={"lengths": jnp.array([5, 2])}).shape
     (2, 5, 8)
+    >>> y, _, taps = apply_with_intermediates(rnn, params, state, x, capture="*carry")
+    >>> h, c = taps["carry"]
+    >>> h.shape, c.shape
+    ((2, 8), (2, 8))
     """
 
     cell: RecurrentCell
     _: KW_ONLY
     return_sequences: bool = True
-    return_carry: bool = False
     reverse: bool = False
     time_major: bool = False
     unroll: int = 1
@@ -444,6 +484,13 @@ class RNN(Layer):
             raise ConfigError(f"RNN: unroll must be a positive int, given {self.unroll!r}")
 
     def _time_axis(self, x: Any) -> int:
+        if isinstance(x, tuple | list):
+            raise self.error(
+                ShapeError,
+                f"input must be one array (*batch, T, F), given a {type(x).__name__} of "
+                f"{len(x)}; give lengths, masks and initial carries as side inputs, e.g. "
+                "apply(..., side={'lengths': lengths})",
+            )
         self.check_rank(x, 2, what="input (*batch, T, F)")
         return 0 if self.time_major else len(x.shape) - 2
 
@@ -460,22 +507,14 @@ class RNN(Layer):
             params, _ = self.cell.init(key, (carry, x_t))
         return {"cell": params}, {}
 
-    def apply(
-        self,
-        params: Params,
-        state: State,
-        x: Any,
-        *,
-        rng: PRNGKey | None = None,
-        train: bool = False,
-        lengths: Any = None,
-        mask: Any = None,
-        initial_carry: Carry | None = None,
-    ) -> tuple[Any, State]:
-        x = jnp.asarray(x)
+    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
         axis = self._time_axis(x)
-        batch, _ = self._step_input(x)
-        time_mask = _time_mask(self, x, axis, lengths, mask)
+        x = jnp.asarray(x)
+        batch, x_t = self._step_input(x)
+        time_mask = _time_mask(
+            self, x, axis, self.side_input(call, "lengths"), self.side_input(call, "mask")
+        )
+        initial_carry = self.side_input(call, "initial_carry")
         cell_params = self.param(params, "cell")
         with nested("cell"):
             xs = jnp.moveaxis(x, axis, 0)
@@ -490,7 +529,8 @@ class RNN(Layer):
             if initial_carry is None:
                 initial_carry = self.cell.initial_carry(batch, jax.tree.leaves(xs)[0].dtype)
             else:
-                self.cell._split_input((initial_carry, x[(slice(None),) * axis + (0,)]))
+                initial_carry = jax.tree.map(jnp.asarray, initial_carry)
+                self.cell.check_carry(initial_carry, x_t, what="side input 'initial_carry'")
             y_struct = jax.eval_shape(
                 lambda c, xs_0: step(c, xs_0)[1], initial_carry, jax.tree.map(lambda a: a[0], xs)
             )
@@ -515,11 +555,33 @@ class RNN(Layer):
                 reverse=self.reverse,
                 unroll=self.unroll,
             )
-        out = jnp.moveaxis(ys, 0, axis) if self.return_sequences else last
-        return ((out, carry) if self.return_carry else out), {}
+        tap("carry", carry)
+        return (jnp.moveaxis(ys, 0, axis) if self.return_sequences else last), {}
 
 
 _MERGES = ("concat", "sum")
+
+
+def _child_side(owner: Layer, scope: Scope, names: tuple[str, ...]) -> dict[str, Any]:
+    """Each child's side inputs: the owner's, with ``"initial_carry"`` its own entry (or none).
+
+    ``"initial_carry"``, when given, must be a dict keyed by (some of) the child ``names``.
+    """
+    carries = scope.side_input("initial_carry")
+    if carries is not None and (not isinstance(carries, Mapping) or not set(carries) <= set(names)):
+        given = sorted(carries) if isinstance(carries, Mapping) else type(carries).__name__
+        raise owner.error(
+            ConfigError,
+            f"side input 'initial_carry' must be a dict of initial carries keyed by child name "
+            f"(some of {list(names)}), one per recurrent layer; given {given}",
+        )
+    rest = {k: v for k, v in scope.side.items() if k != "initial_carry"}
+    return {
+        name: rest
+        if carries is None or name not in carries
+        else {**rest, "initial_carry": carries[name]}
+        for name in names
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -529,13 +591,16 @@ class Bidirectional(Block):
     Args:
         layer: the forward-direction :class:`RNN`.
         backward: the backward-direction :class:`RNN` (default ``layer`` with ``reverse``
-            flipped; its ``return_sequences``/``return_carry`` must equal ``layer``'s).
+            flipped; its ``return_sequences`` and ``time_major`` must equal ``layer``'s).
         merge: ``"concat"`` (features ``2H``) or ``"sum"`` (``H``).
 
-    Call: ``apply(params, state, x, lengths=None, mask=None)`` (as :class:`RNN`). The backward
-    direction starts at each sequence's last real step. With ``return_sequences=False`` the
-    merged outputs are the forward direction's at ``t = length - 1`` and the backward one's at
-    ``t = 0``. With ``return_carry`` the output is ``(merged, (forward_carry, backward_carry))``.
+    Side inputs: ``"lengths"`` and ``"mask"`` reach both directions (as for :class:`RNN`); the
+    backward direction starts at each sequence's last real step. ``"initial_carry"`` is a dict
+    ``{"forward": carry, "backward": carry}`` (either may be left out: zeros).
+
+    With ``return_sequences=False`` the merged outputs are the forward direction's at
+    ``t = length - 1`` and the backward one's at ``t = 0``. The final carries are the taps
+    ``forward/carry`` and ``backward/carry``.
 
     Params: ``{"forward": ..., "backward": ...}``.
     """
@@ -559,7 +624,7 @@ class Bidirectional(Block):
             object.__setattr__(
                 self, "backward", dataclasses.replace(self.layer, reverse=not self.layer.reverse)
             )
-        for option in ("return_sequences", "return_carry", "time_major"):
+        for option in ("return_sequences", "time_major"):
             if getattr(self.layer, option) != getattr(self.backward, option):
                 raise ConfigError(
                     f"Bidirectional: {option} differs between the forward layer "
@@ -572,18 +637,11 @@ class Bidirectional(Block):
         """Whether the output has a time axis."""
         return self.layer.return_sequences
 
-    @property
-    def return_carry(self) -> bool:
-        """Whether the output is ``(merged, (forward_carry, backward_carry))``."""
-        return self.layer.return_carry
-
-    def forward(self, scope: Scope, x: Any, *, lengths: Any = None, mask: Any = None) -> Any:
-        fwd = scope("forward", self.layer, x, lengths=lengths, mask=mask)
-        bwd = scope("backward", self.backward, x, lengths=lengths, mask=mask)
-        if self.return_carry:
-            (fwd, fwd_carry), (bwd, bwd_carry) = fwd, bwd
-        merged = jnp.concatenate([fwd, bwd], axis=-1) if self.merge == "concat" else fwd + bwd
-        return (merged, (fwd_carry, bwd_carry)) if self.return_carry else merged
+    def forward(self, scope: Scope, x: Any) -> Any:
+        side = _child_side(self, scope, ("forward", "backward"))
+        fwd = scope("forward", self.layer, x, side=side["forward"])
+        bwd = scope("backward", self.backward, x, side=side["backward"])
+        return jnp.concatenate([fwd, bwd], axis=-1) if self.merge == "concat" else fwd + bwd
 
 
 @dataclasses.dataclass(frozen=True)
@@ -592,20 +650,22 @@ class StackedRNN(Block):
 
     Args:
         layers: a tuple of :class:`RNN` or :class:`Bidirectional` layers; every layer but the
-            last must have ``return_sequences=True`` and ``return_carry=False``. The output is
-            the last layer's.
+            last must have ``return_sequences=True``. The output is the last layer's.
         dropout_rate: dropout on each intermediate sequence (training only; as PyTorch's
             ``nn.LSTM(dropout=...)``).
 
-    Call: ``apply(params, state, x, lengths=None, mask=None, rng=..., train=...)``; the lengths
-    or mask go to every layer.
+    Side inputs: ``"lengths"`` and ``"mask"`` reach every layer. ``"initial_carry"`` is a dict
+    keyed by layer name, ``{"0": carry, "1": ...}`` (a :class:`Bidirectional` layer's entry is
+    its own ``{"forward": ..., "backward": ...}``); a layer without an entry starts from zeros.
+
+    The final carries are the taps ``"<i>/carry"`` (``"<i>/forward/carry"``, ...).
 
     Params: ``{"0": ..., "1": ..., ...}``, one entry per layer.
 
     >>> import jax, jax.numpy as jnp
     >>> stack = StackedRNN((RNN(GRUCell(8)), RNN(GRUCell(4), return_sequences=False)))
     >>> params, _ = stack.init(jax.random.key(0), jnp.zeros((2, 5, 3)))
-    >>> stack(params, jnp.zeros((2, 5, 3))).shape
+    >>> stack(params, jnp.zeros((2, 5, 3)), side={"initial_carry": {"1": jnp.ones((2, 4))}}).shape
     (2, 4)
     """
 
@@ -621,17 +681,18 @@ class StackedRNN(Block):
                 f"given {self.layers!r}"
             )
         for i, layer in enumerate(self.layers[:-1]):
-            if not layer.return_sequences or layer.return_carry:
+            if not layer.return_sequences:
                 raise ConfigError(
-                    f"StackedRNN: layer {i} must return sequences without the carry "
-                    "(return_sequences=True, return_carry=False) to feed the next layer"
+                    f"StackedRNN: layer {i} must return sequences (return_sequences=True) to "
+                    "feed the next layer"
                 )
         Dropout(self.dropout_rate)
 
-    def forward(self, scope: Scope, x: Any, *, lengths: Any = None, mask: Any = None) -> Any:
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
-            x = scope(str(i), layer, x, lengths=lengths, mask=mask)
-            if i < last and self.dropout_rate > 0:
+    def forward(self, scope: Scope, x: Any) -> Any:
+        names = tuple(str(i) for i in range(len(self.layers)))
+        side = _child_side(self, scope, names)
+        for i, (name, layer) in enumerate(zip(names, self.layers, strict=True)):
+            x = scope(name, layer, x, side=side[name])
+            if i < len(self.layers) - 1 and self.dropout_rate > 0:
                 x = scope(f"dropout_{i}", Dropout(self.dropout_rate), x)
         return x

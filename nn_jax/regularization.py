@@ -18,14 +18,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from nn_jax.core import Array, Call, Layer, Params, PRNGKey, State
+from nn_jax.core import Array, Call, ParameterFree
 from nn_jax.errors import ConfigError, ShapeError
 
 __all__ = ["DropPath", "Dropout", "SpatialDropout"]
 
 
 @dataclasses.dataclass(frozen=True)
-class _Drop(Layer):
+class _Drop(ParameterFree):
     """Inverted dropout with a mask shared along some axes; subclasses choose the axes."""
 
     rate: float
@@ -41,22 +41,17 @@ class _Drop(Layer):
     def _shared_axes(self, x: Array) -> tuple[int, ...]:
         """Axes along which one draw is shared (the mask has size 1 there)."""
 
-    def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
-        return {}, {}
-
-    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
-        rng, train = call.rng, call.train
+    def transform(self, x: Any, call: Call) -> Array:
         x = jnp.asarray(x)
-        if not train or self.rate == 0:
-            return x, {}
-        rng = self.require_rng(rng)
+        if not call.train or self.rate == 0:
+            return x
+        rng = self.require_rng(call.rng)
         if self.rate == 1:
-            return jnp.zeros_like(x), {}
+            return jnp.zeros_like(x)
         shared = self._shared_axes(x)
         shape = tuple(1 if a in shared else d for a, d in enumerate(x.shape))
-        keep = jax.random.bernoulli(rng, 1.0 - self.rate, shape)
-        keep = jnp.broadcast_to(keep, x.shape)
-        return jnp.where(keep, x / jnp.asarray(1.0 - self.rate, x.dtype), jnp.zeros_like(x)), {}
+        keep = jnp.broadcast_to(jax.random.bernoulli(rng, 1.0 - self.rate, shape), x.shape)
+        return jnp.where(keep, x / jnp.asarray(1.0 - self.rate, x.dtype), jnp.zeros_like(x))
 
 
 @dataclasses.dataclass(frozen=True)

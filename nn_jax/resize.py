@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import KW_ONLY
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 
 from nn_jax import _spatial as sp
-from nn_jax.core import Array, Call, Layer, Params, PRNGKey, State
+from nn_jax.core import Array, Call, ParameterFree
 from nn_jax.errors import ConfigError
 
 __all__ = ["Upsample"]
@@ -24,10 +24,12 @@ _METHODS = {
     "cubic": "cubic",
     "bicubic": "cubic",
 }
+"""PyTorch's names (``bilinear``, ``trilinear``, ``bicubic``) and jax.image's (``linear``,
+``cubic``) are both in common use."""
 
 
 @dataclasses.dataclass(frozen=True)
-class Upsample(Layer):
+class Upsample(sp.SpatialRank, ParameterFree):
     """Resize the spatial axes by ``scale``: output size ``floor(size * scale)`` per axis.
 
     Sampling uses half-pixel centres (output pixel ``i`` samples input coordinate
@@ -37,7 +39,10 @@ class Upsample(Layer):
     linearly along each axis, clamping to the edge pixels at the borders.
 
     Args:
-        scale: per spatial axis, a tuple of 1, 2 or 3 numbers ``>= 1`` (its length is the rank).
+        scale: a number ``>= 1``, the same on every spatial axis (the spatial rank is then the
+            input's rank - 2: one batch axis, ``(N, *spatial, C)``, as PyTorch's
+            ``Upsample(scale_factor=2)``), or a tuple of 1, 2 or 3 such numbers, one per
+            spatial axis (its length is the rank; use it for unbatched inputs).
         method: ``"nearest"``, ``"bilinear"`` (also ``"linear"``/``"trilinear"``) or
             ``"cubic"``/``"bicubic"``.
         data_format: ``"channels_last"`` or ``"channels_first"``.
@@ -45,44 +50,44 @@ class Upsample(Layer):
     Input ``(*batch, *spatial, C)`` -> ``(*batch, *(floor(s * k) ...), C)``. No params.
 
     >>> import jax.numpy as jnp
-    >>> Upsample((2, 2))({}, jnp.zeros((1, 4, 4, 3))).shape
+    >>> Upsample(2)({}, jnp.zeros((1, 4, 4, 3))).shape
     (1, 8, 8, 3)
     """
 
-    scale: tuple[float, ...]
+    scale: float | tuple[float, ...]
     _: KW_ONLY
     method: str = "nearest"
     data_format: str = "channels_last"
 
+    rank_field: ClassVar[str] = "scale"
+
     def __post_init__(self) -> None:
         scale = self.scale
-        if (
-            not isinstance(scale, tuple | list)
-            or not 1 <= len(scale) <= 3
-            or not all(isinstance(s, int | float) and s >= 1 for s in scale)
-        ):
+        if isinstance(scale, list):
+            scale = tuple(scale)
+        valid = sp.is_number(scale) and scale >= 1
+        if isinstance(scale, tuple):
+            valid = 1 <= len(scale) <= 3 and all(sp.is_number(s) and s >= 1 for s in scale)
+        if not valid:
             raise ConfigError(
-                "Upsample: scale must be a tuple of 1 to 3 numbers >= 1, one per spatial axis "
-                f"(e.g. (2, 2) for 2-D inputs), given {scale!r}; to downsample use AvgPool or "
-                "AdaptiveAvgPool"
+                "Upsample: scale must be a number >= 1 (the same on every spatial axis) or a "
+                "tuple of 1 to 3 such numbers (one per spatial axis), given "
+                f"{self.scale!r}; to downsample use AvgPool or AdaptiveAvgPool"
             )
-        object.__setattr__(self, "scale", tuple(scale))
+        object.__setattr__(self, "scale", scale)
         if self.method not in _METHODS:
             raise ConfigError(
                 f"Upsample: method must be one of {sorted(_METHODS)}, given {self.method!r}"
             )
         sp.check_format("Upsample", self.data_format)
 
-    def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
-        return {}, {}
-
-    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
+    def transform(self, x: Any, call: Call) -> Array:
         x = jnp.asarray(x)
-        n = len(self.scale)
-        sp.check_spatial_rank(self, x, n, self.data_format)
+        scale = self.for_input(x).scale
+        axes = sp.check_spatial_rank(self, x, len(scale), self.data_format)
         shape = list(x.shape)
-        for axis, s in zip(sp.spatial_axes(x.ndim, n, self.data_format), self.scale, strict=True):
+        for axis, s in zip(axes, scale, strict=True):
             shape[axis] = math.floor(x.shape[axis] * s)
         if not jnp.issubdtype(x.dtype, jnp.inexact):
             x = x.astype(jnp.float32)
-        return jax.image.resize(x, tuple(shape), _METHODS[self.method]), {}
+        return jax.image.resize(x, tuple(shape), _METHODS[self.method])

@@ -12,9 +12,10 @@ Both blocks come in the two residual arrangements:
 :class:`~nn_jax.normalization.RMSNorm`. Dropout (``dropout_rate``) is applied to each residual
 branch in training and needs an ``rng``.
 
-The blocks pass ``mask=`` and ``key_mask=`` keyword arguments to their attention (see
-:class:`~nn_jax.attention.MultiHeadAttention`); ``decode=True`` turns on the self-attention cache
-for incremental decoding.
+Side inputs reach the blocks' self-attention unchanged (``"mask"``, ``"key_mask"``,
+``"lengths"``, ``"positions"``: see :class:`~nn_jax.attention.MultiHeadAttention`); the decoder
+block gives its cross-attention the side input ``"memory_key_mask"`` as that attention's
+``"key_mask"``. ``decode=True`` turns on the self-attention cache for incremental decoding.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import jax.numpy as jnp
 
 from nn_jax.activations import get_activation
 from nn_jax.attention import MultiHeadAttention
-from nn_jax.core import Block, Layer, Scope
+from nn_jax.core import Block, Layer, Scope, Side
 from nn_jax.dense import Dense
 from nn_jax.errors import ConfigError, ShapeError
 from nn_jax.normalization import LayerNorm, RMSNorm
@@ -145,15 +146,22 @@ class _BlockOptions(Block):
         )
 
     def _sublayer(
-        self, scope: Scope, name: str, layer: Layer, x: Any, memory: Any = None, **kwargs: Any
+        self,
+        scope: Scope,
+        name: str,
+        layer: Layer,
+        x: Any,
+        memory: Any = None,
+        side: Side | None = None,
     ) -> Any:
         """``x + drop(layer(norm(x)))`` (pre) or ``norm(x + drop(layer(x)))`` (post).
 
-        With ``memory``, the layer's input is the pair ``(normed x, memory)``.
+        With ``memory``, the layer's input is the pair ``(normed x, memory)``; ``side``
+        replaces the side inputs the layer gets (default: the block's).
         """
         norm = _norm(self.norm, self.epsilon)
         inner = scope(f"{name}_norm", norm, x) if self.norm_position == "pre" else x
-        y = scope(name, layer, inner if memory is None else (inner, memory), **kwargs)
+        y = scope(name, layer, inner if memory is None else (inner, memory), side=side)
         if self.dropout_rate > 0:
             y = scope(f"{name}_dropout", Dropout(self.dropout_rate), y)
         if y.shape != x.shape:
@@ -187,7 +195,11 @@ class TransformerEncoderBlock(_BlockOptions):
         decode: incremental decoding (self-attention cache in the state).
         epsilon: the norms' epsilon.
 
-    Call: ``apply(params, state, x, mask=None, key_mask=None, rng=..., train=...)``.
+    Side inputs: those of :class:`~nn_jax.attention.MultiHeadAttention` (``"mask"``,
+    ``"key_mask"``, ``"lengths"``, ``"positions"``), given to the self-attention.
+
+    Taps: ``attention/weights``, the ``(..., H, T, T)`` attention weights.
+
     Input ``(..., T, F)`` -> same shape. Params: ``attention``, ``attention_norm``, ``mlp``,
     ``mlp_norm``.
 
@@ -201,9 +213,9 @@ class TransformerEncoderBlock(_BlockOptions):
     _: KW_ONLY
     causal: bool = False
 
-    def forward(self, scope: Scope, x: Any, *, mask: Any = None, key_mask: Any = None) -> Any:
+    def forward(self, scope: Scope, x: Any) -> Any:
         attention = self._attention(causal=self.causal, decode=self.decode)
-        x = self._sublayer(scope, "attention", attention, x, mask=mask, key_mask=key_mask)
+        x = self._sublayer(scope, "attention", attention, x)
         return self._mlp(scope, x)
 
 
@@ -215,30 +227,28 @@ class TransformerDecoderBlock(_BlockOptions):
     :class:`TransformerEncoderBlock`; ``rope`` applies to the self-attention only, and
     ``decode`` caches the self-attention (the memory is given whole at every step).
 
-    Call: ``apply(params, state, (x, memory), mask=None, key_mask=None, memory_key_mask=None)``:
-    ``mask``/``key_mask`` for the self-attention, ``memory_key_mask: (..., S)`` marks the real
-    memory steps.
+    Side inputs: those of :class:`~nn_jax.attention.MultiHeadAttention` (``"mask"``,
+    ``"key_mask"``, ``"lengths"``, ``"positions"``) for the self-attention, and
+    ``"memory_key_mask"``: ``(..., S)`` bools marking the real memory steps, given to the
+    cross-attention as its ``"key_mask"`` (the cross-attention gets no other side input).
+
+    Taps: ``self_attention/weights`` ``(..., H, T, T)`` and ``cross_attention/weights``
+    ``(..., H, T, S)``.
 
     Input ``((..., T, F), (..., S, F_mem))`` -> ``(..., T, F)``. Params: ``self_attention``,
     ``self_attention_norm``, ``cross_attention``, ``cross_attention_norm``, ``mlp``,
     ``mlp_norm``.
     """
 
-    def forward(
-        self,
-        scope: Scope,
-        x: Any,
-        *,
-        mask: Any = None,
-        key_mask: Any = None,
-        memory_key_mask: Any = None,
-    ) -> Any:
+    def forward(self, scope: Scope, x: Any) -> Any:
         if not isinstance(x, tuple) or len(x) != 2:
             raise self.error(ShapeError, "expected the pair (x, memory) as input")
         x, memory = x
         memory = jnp.asarray(memory)
         self_attention = self._attention(causal=True, decode=self.decode)
-        x = self._sublayer(scope, "self_attention", self_attention, x, mask=mask, key_mask=key_mask)
+        x = self._sublayer(scope, "self_attention", self_attention, x)
+        memory_key_mask = scope.side_input("memory_key_mask")
         cross = dataclasses.replace(self._attention(causal=False), rope=None)
-        x = self._sublayer(scope, "cross_attention", cross, x, memory, key_mask=memory_key_mask)
+        cross_side = {} if memory_key_mask is None else {"key_mask": memory_key_mask}
+        x = self._sublayer(scope, "cross_attention", cross, x, memory, side=cross_side)
         return self._mlp(scope, x)

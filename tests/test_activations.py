@@ -75,6 +75,15 @@ def test_reexports_are_jax_functions():
     assert A.tanh is jnp.tanh
 
 
+def test_the_one_alias_is_swish_and_it_is_documented():
+    functions = [getattr(A, name) for name in A.__all__]
+    aliased = {
+        name for name, fn in zip(A.__all__, functions, strict=True) if functions.count(fn) > 1
+    }
+    assert aliased == {"silu", "swish"}
+    assert "``swish`` is an alias" in A.__doc__
+
+
 @pytest.mark.parametrize("name", sorted(set(A.__all__) - {"get_activation"}))
 def test_get_activation_by_name(name):
     assert A.get_activation(name) is getattr(A, name)

@@ -74,7 +74,7 @@ def test_basic_block_eval_matches_numpy_equation():
         return out
 
     def bn(h, p, s):
-        return (h - s["mean"]) / np.sqrt(s["var"] + 1e-5) * p["scale"] + p["bias"]
+        return (h - s["mean"]) / np.sqrt(s["var"] + 1e-5) * p["scale"] + p["b"]
 
     p = jax.tree.map(np.asarray, params)
     s = jax.tree.map(np.asarray, state)

@@ -10,20 +10,12 @@ import numpy as np
 import optax
 import pytest
 
-from nn_jax import losses
+from nn_jax import initializers, losses
+from nn_jax.data import Graph, GraphBatch, batch_graphs
 from nn_jax.dense import Dense
 from nn_jax.errors import ConfigError, ParamsError, ShapeError
-from nn_jax.graph import (
-    GATConv,
-    GCNConv,
-    Graph,
-    GraphBatch,
-    GraphPool,
-    GraphSAGE,
-    MessagePassing,
-    SAGEConv,
-    batch_graphs,
-)
+from nn_jax.graph import GATConv, GCNConv, GraphPool, MessagePassing, SAGEConv
+from nn_jax.inspect import apply_with_intermediates
 from nn_jax.models.gnn import GCN, GraphClassifier
 from nn_jax.train import make_train_step
 from tests.cases.graph import random_graph
@@ -114,7 +106,7 @@ def test_gcn_equals_dense_formula(directed):
     graphs = _graphs(seed=1)
     if not directed:
         graphs = [_undirected(g) for g in graphs]
-    layer = GCNConv(3, b_init=jax.nn.initializers.normal(1.0))
+    layer = GCNConv(3, b_init=initializers.normal(1.0))
     with jax.enable_x64(True):
         for graph in graphs:
             g = batch_graphs([graph], max_nodes=len(graph.nodes) + 2, max_edges=40)
@@ -122,7 +114,8 @@ def test_gcn_equals_dense_formula(directed):
             got = np.asarray(layer(params, g))
             a_hat = _adjacency(graph) + np.eye(len(graph.nodes))
             d_inv_sqrt = np.diag(a_hat.sum(axis=1) ** -0.5)
-            expected = d_inv_sqrt @ a_hat @ d_inv_sqrt @ graph.nodes @ params["w"] + params["b"]
+            w, b = params["linear"]["w"], params["b"]
+            expected = d_inv_sqrt @ a_hat @ d_inv_sqrt @ graph.nodes @ w + b
             np.testing.assert_allclose(got[: len(graph.nodes)], expected, rtol=1e-12, atol=1e-12)
             np.testing.assert_array_equal(got[len(graph.nodes) :], 0)
 
@@ -134,7 +127,7 @@ def _leaky_relu(x, slope):
 def _gat_reference(layer: GATConv, params, graph: Graph):
     """A per-node loop over incoming edges: Veličković et al. (2018), eqs. (1)-(4)."""
     n, h, f = len(graph.nodes), layer.heads, layer.features
-    z = (graph.nodes @ params["w"]).reshape(n, h, f)
+    z = (graph.nodes @ params["linear"]["w"]).reshape(n, h, f)
     out = np.zeros((n, h, f))
     alphas = np.zeros((len(graph.senders) + n, h))
     for i in range(n):
@@ -163,14 +156,14 @@ def _gat_reference(layer: GATConv, params, graph: Graph):
     ids=["concat_loops", "mean_no_loops"],
 )
 def test_gat_matches_reference_and_attention_sums_to_one(layer):
-    layer = dataclasses.replace(layer, b_init=jax.nn.initializers.normal(1.0))
+    layer = dataclasses.replace(layer, b_init=initializers.normal(1.0))
     graph = _graphs(seed=2, sizes=((7, 14),))[0]
     n, e = len(graph.nodes), len(graph.senders)
     with jax.enable_x64(True):
         g = batch_graphs([graph], max_nodes=n + 3, max_edges=e + 5)
         params = _f64(layer.init(KEY, g)[0])
-        got = np.asarray(layer(params, g))
-        alpha = np.asarray(layer.attention(params, g))
+        y, _, taps = apply_with_intermediates(layer, params, {}, g, capture="weights")
+        got, alpha = np.asarray(y), np.asarray(taps["weights"])
     expected, expected_alpha = _gat_reference(layer, params, graph)
     np.testing.assert_allclose(got[:n], expected, rtol=1e-10, atol=1e-12)
     np.testing.assert_array_equal(got[n:], 0)
@@ -187,7 +180,7 @@ def test_gat_matches_reference_and_attention_sums_to_one(layer):
 
 
 def test_sage_matches_mean_aggregator_reference():
-    layer = SAGEConv(3, b_init=jax.nn.initializers.normal(1.0))
+    layer = SAGEConv(3, b_init=initializers.normal(1.0))
     graph = _graphs(seed=3, sizes=((6, 7),))[0]
     n = len(graph.nodes)
     with jax.enable_x64(True):
@@ -201,12 +194,12 @@ def test_sage_matches_mean_aggregator_reference():
         if len(sources):
             neighbours[i] = graph.nodes[sources].mean(axis=0)
     assert np.any(np.all(neighbours == 0, axis=1))  # the case "no in-neighbour" is covered
-    expected = graph.nodes @ params["w_self"] + neighbours @ params["w_neigh"] + params["b"]
+    p_self, p_neigh = params["self"], params["neighbours"]
+    expected = graph.nodes @ p_self["w"] + neighbours @ p_neigh["w"] + p_neigh["b"]
     np.testing.assert_allclose(got[:n], expected, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(
         normalized[:n], expected / np.linalg.norm(expected, axis=1, keepdims=True), rtol=1e-12
     )
-    assert GraphSAGE is SAGEConv
 
 
 @pytest.mark.parametrize("aggregate", ["sum", "mean", "max"])
@@ -241,6 +234,24 @@ def test_graph_pool_matches_per_graph_reduction(reduction):
     expected = np.stack([reduce(graph.nodes, axis=0) for graph in graphs])
     np.testing.assert_allclose(got[:3], expected, rtol=1e-6)
     np.testing.assert_array_equal(got[3:], 0)  # padding graph slots
+
+
+@pytest.mark.parametrize(
+    "make",
+    [GCNConv, functools.partial(GATConv, heads=2), SAGEConv],
+    ids=["gcn_conv", "gat_conv", "sage_conv"],
+)
+def test_conv_passes_dense_options_to_its_projections(make):
+    g = batch_graphs(_graphs(seed=10))
+    layer = make(
+        3, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16, precision=jax.lax.Precision.HIGHEST
+    )
+    params, _ = layer.init(KEY, g)
+    assert {a.dtype for a in jax.tree.leaves(params)} == {jnp.dtype(jnp.bfloat16)}
+    assert layer(params, g).dtype == jnp.bfloat16
+    jaxpr = str(jax.make_jaxpr(layer.__call__)(params, g))
+    dots = jaxpr.count("dot_general[")
+    assert dots >= 1 and jaxpr.count("precision=(Precision.HIGHEST, Precision.HIGHEST)") == dots
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,12 +341,13 @@ def test_errors_name_layer_expected_and_given():
     g = batch_graphs(_graphs(seed=8))
     params, _ = GCNConv(3).init(KEY, g)
     with pytest.raises(
-        ShapeError, match=r"GCNConv at <root>: expected a GraphBatch.*given ndarray"
+        ShapeError,
+        match=r"GCNConv at <root>: expected a GraphBatch.*given an array of shape \(14, 4\)",
     ):
         GCNConv(3)(params, g.nodes)
     wider = g._replace(nodes=np.ones((g.num_nodes, 5), np.float32))
     with pytest.raises(
-        ShapeError, match=r"node features have size 5.*expected 'w' of shape \(5, 3\)"
+        ShapeError, match=r"Dense at 'linear': input last axis has size 5.*expected 4"
     ):
         GCNConv(3)(params, wider)
     with pytest.raises(ShapeError, match=r"GraphBatch.node_mask must be a 1-D bool array.*int"):

@@ -7,13 +7,13 @@ import optax
 import pytest
 
 from nn_jax import losses, metrics
-from nn_jax.data.graphs import (
+from nn_jax.data import (
     KARATE_SEEDS,
+    batch_graphs,
     from_networkx,
     load_karate_club,
     make_cycles_and_paths,
 )
-from nn_jax.graph import batch_graphs
 from nn_jax.models.gnn import GCN, GraphClassifier
 from nn_jax.train import make_train_step
 

@@ -1,6 +1,9 @@
-"""Initializers against first-principles moments: variances from fans, bounds, orthogonality."""
+"""Initializers against first-principles moments (variances from fans, bounds, orthogonality), and
+each factory against its ``jax.nn.initializers`` namesake: same numbers, a value that pickles,
+compares by value and prints without an address."""
 
 import math
+import pickle
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +11,7 @@ import numpy as np
 import pytest
 
 from nn_jax import initializers as I
+from nn_jax.errors import ConfigError
 
 KEY = jax.random.key(0)
 
@@ -116,7 +120,6 @@ def test_aliases_are_the_same_initializers():
     assert I.xavier_normal is I.glorot_normal
     assert I.kaiming_uniform is I.he_uniform
     assert I.kaiming_normal is I.he_normal
-    assert I.glorot_uniform is jax.nn.initializers.glorot_uniform
 
 
 @pytest.mark.parametrize(
@@ -171,3 +174,96 @@ def test_orthogonal_bfloat16_unsupported_on_cpu():
     # no bfloat16 LAPACK kernel on CPU. Draw in float32 and cast instead.
     with pytest.raises(NotImplementedError, match="bfloat16"):
         I.orthogonal()(KEY, (8, 6), jnp.bfloat16)
+
+
+# --- each factory is its jax.nn.initializers namesake, as a value ------------------------------
+
+# name -> arguments (non-default ones where the factory has any, so they are seen to pass through).
+NAMESAKE_ARGUMENTS = {
+    "constant": {"value": -0.25},
+    "delta_orthogonal": {"scale": 1.5},
+    "glorot_normal": {"in_axis": -3},
+    "glorot_uniform": {},
+    "he_normal": {},
+    "he_uniform": {"out_axis": -2, "in_axis": -1},
+    "kaiming_normal": {},
+    "kaiming_uniform": {},
+    "lecun_normal": {},
+    "lecun_uniform": {"batch_axis": (0,)},
+    "normal": {"stddev": 0.3},
+    "orthogonal": {"scale": 2.0, "column_axis": -2},
+    "truncated_normal": {"stddev": 0.5, "lower": -1.0, "upper": 3.0},
+    "uniform": {"scale": 0.4},
+    "variance_scaling": {"scale": 3.0, "mode": "fan_out", "distribution": "uniform"},
+    "xavier_normal": {},
+    "xavier_uniform": {},
+}
+NAMESAKE_SHAPE = (3, 3, 4, 6)  # a conv kernel (delta_orthogonal needs one); small and shared
+NOT_FACTORIES = {"Initializer", "JaxInitializer", "ones", "zeros"}
+
+
+def test_every_factory_is_checked_against_its_namesake():
+    factories = set(I.__all__) - NOT_FACTORIES
+    assert factories == set(NAMESAKE_ARGUMENTS)
+
+
+@pytest.mark.parametrize("name", sorted(NAMESAKE_ARGUMENTS))
+def test_factory_gives_exactly_the_numbers_of_its_jax_namesake(name):
+    kwargs = NAMESAKE_ARGUMENTS[name]
+    ours = getattr(I, name)(**kwargs)
+    theirs = getattr(jax.nn.initializers, name)(**kwargs)
+    assert isinstance(ours, I.JaxInitializer)
+    # No bfloat16 QR on CPU (see test_orthogonal_bfloat16_unsupported_on_cpu).
+    for dtype in (None,) if name.endswith("orthogonal") else (None, jnp.bfloat16):
+        args = (KEY, NAMESAKE_SHAPE) if dtype is None else (KEY, NAMESAKE_SHAPE, dtype)
+        got, want = ours(*args), theirs(*args)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(np.asarray(got, np.float64), np.asarray(want, np.float64))
+
+
+@pytest.mark.parametrize("name", sorted(NAMESAKE_ARGUMENTS))
+def test_initializer_pickles_compares_by_value_and_prints_without_address(name):
+    kwargs = NAMESAKE_ARGUMENTS[name]
+    init = getattr(I, name)(**kwargs)
+    again = getattr(I, name)(**kwargs)
+    assert init == again and hash(init) == hash(again)
+    assert pickle.loads(pickle.dumps(init)) == init
+    assert pickle.loads(pickle.dumps(getattr(I, name))) is getattr(I, name)
+    text = repr(init)
+    assert "0x" not in text and "<" not in text
+    # The repr is the call that builds it again, in this module's namespace.
+    assert eval(text, vars(I)) == init
+
+
+def test_initializer_values_and_reprs():
+    assert repr(I.normal(0.02)) == "normal(stddev=0.02)"
+    assert repr(I.lecun_normal()) == "lecun_normal()"
+    assert I.normal(0.02) != I.normal(0.03)
+    assert I.normal(0.02) != I.truncated_normal(0.02)
+    # Defaults are left out: the same configuration is one value, however it is spelled.
+    assert I.normal() == I.normal(0.01) == I.normal(stddev=0.01)
+    assert repr(I.normal(0.01)) == "normal()"
+    # Aliases build the canonical initializer.
+    assert I.xavier_uniform() == I.glorot_uniform()
+    assert repr(I.kaiming_normal()) == "he_normal()"
+    # Plain Python values: dtypes by name, NumPy scalars as numbers, lists as tuples.
+    assert repr(I.normal(dtype=jnp.bfloat16)) == "normal(dtype='bfloat16')"
+    assert I.normal(dtype=jnp.bfloat16) == I.normal(dtype="bfloat16")
+    assert I.constant(np.float32(0.5)) == I.constant(0.5)
+    assert I.glorot_normal(in_axis=[0, 1]) == I.glorot_normal(in_axis=(0, 1))
+
+
+def test_initializer_dtype_argument_is_the_default_draw_dtype():
+    x = I.normal(0.3, dtype="bfloat16")(KEY, (2, 3))
+    want = jax.nn.initializers.normal(0.3, dtype=jnp.bfloat16)(KEY, (2, 3))
+    assert x.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(x, np.float64), np.asarray(want, np.float64))
+
+
+def test_initializer_config_errors():
+    with pytest.raises(ConfigError, match=r"constant: argument value is an array of shape \(3,\)"):
+        I.constant(np.ones(3))
+    with pytest.raises(ConfigError, match=r"unknown initializer factory 'gaussian'; one of"):
+        I.JaxInitializer("gaussian")
+    with pytest.raises(TypeError):
+        I.normal(sigma=0.1)  # JAX's signature: stddev

@@ -45,7 +45,7 @@ def test_batch_norm_running_stats_follow_momentum_formula_over_three_steps():
     params, state = _random_affine(bn, batches[0].astype(np.float32))
     step = jax.jit(lambda p, s, x: bn.apply(p, s, x, train=True))
     mean, var = np.zeros(2), np.ones(2)
-    scale, bias = np.asarray(params["scale"]), np.asarray(params["bias"])
+    scale, bias = np.asarray(params["scale"]), np.asarray(params["b"])
     for x in batches:
         y, state = step(params, state, x.astype(np.float32))
         mu, sigma2 = x.mean(axis=(0, 1)), x.var(axis=(0, 1))
@@ -65,7 +65,7 @@ def test_batch_norm_eval_uses_running_stats_and_keeps_state():
     state = {"mean": jnp.array([0.5, -1.0, 2.0]), "var": jnp.array([4.0, 0.25, 1.0])}
     y, new_state = bn.apply(params, state, x, train=False)
     expected = (x - np.asarray(state["mean"])) / np.sqrt(np.asarray(state["var"]) + EPS)
-    expected = expected * np.asarray(params["scale"]) + np.asarray(params["bias"])
+    expected = expected * np.asarray(params["scale"]) + np.asarray(params["b"])
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
     assert new_state is not state
     jax.tree.map(np.testing.assert_array_equal, new_state, state)
@@ -175,7 +175,7 @@ def test_layer_norm_matches_numpy(axis):
         full[a] = x.shape[a]
     mu, var = x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)
     expected = (x - mu) / np.sqrt(var + EPS) * np.asarray(params["scale"]).reshape(full)
-    expected = expected + np.asarray(params["bias"]).reshape(full)
+    expected = expected + np.asarray(params["b"]).reshape(full)
     np.testing.assert_allclose(layer(params, x.astype(np.float32)), expected, rtol=1e-4, atol=1e-5)
 
 
@@ -201,7 +201,7 @@ def test_group_norm_matches_numpy(groups):
     x = np.random.default_rng(groups).standard_normal((2, 3, 4, 6)) * 3 - 1
     layer = GroupNorm(groups)
     params, _ = _random_affine(layer, x.astype(np.float32))
-    expected = _np_group_norm(x, groups, np.asarray(params["scale"]), np.asarray(params["bias"]))
+    expected = _np_group_norm(x, groups, np.asarray(params["scale"]), np.asarray(params["b"]))
     np.testing.assert_allclose(layer(params, x.astype(np.float32)), expected, rtol=1e-4, atol=1e-5)
 
 
@@ -214,7 +214,7 @@ def test_instance_norm_normalizes_each_example_and_channel_over_space():
     np.testing.assert_allclose(y.mean(axis=(1, 2)), 0, atol=1e-5)
     np.testing.assert_allclose(y.var(axis=(1, 2)), 1, atol=1e-4)
     params, _ = _random_affine(InstanceNorm(), x)
-    expected = _np_group_norm(x, 3, np.asarray(params["scale"]), np.asarray(params["bias"]))
+    expected = _np_group_norm(x, 3, np.asarray(params["scale"]), np.asarray(params["b"]))
     np.testing.assert_allclose(
         InstanceNorm()(params, x.astype(np.float32)), expected, rtol=1e-4, atol=1e-5
     )

@@ -1,5 +1,6 @@
 """Recurrent cells against NumPy transcriptions of the published equations; RNN == a loop of the
-cell; padding and masks change nothing; the input projection is hoisted out of the scan."""
+cell; the final carry (a tap) == a hand-written scan; padding and masks change nothing; initial
+carries per layer of a stack; the input projection is hoisted out of the scan."""
 
 import dataclasses
 
@@ -9,6 +10,8 @@ import numpy as np
 import pytest
 
 from nn_jax.errors import ConfigError, ParamsError, ShapeError
+from nn_jax.inspect import apply_with_intermediates
+from nn_jax.masks import sequence_mask
 from nn_jax.models.rnn import RNNClassifier
 from nn_jax.recurrent import (
     RNN,
@@ -17,10 +20,15 @@ from nn_jax.recurrent import (
     LSTMCell,
     SimpleRNNCell,
     StackedRNN,
-    sequence_mask,
 )
 
 KEY = jax.random.key(0)
+
+
+def with_carries(layer, params, x, side=None):
+    """``(output, {tap path: final carry})``: the carries read through the ``*carry`` taps."""
+    y, _, carries = apply_with_intermediates(layer, params, {}, x, side=side, capture="*carry")
+    return y, carries
 
 
 def sigmoid(x):
@@ -144,11 +152,12 @@ def cell_loop(cell, cell_params, xs, reverse=False, carry=None):
 @pytest.mark.parametrize("hoist", [False, True], ids=["per_step", "hoisted"])
 def test_rnn_equals_a_python_loop_of_the_cell(name, reverse, hoist):
     cls, _ = CELLS[name]
-    rnn = RNN(cls(4), reverse=reverse, return_carry=True, unroll=3, hoist_input_projection=hoist)
+    rnn = RNN(cls(4), reverse=reverse, unroll=3, hoist_input_projection=hoist)
     xs = np.random.default_rng(1).standard_normal((3, 7, 2)).astype(np.float32)
     params, _ = rnn.init(KEY, xs)
     params = random_params(params, np.random.default_rng(2))
-    (ys, carry), _ = jax.jit(rnn.apply)(params, {}, xs)
+    ys, carries = jax.jit(lambda p, x: with_carries(rnn, p, x))(params, xs)
+    carry = carries["carry"]
     ys_loop, carry_loop = cell_loop(rnn.cell, params["cell"], xs, reverse)
     np.testing.assert_allclose(ys, ys_loop, rtol=1e-5, atol=1e-6)
     for a, b in zip(jax.tree.leaves(carry), jax.tree.leaves(carry_loop), strict=True):
@@ -170,18 +179,67 @@ def test_rnn_matches_numpy_lstm_over_time_float64():
 
 
 def test_time_major_equals_batch_major_and_initial_carry_is_used():
-    rnn = RNN(GRUCell(4), return_carry=True)
+    rnn = RNN(GRUCell(4))
     xs = np.random.default_rng(4).standard_normal((2, 5, 3)).astype(np.float32)
     params, _ = rnn.init(KEY, xs)
     h0 = jnp.asarray(np.random.default_rng(5).standard_normal((2, 4)), jnp.float32)
-    (ys, carry), _ = rnn.apply(params, {}, xs, initial_carry=h0)
+    ys, carries = with_carries(rnn, params, xs, side={"initial_carry": h0})
     ys_loop, carry_loop = cell_loop(rnn.cell, params["cell"], xs, carry=h0)
     np.testing.assert_allclose(ys, ys_loop, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(carry, carry_loop, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(carries["carry"], carry_loop, rtol=1e-5, atol=1e-6)
     tm = dataclasses.replace(rnn, time_major=True)
-    (ys_tm, carry_tm), _ = tm.apply(params, {}, xs.transpose(1, 0, 2), initial_carry=h0)
+    ys_tm, carries_tm = with_carries(tm, params, xs.transpose(1, 0, 2), {"initial_carry": h0})
     np.testing.assert_allclose(ys_tm.transpose(1, 0, 2), ys, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(carry_tm, carry, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(carries_tm["carry"], carries["carry"], rtol=1e-6, atol=1e-6)
+
+
+def test_final_carry_tap_equals_a_hand_written_scan_and_numpy_float64():
+    """The ``carry`` tap == ``jax.lax.scan`` of ``cell.apply`` == a NumPy loop of the equations,
+    from a given initial carry; with lengths, == the NumPy loop over each real prefix alone."""
+    rng = np.random.default_rng(11)
+    lengths = np.array([5, 2, 0])
+    with jax.enable_x64(True):
+        cell = LSTMCell(3, param_dtype=jnp.float64)
+        rnn = RNN(cell)
+        xs = rng.standard_normal((3, 5, 2))
+        params = random_params(rnn.init(KEY, xs)[0], rng)
+        h0, c0 = rng.standard_normal((3, 3)), rng.standard_normal((3, 3))
+
+        def scan_step(carry, x_t):
+            (carry, y), _ = cell.apply(params["cell"], {}, (carry, x_t))
+            return carry, y
+
+        scan_carry, _ = jax.lax.scan(scan_step, (h0, c0), jnp.swapaxes(xs, 0, 1))
+        _, carries = with_carries(rnn, params, xs, side={"initial_carry": (h0, c0)})
+        _, np_carry = np_run(np_lstm_step, params["cell"], (h0, c0), xs)
+        _, padded = with_carries(
+            rnn, params, xs, side={"initial_carry": (h0, c0), "lengths": lengths}
+        )
+    for got, scanned, ref in zip(carries["carry"], scan_carry, np_carry, strict=True):
+        np.testing.assert_allclose(got, scanned, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+    for i, n in enumerate(lengths):
+        ref = (h0[i : i + 1], c0[i : i + 1])  # a sequence with no real step keeps its carry
+        if n > 0:
+            _, ref = np_run(np_lstm_step, params["cell"], ref, xs[i : i + 1, :n])
+        for got, r in zip(padded["carry"], ref, strict=True):
+            np.testing.assert_allclose(got[i], r[0], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "make", [lambda **kw: RNN(GRUCell(3), **kw), lambda **kw: Bidirectional(RNN(LSTMCell(3), **kw))]
+)
+def test_output_structure_depends_only_on_the_time_axis(make):
+    """One array out whatever the flags: return_sequences only drops the time axis."""
+    x = jax.ShapeDtypeStruct((2, 5, 4), jnp.float32)
+    outs = []
+    for return_sequences in (True, False):
+        layer = make(return_sequences=return_sequences)
+        params = jax.eval_shape(lambda layer=layer: layer.init(KEY, x)[0])
+        outs.append(jax.eval_shape(lambda p, x, layer=layer: layer(p, x), params, x))
+    seq, last = outs
+    assert jax.tree.structure(seq) == jax.tree.structure(last) == jax.tree.structure(0)
+    assert seq.shape[:1] + seq.shape[2:] == last.shape and seq.shape[1] == 5
 
 
 def test_hoisting_moves_the_input_projection_out_of_the_scan():
@@ -225,10 +283,13 @@ def padded():
 @pytest.mark.parametrize("name", ["lstm", "gru"])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_padded_batch_equals_each_sequence_alone(padded, name, reverse):
-    rnn = RNN(CELLS[name][0](3), reverse=reverse, return_carry=True)
+    rnn = RNN(CELLS[name][0](3), reverse=reverse)
     params, _ = rnn.init(KEY, padded)
-    (ys, carry), _ = rnn.apply(params, {}, padded, lengths=LENGTHS)
-    last = RNN(rnn.cell, reverse=reverse, return_sequences=False)(params, padded, lengths=LENGTHS)
+    ys, carries = with_carries(rnn, params, padded, side={"lengths": LENGTHS})
+    carry = carries["carry"]
+    last = RNN(rnn.cell, reverse=reverse, return_sequences=False)(
+        params, padded, side={"lengths": LENGTHS}
+    )
     for i, n in enumerate(LENGTHS):
         np.testing.assert_array_equal(ys[i, n:], 0.0)
         if n == 0:
@@ -236,7 +297,8 @@ def test_padded_batch_equals_each_sequence_alone(padded, name, reverse):
             for leaf in jax.tree.leaves(carry):
                 np.testing.assert_array_equal(leaf[i], 0.0)
             continue
-        (alone, alone_carry), _ = rnn.apply(params, {}, padded[i : i + 1, :n])
+        alone, alone_carries = with_carries(rnn, params, padded[i : i + 1, :n])
+        alone_carry = alone_carries["carry"]
         np.testing.assert_allclose(ys[i, :n], alone[0], rtol=1e-5, atol=1e-6)
         for a, b in zip(jax.tree.leaves(carry), jax.tree.leaves(alone_carry), strict=True):
             np.testing.assert_allclose(a[i], b[0], rtol=1e-5, atol=1e-6)
@@ -248,15 +310,20 @@ def test_mask_equals_lengths_and_skips_arbitrary_steps(padded):
     params, _ = rnn.init(KEY, padded)
     mask = sequence_mask(LENGTHS, 6)
     np.testing.assert_array_equal(mask, np.arange(6)[None] < LENGTHS[:, None])
-    np.testing.assert_array_equal(
-        rnn(params, padded, mask=mask), rnn(params, padded, lengths=LENGTHS)
-    )
+    by_lengths = rnn(params, padded, side={"lengths": LENGTHS})
+    np.testing.assert_array_equal(rnn(params, padded, side={"mask": mask}), by_lengths)
     # A non-prefix mask holds the carry over masked steps: the same as deleting them.
     holes = np.array([True, False, True, True, False, True])
-    ys = rnn(params, padded[:1], mask=holes[None])
+    ys = rnn(params, padded[:1], side={"mask": holes[None]})
     compact = rnn(params, padded[:1, holes])
     np.testing.assert_allclose(ys[0, holes], compact[0], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(ys[0, ~holes], 0.0)
+    # Both given: a step is real when both say so.
+    both = rnn(params, padded, side={"lengths": LENGTHS, "mask": np.ones((5, 6), bool)})
+    np.testing.assert_array_equal(both, by_lengths)
+    both = rnn(params, padded[:1], side={"lengths": np.array([4]), "mask": holes[None]})
+    np.testing.assert_allclose(both[0, :4][holes[:4]], compact[0, :3], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(both[0, 4:], 0.0)
 
 
 def test_bidirectional_and_stack_padded_equals_alone(padded):
@@ -264,7 +331,9 @@ def test_bidirectional_and_stack_padded_equals_alone(padded):
     stack = StackedRNN((Bidirectional(RNN(GRUCell(3)), merge="sum"), RNN(LSTMCell(2))))
     for layer in (bi, stack):
         params, _ = layer.init(KEY, padded)
-        y = jax.jit(lambda p, x, n, layer=layer: layer(p, x, lengths=n))(params, padded, LENGTHS)
+        y = jax.jit(lambda p, x, n, layer=layer: layer(p, x, side={"lengths": n}))(
+            params, padded, LENGTHS
+        )
         for i, n in enumerate(LENGTHS):
             if n == 0:
                 continue
@@ -292,7 +361,9 @@ def test_masked_rnn_gradient_matches_finite_differences_and_ignores_padding():
         xs = rng.standard_normal((2, 4, 2))
         params, _ = rnn.init(KEY, xs)
         weights = rng.standard_normal((2, 4, 3))
-        loss = jax.jit(lambda x: jnp.sum(jnp.sin(rnn(params, x, lengths=lengths)) * weights))
+        loss = jax.jit(
+            lambda x: jnp.sum(jnp.sin(rnn(params, x, side={"lengths": lengths})) * weights)
+        )
         g = np.asarray(jax.grad(loss)(xs))
         np.testing.assert_array_equal(g[1, 2:], 0.0)  # padding does not influence the output
         v = rng.standard_normal(xs.shape)
@@ -301,15 +372,50 @@ def test_masked_rnn_gradient_matches_finite_differences_and_ignores_padding():
         np.testing.assert_allclose(np.vdot(g, v), numeric, rtol=1e-6)
 
 
-def test_classifier_lengths_as_pair_or_keyword_and_padding_invariance(padded):
+def test_initial_carry_per_layer_of_a_stack_and_direction():
+    """A stack gives each layer its own entry of ``{"0": ..., "1": {"forward": ...}}``; layers
+    without one start from zeros - checked against loops of the cells."""
+    rng = np.random.default_rng(12)
+    xs = rng.standard_normal((2, 4, 3)).astype(np.float32)
+    stack = StackedRNN((RNN(GRUCell(3)), Bidirectional(RNN(GRUCell(2)))))
+    params, _ = stack.init(KEY, xs)
+    h0 = jnp.asarray(rng.standard_normal((2, 3)), jnp.float32)
+    b0 = jnp.asarray(rng.standard_normal((2, 2)), jnp.float32)
+    side = {"initial_carry": {"0": h0, "1": {"backward": b0}}}
+    y, carries = with_carries(stack, params, xs, side=side)
+    h, h_last = cell_loop(GRUCell(3), params["0"]["cell"], xs, carry=h0)
+    fwd, fwd_last = cell_loop(GRUCell(2), params["1"]["forward"]["cell"], h)
+    bwd, bwd_last = cell_loop(GRUCell(2), params["1"]["backward"]["cell"], h, True, b0)
+    np.testing.assert_allclose(y, np.concatenate([fwd, bwd], -1), rtol=1e-5, atol=1e-6)
+    assert sorted(carries) == ["0/carry", "1/backward/carry", "1/forward/carry"]
+    for path, ref in [
+        ("0/carry", h_last),
+        ("1/forward/carry", fwd_last),
+        ("1/backward/carry", bwd_last),
+    ]:
+        np.testing.assert_allclose(carries[path], ref, rtol=1e-5, atol=1e-6)
+    with pytest.raises(
+        ConfigError, match=r"StackedRNN at <root>: side input 'initial_carry' must be a dict"
+    ):
+        stack(params, xs, side={"initial_carry": h0})
+    with pytest.raises(ConfigError, match=r"Bidirectional at '1': .*given \['fwd'\]"):
+        stack(params, xs, side={"initial_carry": {"1": {"fwd": b0}}})
+
+
+def test_classifier_reads_lengths_and_mask_from_side(padded):
     model = RNNClassifier(4, cell="gru", hidden=3, bidirectional=True, pooling="mean")
     params, _ = model.init(KEY, padded)
-    by_pair = model(params, (padded, LENGTHS))
-    np.testing.assert_array_equal(by_pair, model(params, padded, lengths=LENGTHS))
-    np.testing.assert_allclose(model(params, padded[:1]), by_pair[:1], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(model(params, padded[1:2, :3]), by_pair[1:2], rtol=1e-5, atol=1e-6)
-    with pytest.raises(ShapeError, match="lengths= only with a plain x"):
-        model(params, (padded, LENGTHS), lengths=LENGTHS)
+    by_lengths = model(params, padded, side={"lengths": LENGTHS})
+    np.testing.assert_allclose(model(params, padded[:1]), by_lengths[:1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        model(params, padded[1:2, :3]), by_lengths[1:2], rtol=1e-5, atol=1e-6
+    )
+    mask = np.asarray(sequence_mask(LENGTHS, 6))
+    np.testing.assert_allclose(
+        model(params, padded, side={"mask": mask}), by_lengths, rtol=1e-6, atol=1e-7
+    )
+    with pytest.raises(ShapeError, match=r"RNN at 'rnn/0/forward': input must be one array"):
+        model(params, (padded, LENGTHS))
 
 
 # --------------------------------------------------------------------------------------------
@@ -331,14 +437,19 @@ def test_errors_name_expected_and_given():
         rnn(rnn_params, jnp.zeros((2, 5, 3)))
     with pytest.raises(ShapeError, match=r"RNN at <root>: input \(\*batch, T, F\) must have rank"):
         rnn(rnn_params, jnp.zeros((5,)))
-    with pytest.raises(ShapeError, match=r"lengths must be integers of shape \(2,\)"):
-        rnn(rnn_params, jnp.zeros((2, 5, 4)), lengths=jnp.array([1, 2, 3]))
-    with pytest.raises(ShapeError, match=r"mask must be booleans of shape \(2, 5\)"):
-        rnn(rnn_params, jnp.zeros((2, 5, 4)), mask=jnp.ones((2, 5)))
-    with pytest.raises(ShapeError, match="give lengths= or mask=, not both"):
-        rnn(
-            rnn_params, jnp.zeros((2, 5, 4)), lengths=jnp.array([1, 2]), mask=jnp.ones((2, 5), bool)
-        )
+    x = jnp.zeros((2, 5, 4))
+    with pytest.raises(ShapeError, match=r"'lengths' must be integers of shape \(2,\)"):
+        rnn(rnn_params, x, side={"lengths": jnp.array([1, 2, 3])})
+    with pytest.raises(ShapeError, match=r"'mask' must be booleans of shape \(2, 5\)"):
+        rnn(rnn_params, x, side={"mask": jnp.ones((2, 5))})
+    with pytest.raises(
+        ShapeError,
+        match=r"GRUCell at 'cell': side input 'initial_carry' has shapes \(2, 4\), expected "
+        r"\(2, 3\)",
+    ):
+        rnn(rnn_params, x, side={"initial_carry": jnp.zeros((2, 4))})
+    with pytest.raises(ConfigError, match=r"\['lenghts'\] were given but no layer"):
+        rnn(rnn_params, x, side={"lenghts": jnp.array([1, 2])})
     with pytest.raises(ParamsError, match=r"RNN at <root>: missing parameter 'cell'"):
         rnn({}, jnp.zeros((2, 5, 4)))
 

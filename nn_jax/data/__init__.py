@@ -2,6 +2,7 @@
 
 from nn_jax.data.batching import batches
 from nn_jax.data.digits import Split, load_digits
+from nn_jax.data.graph_batch import Graph, GraphBatch, batch_graphs
 from nn_jax.data.graphs import (
     KARATE_SEEDS,
     GraphSet,
@@ -15,10 +16,13 @@ from nn_jax.data.sequences import adding_problem, copy_task, reverse_task
 
 __all__ = [
     "KARATE_SEEDS",
+    "Graph",
+    "GraphBatch",
     "GraphSet",
     "KarateClub",
     "Split",
     "adding_problem",
+    "batch_graphs",
     "batches",
     "copy_task",
     "from_networkx",

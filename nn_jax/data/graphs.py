@@ -1,7 +1,7 @@
 """Graph datasets: Zachary's karate club (bundled with networkx) and synthetic graph sets.
 
-Graphs come as :class:`nn_jax.graph.Graph` (host NumPy arrays, undirected edges listed in both
-directions); pack them with :func:`nn_jax.graph.batch_graphs`.
+Graphs come as :class:`~nn_jax.data.Graph` (host NumPy arrays, undirected edges listed in both
+directions); pack them with :func:`~nn_jax.data.batch_graphs`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from nn_jax.graph import Graph
+from nn_jax.data.graph_batch import Graph
 
 __all__ = [
     "KARATE_SEEDS",
@@ -36,7 +36,7 @@ def _networkx() -> Any:
 
 
 def from_networkx(graph: Any, node_features: np.ndarray | None = None) -> Graph:
-    """A :class:`~nn_jax.graph.Graph` from a networkx graph (nodes renumbered ``0..n-1``).
+    """A :class:`~nn_jax.data.Graph` from a networkx graph (nodes renumbered ``0..n-1``).
 
     An undirected graph's edges are listed in both directions (``2m`` edges), a directed graph's
     once. Edge attributes are not read.

@@ -47,6 +47,13 @@ def _check_sizes(cls: str, hidden: tuple[int, ...], latent: int) -> None:
         raise ConfigError(f"{cls}: latent must be a positive int, given {latent!r}")
 
 
+def _check_activations(*activations: Activation | None) -> None:
+    """Resolve each activation name (raising ``ConfigError`` for an unknown one)."""
+    for activation in activations:
+        if activation is not None:
+            get_activation(activation)
+
+
 def _features(block: Block, x: Any) -> int:
     """The input's feature size ``D`` (last axis) of an input ``(..., D)``."""
     block.check_rank(x, 1)
@@ -81,9 +88,7 @@ class Autoencoder(Block):
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(self.hidden))
         _check_sizes("Autoencoder", self.hidden, self.latent)
-        get_activation(self.activation)
-        if self.output_activation is not None:
-            get_activation(self.output_activation)
+        _check_activations(self.activation, self.output_activation)
 
     def encoder(self) -> MLP:
         """The encoder: ``(..., D) -> (..., latent)``; its params are ``params["encoder"]``."""
@@ -113,11 +118,12 @@ class ConvAutoencoder(Block):
     activations between them and ``output_activation`` at the end (each doubles the sizes).
     The code is the last feature map ``(..., H / 2^L, W / 2^L, channels[-1])`` with
     ``L = len(channels)``, so the spatial sizes must be divisible by ``2^L``. The rank is
-    ``len(kernel_size)``: 1-D, 2-D or 3-D, channels-last.
+    ``len(kernel_size)``: 1-D, 2-D or 3-D, channels-last; with an int ``kernel_size`` it is the
+    input's rank - 2 (one batch axis), as for :class:`~nn_jax.conv.Conv`.
 
     Args:
         channels: the encoder's channel counts.
-        kernel_size: one int per spatial axis.
+        kernel_size: one int per spatial axis, or an int for the same on every axis.
         activation: between layers (a callable or a name).
         output_activation: on the reconstruction (``None`` for none).
 
@@ -132,7 +138,7 @@ class ConvAutoencoder(Block):
     """
 
     channels: tuple[int, ...]
-    kernel_size: tuple[int, ...] = (3, 3)
+    kernel_size: int | tuple[int, ...] = (3, 3)
     _: KW_ONLY
     activation: Activation = "relu"
     output_activation: Activation | None = None
@@ -145,9 +151,7 @@ class ConvAutoencoder(Block):
                 f"{self.channels!r}"
             )
         object.__setattr__(self, "kernel_size", Conv(1, self.kernel_size).kernel_size)
-        get_activation(self.activation)
-        if self.output_activation is not None:
-            get_activation(self.output_activation)
+        _check_activations(self.activation, self.output_activation)
 
     def encoder(self) -> Sequential:
         """The encoder ``(..., *spatial, C) -> (..., *spatial / 2^L, channels[-1])``."""
@@ -171,7 +175,8 @@ class ConvAutoencoder(Block):
         return Sequential(*layers)
 
     def forward(self, scope: Scope, x: Any) -> Array:
-        rank = len(self.kernel_size)
+        kernel = self.kernel_size
+        rank = len(kernel) if isinstance(kernel, tuple) else jnp.ndim(x) - 2
         self.check_rank(x, rank + 1)
         spatial = tuple(jnp.shape(x)[-rank - 1 : -1])
         factor = 2 ** len(self.channels)
@@ -229,7 +234,7 @@ class VAE(Block):
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(self.hidden))
         _check_sizes("VAE", self.hidden, self.latent)
-        get_activation(self.activation)
+        _check_activations(self.activation)
 
     def encoder(self) -> MLP:
         """The encoder: ``(..., D) -> (..., 2L)``, the posterior mean then log-variance."""

@@ -55,7 +55,7 @@ class LeNet(Block):
     Args:
         num_classes: number of output logits.
         channels: output channels of the convolutions (one conv + pool per entry).
-        kernel_size: convolution window.
+        kernel_size: convolution window, an int (square) or ``(height, width)``.
         hidden: widths of the dense layers before the output layer.
         padding: convolution padding (``"SAME"`` keeps the size, ``"VALID"`` shrinks it).
         pool: ``"max"`` or ``"avg"`` (LeNet-5's subsampling was an average).
@@ -74,7 +74,7 @@ class LeNet(Block):
     num_classes: int = 10
     _: KW_ONLY
     channels: tuple[int, ...] = (6, 16)
-    kernel_size: tuple[int, int] = (5, 5)
+    kernel_size: int | tuple[int, int] = (5, 5)
     hidden: tuple[int, ...] = (120, 84)
     padding: str = "SAME"
     pool: str = "max"
@@ -83,7 +83,11 @@ class LeNet(Block):
     def __post_init__(self) -> None:
         _positive_ints("LeNet", "num_classes", (self.num_classes,))
         object.__setattr__(self, "channels", _positive_ints("LeNet", "channels", self.channels))
-        object.__setattr__(self, "kernel_size", tuple(self.kernel_size))
+        kernel = self.kernel_size
+        kernel = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
+        if len(kernel) != 2:
+            raise ConfigError(f"LeNet: kernel_size must be an int or 2 ints, given {kernel!r}")
+        object.__setattr__(self, "kernel_size", kernel)
         object.__setattr__(self, "hidden", tuple(self.hidden))
         if self.hidden:
             _positive_ints("LeNet", "hidden", self.hidden)

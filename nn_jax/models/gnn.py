@@ -1,14 +1,14 @@
 """Graph models: a node classifier (``GCN``) and a graph classifier (``GraphClassifier``).
 
-Both take a :class:`~nn_jax.graph.GraphBatch` (see :func:`~nn_jax.graph.batch_graphs`).
+Both take a :class:`~nn_jax.data.GraphBatch` (see :func:`~nn_jax.data.batch_graphs`).
 
 >>> import jax, numpy as np
->>> from nn_jax.graph import Graph, batch_graphs
+>>> from nn_jax.data import Graph, batch_graphs
 >>> g = batch_graphs([Graph(np.ones((3, 5)), np.array([0, 1]), np.array([1, 2]))], max_nodes=4)
 >>> model = GCN((16, 2))
 >>> params, _ = model.init(jax.random.key(0), g)
 >>> jax.tree.map(np.shape, params)
-{'conv_0': {'b': (16,), 'w': (5, 16)}, 'conv_1': {'b': (2,), 'w': (16, 2)}}
+{'conv_0': {'b': (16,), 'linear': {'w': (5, 16)}}, 'conv_1': {'b': (2,), 'linear': {'w': (16, 2)}}}
 >>> model(params, g).shape
 (4, 2)
 """
@@ -22,9 +22,10 @@ from typing import Any
 
 from nn_jax.activations import get_activation
 from nn_jax.core import Array, Block, Layer, Scope
+from nn_jax.data.graph_batch import GraphBatch
 from nn_jax.dense import Dense
 from nn_jax.errors import ConfigError
-from nn_jax.graph import GCNConv, GraphBatch, GraphPool
+from nn_jax.graph import GCNConv, GraphPool
 
 __all__ = ["GCN", "GraphClassifier"]
 
@@ -65,8 +66,9 @@ class GCN(Block):
         widths: output sizes of the graph convolutions.
         activation: between them (a callable or a name such as ``"relu"``).
 
-    Input: a :class:`~nn_jax.graph.GraphBatch` with ``nodes (N, F)``. Output ``(N, widths[-1])``
-    (0 on padding nodes). Params: ``{"conv_0": {"w": (F, widths[0]), "b": (widths[0],)}, ...}``.
+    Input: a :class:`~nn_jax.data.GraphBatch` with ``nodes (N, F)``. Output ``(N, widths[-1])``
+    (0 on padding nodes). Params (see :class:`~nn_jax.graph.GCNConv`):
+    ``{"conv_0": {"linear": {"w": (F, widths[0])}, "b": (widths[0],)}, ...}``.
     """
 
     widths: tuple[int, ...]
@@ -98,7 +100,7 @@ class GraphClassifier(Block):
         readout: ``"sum"``, ``"mean"`` or ``"max"`` over each graph's nodes.
         activation: after each convolution (a callable or a name).
 
-    Input: a :class:`~nn_jax.graph.GraphBatch` with ``nodes (N, F)`` and ``G`` graph slots.
+    Input: a :class:`~nn_jax.data.GraphBatch` with ``nodes (N, F)`` and ``G`` graph slots.
     Output ``(G, num_classes)`` logits (padding graph slots give the head's bias: mask them in
     the loss with ``graph_mask``). Params: ``{"conv_0": ..., ..., "head": {"w", "b"}}``.
     """

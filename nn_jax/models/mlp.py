@@ -14,6 +14,8 @@ from nn_jax.core import Block, Scope
 from nn_jax.dense import Dense
 from nn_jax.errors import ConfigError
 
+__all__ = ["MLP", "SimpleNetwork"]
+
 
 @dataclasses.dataclass(frozen=True)
 class SimpleNetwork(Block):

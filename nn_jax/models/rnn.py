@@ -6,11 +6,13 @@ import dataclasses
 from dataclasses import KW_ONLY
 from typing import Any
 
-from nn_jax.core import Array, Block, Layer, Scope
+import jax.numpy as jnp
+
+from nn_jax.core import Array, Block, Scope
 from nn_jax.dense import Dense
 from nn_jax.embedding import Embedding
 from nn_jax.errors import ConfigError, ShapeError
-from nn_jax.masks import masked_mean_over_time
+from nn_jax.masks import combine_masks, masked_mean_over_time, sequence_mask
 from nn_jax.recurrent import (
     RNN,
     Bidirectional,
@@ -25,18 +27,6 @@ __all__ = ["RNNClassifier"]
 
 _CELLS = {"lstm": LSTMCell, "gru": GRUCell, "rnn": SimpleRNNCell}
 _POOLINGS = ("last", "mean")
-
-
-def split_lengths(layer: Layer, x: Any, lengths: Any) -> tuple[Any, Any]:
-    """A model input ``x`` or ``(x, lengths)`` -> ``(x, lengths)`` (``lengths`` may be None)."""
-    if isinstance(x, tuple):
-        if len(x) != 2 or lengths is not None:
-            raise layer.error(
-                ShapeError,
-                "expected the input x or the pair (x, lengths), and lengths= only with a plain x",
-            )
-        x, lengths = x
-    return x, lengths
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,17 +48,20 @@ class RNNClassifier(Block):
             embed_features or hidden)``.
         embed_features: embedding size (default ``hidden``).
 
-    Input: ``x`` or the pair ``(x, lengths)`` (usable with the train-step builders), or
-    ``apply(..., lengths=...)``; ``x`` is ``(B, T, F)`` floats (or ``(B, T)`` token ids),
-    ``lengths: (B,)`` ints, steps at ``t >= lengths[b]`` being padding that changes nothing.
-    Output ``(B, C)`` logits.
+    Input ``x``: ``(B, T, F)`` floats (or ``(B, T)`` token ids). Output ``(B, C)`` logits.
+
+    Side inputs: ``"lengths"`` (``(B,)`` ints: steps at ``t >= lengths[b]`` are padding that
+    changes nothing) and ``"mask"`` (``(B, T)`` bools, ``True`` = a real step; combined with
+    ``"lengths"`` by *and*), read by the recurrent layers and by the ``"mean"`` pooling;
+    ``"initial_carry"`` as for :class:`~nn_jax.recurrent.StackedRNN` (``{"0": carry, ...}``).
+    With the train-step builders and ``fit``, give batches ``(x, y, {"lengths": lengths})``.
 
     Params: ``{"embedding"?, "rnn": {"0": ..., ...}, "head": {"w": (H or 2H, C), "b": (C,)}}``.
 
     >>> import jax, jax.numpy as jnp
     >>> model = RNNClassifier(10, cell="gru", hidden=16)
     >>> params, _ = model.init(jax.random.key(0), jnp.zeros((4, 40, 1)))
-    >>> model(params, jnp.zeros((4, 40, 1))).shape
+    >>> model(params, jnp.zeros((4, 40, 1)), side={"lengths": jnp.array([40, 3, 9, 1])}).shape
     (4, 10)
     """
 
@@ -112,14 +105,40 @@ class RNNClassifier(Block):
             layers.append(layer)
         return StackedRNN(tuple(layers), dropout_rate=self.dropout_rate)
 
-    def forward(self, scope: Scope, x: Any, *, lengths: Any = None) -> Array:
-        x, lengths = split_lengths(self, x, lengths)
+    def forward(self, scope: Scope, x: Any) -> Array:
         if self.vocab_size is not None:
             features = self.embed_features or self.hidden
             x = scope("embedding", Embedding(self.vocab_size, features), x)
-        h = scope("rnn", self._stack(), x, lengths=lengths)
+        h = scope("rnn", self._stack(), x)
         if self.pooling == "mean":
-            h = masked_mean_over_time(h, lengths)
+            h = self._mean_over_real_steps(scope, h)
         if self.dropout_rate > 0:
             h = scope("dropout", Dropout(self.dropout_rate), h)
         return scope("head", Dense(self.num_classes), h)
+
+    def _mean_over_real_steps(self, scope: Scope, h: Array) -> Array:
+        """Mean of ``h: (B, T, D)`` over the steps that ``"lengths"`` and ``"mask"`` call real."""
+        lengths, mask = scope.side_input("lengths"), scope.side_input("mask")
+        if mask is None:
+            return masked_mean_over_time(h, lengths)
+        valid = combine_masks(
+            None if lengths is None else sequence_mask(lengths, h.shape[-2]), mask
+        )
+        weights = valid.astype(h.dtype)[..., None]
+        count = jnp.maximum(jnp.sum(weights, axis=-2), 1)
+        return jnp.sum(h * weights, axis=-2) / count
+
+
+def split_lengths(layer: Any, x: Any, lengths: Any) -> tuple[Any, Any]:
+    """TEMPORARY: still imported by models/transformer.py; delete with that import.
+
+    ``x`` or ``(x, lengths)`` -> ``(x, lengths)``. Not public, not for new code.
+    """
+    if isinstance(x, tuple):
+        if len(x) != 2 or lengths is not None:
+            raise layer.error(
+                ShapeError,
+                "expected the input x or the pair (x, lengths), and lengths= only with a plain x",
+            )
+        x, lengths = x
+    return x, lengths

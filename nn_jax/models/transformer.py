@@ -1,7 +1,9 @@
 """Transformer models: a ``TransformerEncoder`` classifier and a decoder-only ``TransformerLM``.
 
 ``generate`` samples from a ``TransformerLM`` autoregressively (greedy, or with a temperature and
-optional top-k), reusing a key/value cache so each new token costs one step, not a full pass.
+optional top-k), reusing a key/value cache so each new token costs one step, not a full pass; a
+batch of prompts of different lengths (left- or right-padded) gives each prompt the tokens it
+would get alone.
 """
 
 from __future__ import annotations
@@ -15,12 +17,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from nn_jax.core import Array, Block, Layer, Params, PRNGKey, Scope
+from nn_jax.core import Array, Block, Layer, Params, PRNGKey, Scope, Side
 from nn_jax.dense import Dense
 from nn_jax.embedding import Embedding
 from nn_jax.errors import ConfigError, RngError, ShapeError
-from nn_jax.masks import masked_mean_over_time, sequence_mask
-from nn_jax.models.rnn import split_lengths
+from nn_jax.masks import combine_masks, sequence_mask
 from nn_jax.normalization import LayerNorm, RMSNorm
 from nn_jax.positional import (
     LearnedPositionalEmbedding,
@@ -95,10 +96,12 @@ class _Stack(Block):
             return LearnedPositionalEmbedding(self.max_length, decode=self.decode)
         return None
 
-    def _encode(self, scope: Scope, x: Any, lengths: Any = None) -> Array:
+    def _encode(self, scope: Scope, x: Any) -> tuple[Array, Array | None]:
         """Embed ``x``, add positions, run the blocks (and the final norm for pre-LN).
 
-        Steps ``t >= lengths`` are masked out as keys.
+        Returns the hidden states and the ``(..., T)`` mask of the real steps (``None`` when
+        no padding was given, and always in decode mode), which the blocks get as their
+        ``"key_mask"``.
         """
         if self.vocab_size is not None:
             embedding = Embedding(self.vocab_size, self.d_model)
@@ -116,16 +119,51 @@ class _Stack(Block):
             h = scope("positions", positions, h)
         if self.dropout_rate > 0:
             h = scope("embedding_dropout", Dropout(self.dropout_rate), h)
-        key_mask = None
-        if lengths is not None:
-            key_mask = sequence_mask(lengths, h.shape[-2])
+        valid, side = self._block_side(scope, h.shape[:-1])
         block = self._block()
         for i in range(self.num_layers):
-            h = scope(f"block_{i}", block, h, key_mask=key_mask)
+            h = scope(f"block_{i}", block, h, side=side)
         if self.norm_position == "pre":
             norm = RMSNorm() if self.norm == "rms" else LayerNorm()
             h = scope("final_norm", norm, h)
-        return h
+        return h, valid
+
+    def _block_side(self, scope: Scope, steps: tuple[int, ...]) -> tuple[Array | None, Side]:
+        """The real steps ``(..., T)`` from ``"lengths"`` and ``"key_mask"``, and the blocks' side.
+
+        The blocks get the model's side inputs with ``"lengths"`` turned into (and combined with)
+        ``"key_mask"``. In decode mode ``"key_mask"`` covers the cache and passes on unchanged.
+        """
+        lengths = scope.side_input("lengths")
+        if self.decode and lengths is None:
+            return None, scope.side
+        key_mask = scope.side_input("key_mask")
+        if key_mask is not None and not self.decode:
+            key_mask = jnp.asarray(key_mask)
+            if key_mask.shape != steps or key_mask.dtype != jnp.bool_:
+                raise self.error(
+                    ShapeError,
+                    f"side input 'key_mask' must be booleans of shape {steps} (..., T), given "
+                    f"dtype {key_mask.dtype} and shape {key_mask.shape}",
+                )
+        if lengths is None:
+            return key_mask, scope.side
+        if self.decode:
+            raise self.error(
+                ConfigError,
+                "side input 'lengths' is ambiguous in decode mode (the attention keys are the "
+                "cache slots); give 'key_mask' over the cache length instead (generate does)",
+            )
+        lengths = jnp.asarray(lengths)
+        if lengths.shape != steps[:-1] or not jnp.issubdtype(lengths.dtype, jnp.integer):
+            raise self.error(
+                ShapeError,
+                f"side input 'lengths' must be ints of shape {steps[:-1]} (the batch axes), "
+                f"given dtype {lengths.dtype} and shape {lengths.shape}",
+            )
+        valid = combine_masks(key_mask, sequence_mask(lengths, steps[-1]))
+        side = {k: v for k, v in scope.side.items() if k != "lengths"} | {"key_mask": valid}
+        return valid, side
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,9 +189,15 @@ class TransformerEncoder(_Stack):
         norm_position, norm, ffn, dropout_rate, attention_dropout_rate: see
             :class:`~nn_jax.transformer.TransformerEncoderBlock`.
 
-    Input: ``x`` or the pair ``(x, lengths)``, or ``apply(..., lengths=...)``; ``x`` is
-    ``(B, T)`` token ids or ``(B, T, F)`` features, ``lengths: (B,)``; padded steps are masked
-    out of attention and pooling.
+    Input ``x``: ``(B, T)`` token ids or ``(B, T, F)`` features. Output ``(B, C)`` logits
+    (``(B, T, C)`` with ``pooling="none"``).
+
+    Side inputs: ``"lengths"`` (``(B,)`` ints, steps ``t >= lengths[b]`` are padding) and
+    ``"key_mask"`` (``(B, T)`` bools, ``True`` = a real step; combined with ``"lengths"`` by
+    *and*): padded steps are masked out of attention and of the mean pooling, so they change
+    nothing. ``"mask"`` and ``"positions"`` reach the attention and the positions as in
+    :class:`~nn_jax.transformer.TransformerEncoderBlock`. With the train-step builders and
+    ``fit``, give batches ``(x, y, {"key_mask": valid})`` or ``(x, y, {"lengths": lengths})``.
 
     Params: ``embedding`` or ``input_projection``, ``positions`` (learned), ``block_0`` ...,
     ``final_norm`` (pre-LN), ``head``.
@@ -182,11 +226,14 @@ class TransformerEncoder(_Stack):
                 f"TransformerEncoder: pooling must be 'mean' or 'none', given {self.pooling!r}"
             )
 
-    def forward(self, scope: Scope, x: Any, *, lengths: Any = None) -> Array:
-        x, lengths = split_lengths(self, x, lengths)
-        h = self._encode(scope, jnp.asarray(x), lengths)
+    def forward(self, scope: Scope, x: Any) -> Array:
+        h, valid = self._encode(scope, jnp.asarray(x))
         if self.pooling == "mean":
-            h = masked_mean_over_time(h, lengths)
+            if valid is None:
+                h = jnp.mean(h, axis=-2)
+            else:
+                weights = valid.astype(h.dtype)[..., None]
+                h = jnp.sum(h * weights, axis=-2) / jnp.maximum(jnp.sum(weights, axis=-2), 1)
         return scope("head", Dense(self.num_classes), h)
 
 
@@ -208,9 +255,19 @@ class TransformerLM(_Stack):
             ``(B, L)`` creates a cache for ``L`` steps; each ``apply`` on ``(B, n)`` new tokens
             returns their logits and the advanced state. :func:`generate` does this for you.
 
-    Input ``(..., T)`` int tokens (a batch's sequences start at position 0; pad at the end and
-    mask the loss) -> ``(..., T, V)`` logits. Params: ``embedding``, ``positions`` (learned),
-    ``block_0`` ..., ``final_norm`` (pre-LN), ``head: {w: (D, V)}``.
+    Input ``(..., T)`` int tokens -> ``(..., T, V)`` logits. Params: ``embedding``,
+    ``positions`` (learned), ``block_0`` ..., ``final_norm`` (pre-LN), ``head: {w: (D, V)}``.
+
+    Side inputs (all optional): ``"key_mask"`` (``(B, T)`` bools, ``True`` = a real token; in
+    decode mode ``(B, L)`` over the cache) and ``"lengths"`` (``(B,)`` ints, right padding;
+    not in decode mode) keep padding out of attention; ``"positions"`` (``(B, T)`` ints) are
+    the tokens' positions for the position encoding or rope (default ``0 .. T-1``). A
+    right-padded batch needs none of them (causal attention never looks ahead; mask the loss);
+    a left-padded one needs ``"key_mask"`` and ``"positions"`` counting the real tokens only,
+    e.g. ``jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0)``. ``"mask"`` reaches the attention.
+
+    Taps: ``block_<i>/attention/weights``, each block's ``(B, H, T, T)`` attention weights:
+    ``nn_jax.inspect.apply_with_intermediates(lm, params, state, x, capture="*weights")``.
 
     >>> import jax, jax.numpy as jnp
     >>> lm = TransformerLM(50, num_layers=1, d_model=16, num_heads=2)
@@ -234,7 +291,7 @@ class TransformerLM(_Stack):
         super().__post_init__()
 
     def forward(self, scope: Scope, x: Any) -> Array:
-        h = self._encode(scope, jnp.asarray(x))
+        h, _ = self._encode(scope, jnp.asarray(x))
         return scope("head", Dense(self.vocab_size, use_bias=False), h)
 
 
@@ -244,6 +301,7 @@ def generate(
     prompt: Any,
     max_new_tokens: int,
     *,
+    side: Side | None = None,
     rng: PRNGKey | None = None,
     temperature: float = 0.0,
     top_k: int | None = None,
@@ -254,19 +312,37 @@ def generate(
     ``jax.lax.scan``; the whole loop is one jitted program (compiled once per model, shapes,
     ``max_new_tokens``, ``temperature`` and ``top_k``).
 
+    **Padded prompts**: prompts of different lengths share a batch when ``side`` says which
+    tokens are real, by ``{"key_mask": (B, T0) bools}`` (``True`` = real; left padding, right
+    padding or any mix) and/or ``{"lengths": (B,) ints}`` (right padding: the first
+    ``lengths[b]`` tokens are real). Padding is kept out of attention (the cache's key mask),
+    positions count only the real tokens, and each row continues from its last real token, so
+    every row gets exactly the tokens it would get alone. The new tokens follow the whole
+    padded prompt: ``out[:, T0:]``, whatever the padding.
+
     Args:
         model: a :class:`TransformerLM` (its ``decode`` flag is ignored: the decoding copy is
             made here).
         params: the model's params.
         prompt: ``(B, T0)`` int tokens.
         max_new_tokens: ``N >= 1``; ``T0 + N`` must not exceed ``model.max_length``.
+        side: ``None``, or the prompt's padding as ``"key_mask"`` and/or ``"lengths"`` (every
+            row needs at least one real token).
         rng: key for sampling (required when ``temperature > 0``).
         temperature: ``0`` is greedy (argmax); otherwise sample from
             ``softmax(logits / temperature)``.
         top_k: sample only among the ``top_k`` most likely tokens.
 
     Returns:
-        ``(B, T0 + N)`` tokens: the prompt followed by the generated ones.
+        ``(B, T0 + N)`` tokens: the prompt (padding included) followed by the generated ones.
+
+    >>> import jax, jax.numpy as jnp
+    >>> lm = TransformerLM(50, num_layers=1, d_model=16, num_heads=2)
+    >>> params, _ = lm.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
+    >>> prompts = jnp.array([[0, 7, 8], [5, 6, 9]])  # row 0 is left-padded
+    >>> out = generate(lm, params, prompts, 4, side={"key_mask": prompts > 0})
+    >>> bool(jnp.all(out[0, 3:] == generate(lm, params, prompts[:1, 1:], 4)[0, 2:]))
+    True
     """
     if not isinstance(model, TransformerLM):
         raise ConfigError(f"generate: model must be a TransformerLM, given {type(model).__name__}")
@@ -290,8 +366,45 @@ def generate(
         raise ConfigError(f"generate: top_k must be in 1..{model.vocab_size}, given {top_k!r}")
     if temperature > 0 and rng is None:
         raise RngError("generate: sampling with temperature > 0 needs rng=jax.random.key(...)")
+    valid = _real_prompt_tokens(prompt.shape, side)
     decoder = dataclasses.replace(model, decode=True)
-    return _generate(decoder, max_new_tokens, float(temperature), top_k, params, prompt, rng)
+    return _generate(decoder, max_new_tokens, float(temperature), top_k, params, prompt, valid, rng)
+
+
+def _real_prompt_tokens(shape: tuple[int, ...], side: Side | None) -> Array | None:
+    """``(B, T0)`` bools from ``side``'s ``"key_mask"`` and ``"lengths"``; ``None`` if neither."""
+    side = {} if side is None else side
+    if not isinstance(side, dict) or set(side) - {"key_mask", "lengths"}:
+        given = sorted(side) if isinstance(side, dict) else type(side).__name__
+        raise ConfigError(
+            "generate: side may hold only the prompt's padding, 'key_mask' ((B, T0) bools) "
+            f"and/or 'lengths' ((B,) ints); positions are derived from them; given {given}"
+        )
+    key_mask, lengths = side.get("key_mask"), side.get("lengths")
+    if key_mask is not None:
+        key_mask = jnp.asarray(key_mask)
+        if key_mask.shape != shape or key_mask.dtype != jnp.bool_:
+            raise ShapeError(
+                f"generate: side input 'key_mask' must be booleans of the prompt's shape {shape}, "
+                f"given dtype {key_mask.dtype} and shape {key_mask.shape}"
+            )
+    if lengths is not None:
+        lengths = jnp.asarray(lengths)
+        if lengths.shape != shape[:1] or not jnp.issubdtype(lengths.dtype, jnp.integer):
+            raise ShapeError(
+                f"generate: side input 'lengths' must be ints of shape {shape[:1]}, given dtype "
+                f"{lengths.dtype} and shape {lengths.shape}"
+            )
+        lengths = sequence_mask(lengths, shape[1])
+    valid = combine_masks(key_mask, lengths)
+    if (
+        valid is not None
+        and not isinstance(valid, jax.core.Tracer)
+        and not bool(valid.any(1).all())
+    ):
+        empty = [int(i) for i in jnp.flatnonzero(~valid.any(1))]
+        raise ShapeError(f"generate: prompts {empty} have no real token (key_mask/lengths)")
+    return valid
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
@@ -302,6 +415,7 @@ def _generate(
     top_k: int | None,
     params: Params,
     prompt: Array,
+    valid: Array | None,
     rng: PRNGKey | None,
 ) -> Array:
     batch, prompt_length = prompt.shape
@@ -319,13 +433,36 @@ def _generate(
         token = jax.random.categorical(jax.random.fold_in(rng, step), logits, axis=-1)
         return token.astype(prompt.dtype)
 
-    logits, state = decoder.apply(params, state, prompt)
-    first = pick(logits[:, -1], 0)
+    if valid is None:  # no padding: default positions, no key mask
+
+        def side_at(step: int | Array) -> Side:
+            return {}
+
+        logits, state = decoder.apply(params, state, prompt)
+        last = logits[:, -1]
+    else:
+        # The cache's key mask: the real prompt tokens, then every generated slot.
+        key_mask = jnp.concatenate([valid, jnp.ones((batch, max_new_tokens), bool)], axis=1)
+        counts = jnp.cumsum(valid, axis=1, dtype=jnp.int32)
+        uses_positions = decoder.positional != "none"
+
+        def side_at(step: int | Array) -> Side:
+            """Side inputs of generation step ``step >= 1`` (new token ``step - 1``)."""
+            position = counts[:, -1:] + step - 1  # positions count the real tokens only
+            return {"key_mask": key_mask} | ({"positions": position} if uses_positions else {})
+
+        prompt_side: Side = {"key_mask": key_mask}
+        if uses_positions:
+            prompt_side |= {"positions": jnp.maximum(counts - 1, 0)}
+        logits, state = decoder.apply(params, state, prompt, side=prompt_side)
+        last_real = prompt_length - 1 - jnp.argmax(valid[:, ::-1], axis=1)
+        last = jnp.take_along_axis(logits, last_real[:, None, None], axis=1)[:, 0]
+    first = pick(last, 0)
 
     def body(carry: tuple[Array, Any], step: Array) -> tuple[tuple[Array, Any], Array]:
         token, state = carry
-        logits, state = decoder.apply(params, state, token[:, None])
+        logits, state = decoder.apply(params, state, token[:, None], side=side_at(step))
         return (pick(logits[:, -1], step), state), token
 
-    (last, _), tokens = jax.lax.scan(body, (first, state), jnp.arange(1, max_new_tokens))
-    return jnp.concatenate([prompt, tokens.T, last[:, None]], axis=1)
+    (last_token, _), tokens = jax.lax.scan(body, (first, state), jnp.arange(1, max_new_tokens))
+    return jnp.concatenate([prompt, tokens.T, last_token[:, None]], axis=1)

@@ -10,17 +10,9 @@ import functools
 import jax
 import numpy as np
 
+from nn_jax.data import Graph, GraphBatch, batch_graphs
 from nn_jax.dense import Dense
-from nn_jax.graph import (
-    GATConv,
-    GCNConv,
-    Graph,
-    GraphBatch,
-    GraphPool,
-    MessagePassing,
-    SAGEConv,
-    batch_graphs,
-)
+from nn_jax.graph import GATConv, GCNConv, GraphPool, MessagePassing, SAGEConv
 from nn_jax.models.gnn import GCN, GraphClassifier
 from nn_jax.models.mlp import MLP
 from tests.cases import Case
@@ -58,8 +50,10 @@ CASES = [
     _case("gcn_conv_no_bias", GCNConv(2, use_bias=False)),
     _case("gat_conv", GATConv(3, heads=2)),
     _case("gat_conv_mean_no_loops", GATConv(3, heads=2, concat=False, add_self_loops=False)),
+    _case("gat_conv_highest_precision", GATConv(2, precision="highest", use_bias=False)),
     _case("sage_conv", SAGEConv(4)),
     _case("sage_conv_normalize", SAGEConv(3, normalize=True)),
+    _case("sage_conv_no_bias", SAGEConv(2, use_bias=False)),
     _case(
         "message_passing_edges",
         MessagePassing(MLP((5,), activation="tanh"), Dense(4), aggregate="mean"),
