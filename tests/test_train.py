@@ -7,7 +7,9 @@ import optax
 import pytest
 
 from nn_jax import (
+    ConfigError,
     Dense,
+    ParameterFree,
     Sequential,
     TrainState,
     fit,
@@ -20,6 +22,14 @@ from nn_jax import (
 from nn_jax.models import MLP, SimpleNetwork
 
 KEY = jax.random.key(42)
+
+
+class _Weighted(ParameterFree):
+    """Scales each example by the side input "example_weight" (when given)."""
+
+    def transform(self, x, call):
+        weight = self.side_input(call, "example_weight")
+        return x if weight is None else x * weight[:, None]
 
 
 def _toy_problem():
@@ -164,3 +174,20 @@ def test_fit_trains_an_mlp_on_blobs():
     assert history.losses[-1] < 0.5 * history.losses[0]
     accuracy = np.mean(np.argmax(make_predict(model)(ts.params, ts.state, x), -1) == labels)
     assert accuracy > 0.9
+
+
+def test_batches_carry_side_inputs_and_are_checked():
+    """A (x, y, side) batch reaches the model's side input; the loss equals a NumPy forward."""
+    x, y = _toy_problem()
+    weights = np.linspace(0.5, 1.5, 8).astype(np.float32)
+    model = Sequential(SimpleNetwork(), _Weighted())
+    opt = optax.sgd(0.0)
+    params, _ = model.init(KEY, x)
+    step = make_train_step(model, losses.mse, opt)
+    _, _, loss = step(params, opt.init(params), (x, y, {"example_weight": weights}))
+    expected = np.mean((_numpy_forward(params["0"], x) * weights[:, None] - y) ** 2)
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    with pytest.raises(ConfigError, match=r"batch must be \(inputs, targets\).*given a 4-tuple"):
+        step(params, opt.init(params), (x, y, {}, None))
+    with pytest.raises(ConfigError, match=r"side inputs \['weight'\] were given but no layer"):
+        step(params, opt.init(params), (x, y, {"weight": weights}))
