@@ -1,9 +1,10 @@
 """Graph neural-network layers: message passing and readout over a padded ``GraphBatch``.
 
-The input of every layer here is a :class:`~nn_jax.data.GraphBatch` (graphs packed into
-fixed-size arrays with masks by :func:`~nn_jax.data.batch_graphs`; the format is described in
-:mod:`nn_jax.data.graph_batch`). The graph travels as the layer's input ``x``, not as a side
-input: it *is* what the layer computes on.
+The input of every layer here is a :class:`~nn_jax.data.GraphBatch`: graphs packed into
+fixed-size arrays with masks by :func:`~nn_jax.data.batch_graphs`. The format is described in
+:mod:`nn_jax.data.graph_batch`; ``Graph``, ``GraphBatch`` and ``batch_graphs`` are re-exported
+here and at the top level. The graph travels as the layer's input ``x``, not as a side input:
+it *is* what the layer computes on.
 
 **Layers** return new node features ``(N, F')`` (not a new batch: the graph structure does not
 change, and the features are what the next step needs). Padding nodes' outputs are 0, and
@@ -38,12 +39,23 @@ import jax.numpy as jnp
 
 from nn_jax import initializers
 from nn_jax.core import Array, Block, Call, Initializer, Layer, ParameterFree, Scope, tap
-from nn_jax.data.graph_batch import GraphBatch
+from nn_jax.data.graph_batch import Graph, GraphBatch, batch_graphs
 from nn_jax.dense import Dense, add_bias
 from nn_jax.errors import ConfigError, ShapeError
 from nn_jax.segment import segment_max, segment_mean, segment_softmax, segment_sum
 
-__all__ = ["GATConv", "GCNConv", "GraphPool", "MessagePassing", "SAGEConv"]
+# Graph, GraphBatch and batch_graphs are defined in nn_jax.data.graph_batch (host-side data, no
+# layers); the layer family re-exports them, as its input format, for the top-level namespace.
+__all__ = [
+    "GATConv",
+    "GCNConv",
+    "Graph",
+    "GraphBatch",
+    "GraphPool",
+    "MessagePassing",
+    "SAGEConv",
+    "batch_graphs",
+]
 
 default_graph_init: Initializer = initializers.glorot_uniform()
 """Glorot uniform, the initializer of the GCN and GAT papers (and PyTorch Geometric)."""
@@ -421,10 +433,3 @@ class GraphPool(ParameterFree):
         g = _check_graph(self, x)
         reduce = _REDUCERS[self.reduction]
         return reduce(g.nodes, g.node_graph, g.num_graphs, mask=g.node_mask)
-
-
-# TEMPORARY, for `import nn_jax` to keep working until nn_jax/__init__.py takes the containers
-# from nn_jax.data and drops GraphSAGE: delete these lines together with that edit.
-from nn_jax.data.graph_batch import Graph, batch_graphs  # noqa: E402, F401
-
-GraphSAGE = SAGEConv

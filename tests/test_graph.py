@@ -265,7 +265,7 @@ LAYERS = {
     "message_passing": MessagePassing(Dense(3), Dense(2), aggregate="max"),
     "graph_pool_max": GraphPool("max"),
     "gcn": GCN((4, 2)),
-    "graph_classifier": GraphClassifier((4,), 2, conv=SAGEConv, readout="mean"),
+    "graph_classifier": GraphClassifier((SAGEConv(4),), 2, readout="mean"),
 }
 GRAPH_LEVEL = {"graph_pool_max", "graph_classifier"}
 
@@ -368,7 +368,8 @@ def test_errors_name_layer_expected_and_given():
         (lambda: GraphPool("median"), r"reduction must be one of \['max', 'mean', 'sum'\]"),
         (lambda: MessagePassing(Dense(2), Dense(2), aggregate="min"), "aggregate must be one of"),
         (lambda: GCN(()), "GCN: widths must be a non-empty tuple"),
-        (lambda: GraphClassifier((2,), 2, readout="x"), "reduction must be one of"),
+        (lambda: GraphClassifier((GCNConv(2),), 2, readout="x"), "reduction must be one of"),
+        (lambda: GraphClassifier((2,), 2), "convs must be a non-empty tuple of graph layers"),
     ]:
         with pytest.raises(ConfigError, match=match):
             make()
@@ -388,7 +389,7 @@ def test_message_layer_must_keep_the_edge_axis():
 
 
 def test_graph_classifier_train_step_compiles_once():
-    model = GraphClassifier((8,), 2, conv=functools.partial(GATConv, heads=2))
+    model = GraphClassifier((GATConv(8, heads=2),), 2)
     optimizer = optax.adam(1e-2)
 
     def loss_fn(logits, targets):

@@ -14,6 +14,7 @@ from nn_jax.data import (
     load_karate_club,
     make_cycles_and_paths,
 )
+from nn_jax.graph import GCNConv
 from nn_jax.models.gnn import GCN, GraphClassifier
 from nn_jax.train import make_train_step
 
@@ -106,7 +107,7 @@ def test_graph_classifier_tells_cycles_from_paths():
     def loss_fn(logits, labels):
         return losses.softmax_cross_entropy_with_integer_labels(logits, labels)
 
-    model = GraphClassifier((32, 32), 2, readout="max")
+    model = GraphClassifier((GCNConv(32), GCNConv(32)), 2, readout="max")
     params, loss = _train(model, (g_train, train.labels), loss_fn, steps=200, lr=0.01)
     accuracy = float(metrics.accuracy(model(params, g_test), test.labels))
     assert accuracy >= 0.9, (accuracy, loss)

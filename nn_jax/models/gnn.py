@@ -30,27 +30,19 @@ from nn_jax.graph import GCNConv, GraphPool
 __all__ = ["GCN", "GraphClassifier"]
 
 
-def _check_widths(cls: str, widths: tuple[int, ...]) -> None:
-    if not widths or any(not isinstance(w, int) or w <= 0 for w in widths):
-        raise ConfigError(
-            f"{cls}: widths must be a non-empty tuple of positive ints, given {widths!r}"
-        )
-
-
 def _convolve(
     scope: Scope,
     g: GraphBatch,
-    widths: tuple[int, ...],
-    conv: Callable[[int], Layer],
+    convs: tuple[Layer, ...],
     activation: Callable[[Array], Array],
     activate_last: bool,
 ) -> Array:
-    """Run ``conv(width)`` layers ``conv_0, conv_1, ...``; the activation between them."""
+    """Run ``convs`` as children ``conv_0, conv_1, ...``; the activation between them."""
     h = None
-    for i, width in enumerate(widths):
+    for i, conv in enumerate(convs):
         # conv_0 gets the input as given: a wrong input fails there, with the layer's error.
-        h = scope(f"conv_{i}", conv(width), g if i == 0 else g._replace(nodes=h))
-        if activate_last or i < len(widths) - 1:
+        h = scope(f"conv_{i}", conv, g if i == 0 else g._replace(nodes=h))
+        if activate_last or i < len(convs) - 1:
             h = activation(h)
     return h
 
@@ -77,44 +69,63 @@ class GCN(Block):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(self.widths))
-        _check_widths("GCN", self.widths)
+        if not self.widths or any(not isinstance(w, int) or w <= 0 for w in self.widths):
+            raise ConfigError(
+                f"GCN: widths must be a non-empty tuple of positive ints, given {self.widths!r}"
+            )
         get_activation(self.activation)
 
     def forward(self, scope: Scope, x: Any) -> Array:
-        act = get_activation(self.activation)
-        return _convolve(scope, x, self.widths, GCNConv, act, activate_last=False)
+        convs = tuple(GCNConv(width) for width in self.widths)
+        return _convolve(scope, x, convs, get_activation(self.activation), activate_last=False)
 
 
 @dataclasses.dataclass(frozen=True)
 class GraphClassifier(Block):
-    """Graph classification: graph convolutions, a readout per graph, a linear head.
+    """Graph classification: graph layers, a readout per graph, a linear head.
 
-    ``conv(widths[0])``, activation, ..., ``conv(widths[-1])``, activation, then
-    ``GraphPool(readout)`` and ``Dense(num_classes)``.
+    ``convs[0]``, activation, ..., ``convs[-1]``, activation, then ``GraphPool(readout)`` and
+    ``Dense(num_classes)``.
 
     Args:
-        widths: output sizes of the graph convolutions.
+        convs: the graph layers, run in order, each mapping a ``GraphBatch`` to node features
+            (the next one gets them as ``nodes``): e.g. ``(GCNConv(32), GCNConv(32))``,
+            ``(GATConv(8, heads=4), GATConv(8, heads=4))``, ``SAGEConv`` or ``MessagePassing``.
         num_classes: output size (logits).
-        conv: builds a graph layer from a width, e.g. ``GCNConv`` (default), ``SAGEConv``,
-            ``GATConv`` or ``functools.partial(GATConv, heads=4)``.
         readout: ``"sum"``, ``"mean"`` or ``"max"`` over each graph's nodes.
-        activation: after each convolution (a callable or a name).
+        activation: after each graph layer (a callable or a name).
 
     Input: a :class:`~nn_jax.data.GraphBatch` with ``nodes (N, F)`` and ``G`` graph slots.
     Output ``(G, num_classes)`` logits (padding graph slots give the head's bias: mask them in
-    the loss with ``graph_mask``). Params: ``{"conv_0": ..., ..., "head": {"w", "b"}}``.
+    the loss with ``graph_mask``). Params:
+    ``{"conv_0": <convs[0]'s params>, ..., "head": {"w": (F', num_classes), "b": (num_classes,)}}``.
+
+    >>> import jax, numpy as np
+    >>> from nn_jax.data import Graph, batch_graphs
+    >>> from nn_jax.graph import SAGEConv
+    >>> g = batch_graphs([Graph(np.ones((3, 5)), np.array([0, 1]), np.array([1, 2]))])
+    >>> model = GraphClassifier((SAGEConv(8), SAGEConv(8)), 2, readout="max")
+    >>> params, _ = model.init(jax.random.key(0), g)
+    >>> jax.tree.map(np.shape, params["conv_1"]), jax.tree.map(np.shape, params["head"])
+    ({'neighbours': {'b': (8,), 'w': (8, 8)}, 'self': {'w': (8, 8)}}, {'b': (2,), 'w': (8, 2)})
+    >>> model(params, g).shape
+    (1, 2)
     """
 
-    widths: tuple[int, ...]
+    convs: tuple[Layer, ...]
     num_classes: int
     _: KW_ONLY
-    conv: Callable[[int], Layer] = GCNConv
     readout: str = "mean"
     activation: Callable[[Any], Any] | str = "relu"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "widths", tuple(self.widths))
-        _check_widths("GraphClassifier", self.widths)
+        convs = tuple(self.convs) if isinstance(self.convs, list | tuple) else None
+        if not convs or not all(isinstance(c, Layer) for c in convs):
+            raise ConfigError(
+                "GraphClassifier: convs must be a non-empty tuple of graph layers, e.g. "
+                f"(GCNConv(32), GCNConv(32)), given {self.convs!r}"
+            )
+        object.__setattr__(self, "convs", convs)
         if not isinstance(self.num_classes, int) or self.num_classes <= 0:
             raise ConfigError(
                 f"GraphClassifier: num_classes must be a positive int, given {self.num_classes!r}"
@@ -124,6 +135,6 @@ class GraphClassifier(Block):
 
     def forward(self, scope: Scope, x: Any) -> Array:
         act = get_activation(self.activation)
-        h = _convolve(scope, x, self.widths, self.conv, act, activate_last=True)
+        h = _convolve(scope, x, self.convs, act, activate_last=True)
         pooled = scope("readout", GraphPool(self.readout), x._replace(nodes=h))
         return scope("head", Dense(self.num_classes), pooled)

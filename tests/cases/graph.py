@@ -5,8 +5,6 @@ conformance suite's input-gradient check cannot differentiate; tests/test_graph.
 gradient with respect to the node features by finite differences instead.
 """
 
-import functools
-
 import jax
 import numpy as np
 
@@ -65,9 +63,9 @@ CASES = [
     _case("graph_pool_mean", GraphPool("mean")),
     _case("graph_pool_max", GraphPool("max")),
     _case("gcn", GCN((5, 2), activation="tanh")),
-    _case("graph_classifier", GraphClassifier((4,), 3, activation="tanh", readout="sum")),
+    _case("graph_classifier", GraphClassifier((GCNConv(4),), 3, activation="tanh", readout="sum")),
     _case(
         "graph_classifier_gat",
-        GraphClassifier((4, 4), 2, conv=functools.partial(GATConv, heads=2), readout="max"),
+        GraphClassifier((GATConv(4, heads=2), GATConv(4, heads=2)), 2, readout="max"),
     ),
 ]
