@@ -17,7 +17,8 @@ Predictions and targets must have the same shape: nn_jax never broadcasts them i
 answer, a mismatch raises :class:`~nn_jax.errors.ShapeError` naming the loss and both shapes.
 Targets are cast to the predictions' floating dtype (0/1 integer targets are accepted), so the
 loss has the predictions' dtype.
-``reduction`` and ``label_smoothing`` are static Python values (safe to close over in ``jax.jit``).
+``reduction`` and ``label_smoothing`` are static Python values (safe to close over in ``jax.jit``);
+``Reduction`` is the type of ``reduction``, ``Literal["mean", "sum", "none"]``.
 """
 
 from __future__ import annotations

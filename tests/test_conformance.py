@@ -2,13 +2,17 @@
 
 init from a ShapeDtypeStruct == init from an array; eval_shape == real output; jit == eager;
 vmap == loop; float64 gradients vs central finite differences; a train step compiles once;
-NumPy inputs accepted; every public layer is registered.
+NumPy inputs accepted; every public layer is registered; a layer pickles, prints without memory
+addresses, and returns one output structure whatever its flags. A case's side inputs are given
+as ``side=`` everywhere (mapped with the input under ``vmap``, the third item of a train batch).
 """
 
 from __future__ import annotations
 
+import collections
 import copy
 import inspect
+import pickle
 
 import jax
 import jax.numpy as jnp
@@ -26,17 +30,27 @@ KEY = jax.random.key(0)
 FD_EPS = 1e-6  # central-difference step in float64
 
 
-def _input(case: Case, dtype=jnp.float32, seed: int = 0):
-    raw = case.make_input(np.random.default_rng(seed))
+def _cast(tree, dtype):
     return jax.tree.map(
         lambda a: np.asarray(a, dtype) if np.issubdtype(np.asarray(a).dtype, np.floating) else a,
-        raw,
+        tree,
     )
 
 
-def _apply(case: Case, params, state, x):
+def _input(case: Case, dtype=jnp.float32, seed: int = 0):
+    return _cast(case.make_input(np.random.default_rng(seed)), dtype)
+
+
+def _side(case: Case, dtype=jnp.float32, seed: int = 0):
+    """The case's side inputs for the input of the same ``seed`` (``None`` without any)."""
+    if case.side is None:
+        return None
+    return _cast(case.side(np.random.default_rng([seed, 1])), dtype)
+
+
+def _apply(case: Case, params, state, x, side=None):
     rng = jax.random.key(1) if case.rng else None
-    return case.layer.apply(params, state, x, rng=rng, train=case.train)
+    return case.layer.apply(params, state, x, side=side, rng=rng, train=case.train)
 
 
 def _floats(tree):
@@ -67,7 +81,7 @@ def case(request):
 def initialized(case):
     x = _input(case)
     params, state = case.layer.init(KEY, x)
-    return x, params, state
+    return x, params, state, _side(case)
 
 
 def test_layer_is_hashable_and_comparable(case):
@@ -75,8 +89,52 @@ def test_layer_is_hashable_and_comparable(case):
     assert case.layer == copy.copy(case.layer)
 
 
+def test_layer_pickles_by_value(case):
+    again = pickle.loads(pickle.dumps(case.layer))
+    assert again == case.layer
+    assert hash(again) == hash(case.layer)
+
+
+def test_repr_is_a_config_without_addresses(case):
+    text = repr(case.layer)
+    assert text.startswith(f"{type(case.layer).__name__}(")
+    assert "0x" not in text, text
+
+
+def _output_structure(case: Case):
+    """The tree structure of ``apply``'s output, by abstract evaluation (no compilation)."""
+    x = _input(case)
+    structs = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype), x)
+    params, state = jax.eval_shape(lambda key: case.layer.init(key, structs), KEY)
+    y, _ = jax.eval_shape(
+        lambda p, s, x, side: _apply(case, p, s, x, side), params, state, x, _side(case)
+    )
+    return jax.tree.structure(y)
+
+
+def _cases_by_type() -> dict[str, list[Case]]:
+    by_type = collections.defaultdict(list)
+    for c in CASES:
+        by_type[type(c.layer).__name__].append(c)
+    return {name: cases for name, cases in sorted(by_type.items()) if len(cases) > 1}
+
+
+CASES_BY_TYPE = _cases_by_type()
+
+
+@pytest.mark.parametrize("layer_type", sorted(CASES_BY_TYPE))
+def test_one_output_structure_whatever_the_flags(layer_type):
+    """A layer type's cases (different flag settings) that take inputs of one tree structure
+    return outputs of one tree structure: extra outputs are taps, never flags."""
+    by_input = collections.defaultdict(dict)
+    for c in CASES_BY_TYPE[layer_type]:
+        by_input[jax.tree.structure(_input(c))][c.id] = _output_structure(c)
+    for structures in by_input.values():
+        assert len(set(structures.values())) == 1, structures
+
+
 def test_init_from_shape_struct_is_identical(case, initialized):
-    x, params, state = initialized
+    x, params, state, _ = initialized
     structs = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype), x)
     params2, state2 = case.layer.init(KEY, structs)
     assert jax.tree.structure(params) == jax.tree.structure(params2)
@@ -87,36 +145,42 @@ def test_init_from_shape_struct_is_identical(case, initialized):
 
 
 def test_eval_shape_matches_output(case, initialized):
-    x, params, state = initialized
-    predicted = jax.eval_shape(lambda p, s, x: _apply(case, p, s, x), params, state, x)
-    actual = _apply(case, params, state, x)
+    x, params, state, side = initialized
+    predicted = jax.eval_shape(
+        lambda p, s, x, side: _apply(case, p, s, x, side), params, state, x, side
+    )
+    actual = _apply(case, params, state, x, side)
     assert jax.tree.structure(predicted) == jax.tree.structure(actual)
     for p, a in zip(jax.tree.leaves(predicted), jax.tree.leaves(actual), strict=True):
         assert (p.shape, p.dtype) == (a.shape, a.dtype)
 
 
 def test_jit_equals_eager(case, initialized):
-    x, params, state = initialized
-    eager = _apply(case, params, state, x)
-    jitted = jax.jit(lambda p, s, x: _apply(case, p, s, x))(params, state, x)
+    x, params, state, side = initialized
+    eager = _apply(case, params, state, x, side)
+    jitted = jax.jit(lambda p, s, x, side: _apply(case, p, s, x, side))(params, state, x, side)
     _assert_trees_close(eager, jitted)
 
 
 def test_numpy_and_jax_inputs_agree(case, initialized):
-    x, params, state = initialized
-    _assert_trees_close(
-        _apply(case, params, state, x), _apply(case, params, state, jax.tree.map(jnp.asarray, x))
-    )
+    x, params, state, side = initialized
+    as_jax = jax.tree.map(jnp.asarray, (x, side))
+    _assert_trees_close(_apply(case, params, state, x, side), _apply(case, params, state, *as_jax))
 
 
 def test_vmap_equals_loop(case, initialized):
     if not case.vmap:
         pytest.skip("layer couples examples across the mapped axis")
-    _, params, state = initialized
-    xs = [_input(case, seed=s) for s in (1, 2, 3)]
-    stacked = jax.tree.map(lambda *a: np.stack(a), *xs)
-    mapped = jax.vmap(lambda x: _apply(case, params, state, x))(stacked)
-    looped = [_apply(case, params, state, x) for x in xs]
+    _, params, state, _ = initialized
+    seeds = (1, 2, 3)
+    xs = [_input(case, seed=s) for s in seeds]
+    sides = [_side(case, seed=s) for s in seeds]
+    stack = lambda trees: jax.tree.map(lambda *a: np.stack(a), *trees)  # noqa: E731
+    # The side inputs are mapped on axis 0 with the input (None, without any, maps nothing).
+    mapped = jax.vmap(lambda x, side: _apply(case, params, state, x, side))(
+        stack(xs), None if case.side is None else stack(sides)
+    )
+    looped = [_apply(case, params, state, x, side) for x, side in zip(xs, sides, strict=True)]
     _assert_trees_close(mapped, jax.tree.map(lambda *a: jnp.stack(a), *looped))
 
 
@@ -144,6 +208,7 @@ def test_float64_gradients_match_finite_differences(case):
         pytest.skip("not differentiable at generic points")
     with jax.enable_x64(True):
         x = _input(case, jnp.float64)
+        side = _side(case, jnp.float64)
         params, state = case.layer.init(KEY, x)
         params = jax.tree.map(
             lambda a: jnp.asarray(a, jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a,
@@ -151,7 +216,9 @@ def test_float64_gradients_match_finite_differences(case):
         )
         if _floats(params):
             _directional_fd_check(
-                jax.jit(lambda p: _scalar_loss(_apply(case, p, state, x)[0])), params, case.fd_rtol
+                jax.jit(lambda p: _scalar_loss(_apply(case, p, state, x, side)[0])),
+                params,
+                case.fd_rtol,
             )
         if case.grad_input and _floats(x):
             # Differentiate the floating leaves only (graphs carry integer indices and masks).
@@ -165,7 +232,7 @@ def test_float64_gradients_match_finite_differences(case):
                 )
 
             _directional_fd_check(
-                jax.jit(lambda fl: _scalar_loss(_apply(case, params, state, rebuild(fl))[0])),
+                jax.jit(lambda fl: _scalar_loss(_apply(case, params, state, rebuild(fl), side)[0])),
                 [jnp.asarray(a) for a, f in zip(leaves, is_float, strict=True) if f],
                 case.fd_rtol,
                 seed=1,
@@ -173,14 +240,15 @@ def test_float64_gradients_match_finite_differences(case):
 
 
 def test_train_step_compiles_once(case, initialized):
-    x, params, _ = initialized
+    x, params, _, side = initialized
     if not _floats(params):
         pytest.skip("no parameters to train")
     optimizer = optax.sgd(1e-3)
     ts = TrainState.create(case.layer, optimizer, KEY, x)
     step = make_stateful_train_step(case.layer, lambda y, _: _scalar_loss(y), optimizer)
-    ts, loss1 = step(ts, (x, None))
-    ts, loss2 = step(ts, (x, None))
+    batch = (x, None) if side is None else (x, None, side)
+    ts, loss1 = step(ts, batch)
+    ts, loss2 = step(ts, batch)
     assert np.isfinite(float(loss1)) and np.isfinite(float(loss2))
     assert step._cache_size() == 1
 

@@ -33,8 +33,11 @@ class Case:
         vmap: check ``vmap`` over an extra leading axis equals a loop.
         smooth: the layer is smooth at the sampled points (skip FD checks when False,
             e.g. max-pooling ties are measure-zero but FD steps may cross kinks).
-        side: ``np.random.Generator -> side inputs`` (a dict of arrays given as ``side=``), or
-            ``None``; for ``vmap`` their leading axis is the batch axis of the input.
+        side: ``np.random.Generator -> side inputs`` (a dict of arrays given as ``side=``
+            everywhere: apply, jit, vmap, gradients, the third item of a train batch), or
+            ``None``. Drawn from a generator of its own (not the input's), so it may depend on
+            the input's shapes only; float arrays are cast like the input. Every array's leading
+            axis is the input's batch axis (``vmap`` maps them together).
     """
 
     id: str
