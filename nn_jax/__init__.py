@@ -38,7 +38,9 @@ from nn_jax.core import (
     Scope,
     Side,
     State,
+    Taps,
     as_layer,
+    nested,
     tap,
     tapping,
 )
@@ -97,6 +99,7 @@ from nn_jax.train import (
     make_predict,
     make_stateful_train_step,
     make_train_step,
+    split_batch,
 )
 from nn_jax.transformer import FeedForward, TransformerDecoderBlock, TransformerEncoderBlock
 
@@ -163,6 +166,7 @@ __all__ = [
     "SpatialDropout",
     "StackedRNN",
     "State",
+    "Taps",
     "TrainState",
     "TransformerDecoderBlock",
     "TransformerEncoderBlock",
@@ -193,6 +197,7 @@ __all__ = [
     "masked_mean_over_time",
     "metrics",
     "models",
+    "nested",
     "param_count",
     "relu",
     "rotary_embedding",
@@ -208,6 +213,7 @@ __all__ = [
     "sinusoidal_encoding",
     "softmax",
     "softplus",
+    "split_batch",
     "summary",
     "swish",
     "tanh",

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from nn_jax.core import Block, Layer, Scope, as_layer
 from nn_jax.errors import ConfigError, ShapeError
 
-__all__ = ["Branch", "LayerLike", "Parallel", "Residual", "Sequential"]
+__all__ = ["Branch", "Parallel", "Residual", "Sequential"]
 
 LayerLike = Layer | Callable[[Any], Any]
 

@@ -44,6 +44,25 @@ import jax.numpy as jnp
 
 from nn_jax.errors import ConfigError, NNJaxError, ParamsError, RngError, ShapeError
 
+__all__ = [
+    "ApplyFn",
+    "Block",
+    "Call",
+    "InitFn",
+    "Lambda",
+    "Layer",
+    "ParameterFree",
+    "Params",
+    "Scope",
+    "Side",
+    "State",
+    "Taps",
+    "as_layer",
+    "nested",
+    "tap",
+    "tapping",
+]
+
 Array: TypeAlias = jax.Array
 PRNGKey: TypeAlias = jax.Array
 Params: TypeAlias = dict[str, Any]

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+__all__ = [
+    "ConfigError",
+    "NNJaxError",
+    "ParamsError",
+    "RngError",
+    "ShapeError",
+]
+
 
 class NNJaxError(Exception):
     """Base class of every error nn_jax raises on purpose."""

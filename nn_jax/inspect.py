@@ -15,6 +15,14 @@ import jax.numpy as jnp
 
 from nn_jax.core import Lambda, Layer, Params, PRNGKey, Side, State, tapping
 
+__all__ = [
+    "apply_with_intermediates",
+    "flatten_params",
+    "param_count",
+    "summary",
+    "unflatten_params",
+]
+
 SEP = "/"
 
 

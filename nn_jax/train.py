@@ -197,9 +197,7 @@ def _first(x: Any, n: int) -> Any:
 
 
 __all__ = [
-    "Batch",
     "History",
-    "LossFn",
     "TrainState",
     "fit",
     "make_predict",

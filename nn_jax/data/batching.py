@@ -10,6 +10,8 @@ import numpy as np
 
 from nn_jax.core import PRNGKey
 
+__all__ = ["batches"]
+
 
 def batches(
     data: Any,

@@ -6,6 +6,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+__all__ = ["Split", "load_digits"]
+
 
 class Split(NamedTuple):
     """Train and test arrays of a dataset."""

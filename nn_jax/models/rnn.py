@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from nn_jax.core import Array, Block, Scope
 from nn_jax.dense import Dense
 from nn_jax.embedding import Embedding
-from nn_jax.errors import ConfigError, ShapeError
+from nn_jax.errors import ConfigError
 from nn_jax.masks import combine_masks, masked_mean_over_time, sequence_mask
 from nn_jax.recurrent import (
     RNN,
@@ -127,18 +127,3 @@ class RNNClassifier(Block):
         weights = valid.astype(h.dtype)[..., None]
         count = jnp.maximum(jnp.sum(weights, axis=-2), 1)
         return jnp.sum(h * weights, axis=-2) / count
-
-
-def split_lengths(layer: Any, x: Any, lengths: Any) -> tuple[Any, Any]:
-    """TEMPORARY: still imported by models/transformer.py; delete with that import.
-
-    ``x`` or ``(x, lengths)`` -> ``(x, lengths)``. Not public, not for new code.
-    """
-    if isinstance(x, tuple):
-        if len(x) != 2 or lengths is not None:
-            raise layer.error(
-                ShapeError,
-                "expected the input x or the pair (x, lengths), and lengths= only with a plain x",
-            )
-        x, lengths = x
-    return x, lengths

@@ -1,7 +1,7 @@
 """Recurrent cells, RNN wrappers and the RNN classifier.
 
-Cells take the pair ``(carry, x_t)``. Variable lengths reach the conformance suite through the
-classifier's ``(x, lengths)`` input (the suite differentiates the float leaf ``x`` only).
+Cells take the pair ``(carry, x_t)``. Variable lengths and masks are side inputs
+(``Case.side``); final carries are taps, not outputs.
 """
 
 from nn_jax.models.rnn import RNNClassifier
@@ -17,11 +17,12 @@ def cell_input(carry_shapes, features=2, batch=3):
     return make
 
 
-def with_lengths(batch, steps, features):
-    def make(g):
-        return g.standard_normal((batch, steps, features)), g.integers(0, steps + 1, batch)
+def lengths(batch, steps):
+    return lambda g: {"lengths": g.integers(0, steps + 1, batch)}
 
-    return make
+
+def mask(*shape):
+    return lambda g: {"mask": g.random(shape) < 0.7}
 
 
 def tokens(batch, steps, vocab):
@@ -34,9 +35,10 @@ CASES = [
     Case("gru_cell", GRUCell(4), cell_input((4,))),
     Case("rnn_lstm", RNN(LSTMCell(4)), normal(3, 5, 2)),
     Case(
-        "rnn_gru_reverse_carry_unroll_hoisted",
-        RNN(GRUCell(3), reverse=True, return_carry=True, unroll=2, hoist_input_projection=True),
+        "rnn_gru_reverse_lengths_unroll_hoisted",
+        RNN(GRUCell(3), reverse=True, unroll=2, hoist_input_projection=True),
         normal(2, 6, 3),
+        side=lengths(2, 6),
     ),
     Case(
         "rnn_simple_last_time_major",
@@ -51,14 +53,16 @@ CASES = [
     ),
     Case(
         "stacked_rnn",
-        StackedRNN((RNN(GRUCell(4)), Bidirectional(RNN(LSTMCell(3), return_carry=True)))),
+        StackedRNN((RNN(GRUCell(4)), Bidirectional(RNN(LSTMCell(3))))),
         normal(2, 5, 2),
+        side=mask(2, 5),
     ),
     Case("rnn_classifier_gru", RNNClassifier(3, cell="gru", hidden=4), normal(3, 6, 2)),
     Case(
         "rnn_classifier_lengths_bidirectional_mean",
         RNNClassifier(3, cell="lstm", hidden=3, num_layers=2, bidirectional=True, pooling="mean"),
-        with_lengths(3, 5, 2),
+        normal(3, 5, 2),
+        side=lengths(3, 5),
     ),
     Case(
         "rnn_classifier_tokens_dropout",
