@@ -159,6 +159,12 @@ class SpatialRank:
             )
         return self.at_rank(rank)
 
+    def sizes_by_axis(self, x: Any) -> tuple[tuple[int, Any], ...]:
+        """``(axis, size)`` per spatial axis of ``x``, the sizes being ``rank_field``'s entries."""
+        sizes = getattr(self.for_input(x), self.rank_field)
+        axes = check_spatial_rank(self, x, len(sizes), self.data_format)  # type: ignore[attr-defined]
+        return tuple(zip(axes, sizes, strict=True))
+
 
 def resolve_padding(
     padding: Padding,

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 from nn_jax import _spatial as sp
 from nn_jax import initializers
 from nn_jax.core import Array, Call, Initializer, Layer, Params, PRNGKey, State
-from nn_jax.dense import default_kernel_init
+from nn_jax.dense import default_kernel_init, weight_and_bias
 from nn_jax.errors import ConfigError, ShapeError
 
 __all__ = ["Conv", "ConvTranspose"]
@@ -126,12 +126,7 @@ class _ConvBase(sp.SpatialRank, Layer):
                 ShapeError,
                 f"input channels {channels} must be divisible by feature_group_count={groups}",
             )
-        w_key, b_key = jax.random.split(key)
-        shape = (*layer.kernel_size, *self._kernel_io(channels))
-        params = {"w": self.w_init(w_key, shape, self.param_dtype)}
-        if self.use_bias:
-            params["b"] = self.b_init(b_key, (self.features,), self.param_dtype)
-        return params, {}
+        return weight_and_bias(self, key, (*layer.kernel_size, *self._kernel_io(channels))), {}
 
     def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
         w = self.param(params, "w")

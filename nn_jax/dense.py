@@ -1,6 +1,10 @@
 """Dense building blocks: ``Dense`` (also under PyTorch's name ``Linear``), ``Flatten``,
-``Reshape``; and ``add_bias`` and ``default_kernel_init``, shared with the other layers that
-have a weight ``w`` and a bias ``b``."""
+``Reshape``.
+
+Also here, for the other layer modules with a weight ``w`` and a bias ``b`` (convolutions,
+recurrent cells, attention, graph layers), not re-exported at the top level:
+``default_kernel_init``, ``weight_and_bias`` and ``add_bias``.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from nn_jax import initializers
 from nn_jax.core import Array, Call, Initializer, Layer, ParameterFree, Params, PRNGKey, State
 from nn_jax.errors import ConfigError, ShapeError
 
-__all__ = ["Dense", "Flatten", "Linear", "Reshape", "add_bias", "default_kernel_init"]
+__all__ = ["Dense", "Flatten", "Linear", "Reshape"]
 
 default_kernel_init: Initializer = initializers.lecun_normal()
 """LeCun normal, as in Flax; PyTorch's ``nn.Linear`` uses a uniform of the same scale family."""
@@ -25,6 +29,19 @@ default_kernel_init: Initializer = initializers.lecun_normal()
 def add_bias(y: Array, b: Array) -> Array:
     """``y + b`` with ``b`` broadcast explicitly along the trailing axes (no rank promotion)."""
     return y + b.reshape((1,) * (y.ndim - b.ndim) + b.shape)
+
+
+def weight_and_bias(layer: Any, key: PRNGKey, w_shape: tuple[int, ...]) -> Params:
+    """``{"w": (w_shape), "b": (layer.features,)}`` made by ``layer.w_init`` and ``layer.b_init``.
+
+    For layers with the fields ``features``, ``use_bias`` (no ``b`` when false), ``w_init``,
+    ``b_init`` and ``param_dtype`` (the storage dtype), as :class:`Dense` and the convolutions.
+    """
+    w_key, b_key = jax.random.split(key)
+    params = {"w": layer.w_init(w_key, w_shape, layer.param_dtype)}
+    if layer.use_bias:
+        params["b"] = layer.b_init(b_key, (layer.features,), layer.param_dtype)
+    return params
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,11 +80,7 @@ class Dense(Layer):
 
     def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
         self.check_rank(x, 1)
-        w_key, b_key = jax.random.split(key)
-        params = {"w": self.w_init(w_key, (x.shape[-1], self.features), self.param_dtype)}
-        if self.use_bias:
-            params["b"] = self.b_init(b_key, (self.features,), self.param_dtype)
-        return params, {}
+        return weight_and_bias(self, key, (x.shape[-1], self.features)), {}
 
     def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
         w = self.param(params, "w")

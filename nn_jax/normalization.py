@@ -227,7 +227,7 @@ class _AxisNorm(_Normalization):
     """Normalization of each example over ``axis``; subclasses say whether it is centred."""
 
     _: KW_ONLY
-    axis: int | tuple[int, ...] = -1
+    axis: int | tuple[int, ...] = (-1,)
 
     center: ClassVar[bool]
 

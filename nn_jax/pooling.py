@@ -52,7 +52,7 @@ class _Pool(sp.SpatialRank, ParameterFree):
     def _windows(self, x: Array) -> tuple[tuple[int, ...], dict[str, Any]]:
         """The spatial axes of ``x`` and full-rank ``reduce_window`` arguments for it."""
         pool = self.for_input(x)
-        axes = sp.check_spatial_rank(self, x, pool.spatial_rank, self.data_format)
+        axes = sp.check_spatial_rank(self, x, len(pool.window), self.data_format)
         sizes = tuple(x.shape[a] for a in axes)
         pads = sp.resolve_padding(pool.padding, sizes, pool.window, pool.strides)
         outs = tuple(map(sp.out_size, sizes, pads, pool.window, pool.strides))
@@ -214,9 +214,7 @@ class AdaptiveAvgPool(sp.SpatialRank, ParameterFree):
 
     def transform(self, x: Any, call: Call) -> Array:
         x = jnp.asarray(x)
-        output_size = self.for_input(x).output_size
-        axes = sp.check_spatial_rank(self, x, len(output_size), self.data_format)
-        for axis, out in zip(axes, output_size, strict=True):
+        for axis, out in self.sizes_by_axis(x):
             matrix = np.zeros((x.shape[axis], out))
             for i, (lo, hi) in enumerate(_adaptive_bins(x.shape[axis], out)):
                 matrix[lo:hi, i] = 1.0 / (hi - lo)

@@ -83,10 +83,8 @@ class Upsample(sp.SpatialRank, ParameterFree):
 
     def transform(self, x: Any, call: Call) -> Array:
         x = jnp.asarray(x)
-        scale = self.for_input(x).scale
-        axes = sp.check_spatial_rank(self, x, len(scale), self.data_format)
         shape = list(x.shape)
-        for axis, s in zip(axes, scale, strict=True):
+        for axis, s in self.sizes_by_axis(x):
             shape[axis] = math.floor(x.shape[axis] * s)
         if not jnp.issubdtype(x.dtype, jnp.inexact):
             x = x.astype(jnp.float32)

@@ -177,8 +177,8 @@ def test_autoencoder_errors():
         VAE((4, -1), 2)
     with pytest.raises(ConfigError, match="ConvAutoencoder: channels must be a non-empty tuple"):
         ConvAutoencoder(())
-    with pytest.raises(ConfigError, match="kernel_size must be a tuple of 1 to 3 ints"):
-        ConvAutoencoder((4,), 3)
+    with pytest.raises(ConfigError, match=r"kernel_size must be an int >= 1 .*given 0"):
+        ConvAutoencoder((4,), 0)
     with pytest.raises(ShapeError, match=r"divisible by 2\^2 = 4.*given \(6, 8\)"):
         ConvAutoencoder((2, 2)).init(KEY, jnp.zeros((1, 6, 8, 1)))
 
@@ -233,3 +233,11 @@ def test_autoencoders_learn_to_reconstruct_digits(digits, kind):
     baseline = float(np.mean((x_test - x.mean(0)) ** 2))  # predicting the mean image
     # Measured: mse 0.18 at init, 0.073 for the mean image, 0.012 (dense) / 0.005 (conv) after.
     assert after < 0.25 * baseline < before, (before, baseline, after)
+
+
+def test_conv_autoencoder_int_kernel_is_the_tuple_form_at_the_input_rank():
+    x = np.random.default_rng(0).standard_normal((2, 4, 8, 1)).astype(np.float32)
+    as_int, as_tuple = ConvAutoencoder((2, 3), 3), ConvAutoencoder((2, 3), (3, 3))
+    params, _ = as_int.init(KEY, x)
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, as_tuple.init(KEY, x)[0])
+    np.testing.assert_allclose(as_int(params, x), as_tuple(params, x), rtol=1e-6, atol=1e-6)

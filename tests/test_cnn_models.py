@@ -91,7 +91,7 @@ def test_resnet20_parameter_count_closed_form():
     params, state = jax.eval_shape(
         model.init, KEY, jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
     )
-    bn = lambda c: 2 * c  # noqa: E731  scale + bias
+    bn = lambda c: 2 * c  # noqa: E731  scale + b
     expected = _conv_params(3, 3, 16, bias=False) + bn(16)
     c_in = 16
     for c in (16, 32, 64):

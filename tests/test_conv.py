@@ -366,13 +366,23 @@ def test_wrong_kernel_shape_and_missing_params():
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda: Conv(4, 3), r"kernel_size must be a tuple of 1 to 3 ints.*given 3"),
-        (lambda: Conv(4, (3, 3, 3, 3)), r"kernel_size must be a tuple of 1 to 3 ints"),
+        (lambda: Conv(4, 0), r"kernel_size must be an int >= 1 .* or a tuple of 1 to 3.*given 0"),
+        (lambda: Conv(4, (3, 3, 3, 3)), r"kernel_size must be an int >= 1 .* tuple of 1 to 3"),
         (lambda: Conv(0, (3,)), r"features must be a positive int, given 0"),
         (lambda: Conv(4, (3, 3), padding="CAUSAL"), r"'CAUSAL' is for 1-D inputs"),
         (lambda: Conv(4, (3, 3), padding="FULL"), r"padding must be one of"),
-        (lambda: Conv(4, (3, 3), padding=((1, 1),)), r"tuple of 2 ints or \(lo, hi\) pairs"),
-        (lambda: Conv(4, (3, 3), strides=(1, 0)), r"strides must be an int >= 1 or a tuple of 2"),
+        (
+            lambda: Conv(4, (3, 3), padding=((1, 1),)),
+            r"disagree on the number of spatial axes, given kernel_size=\(3, 3\), "
+            r"padding=\(\(1, 1\),\)",
+        ),
+        (
+            lambda: Conv(4, 3, strides=(1, 2), kernel_dilation=(1, 1, 1)),
+            r"disagree on the number of spatial axes",
+        ),
+        (lambda: Conv(4, 3, strides=(2, 2), padding="CAUSAL"), r"'CAUSAL' is for 1-D inputs"),
+        (lambda: Conv(4, (3, 3), strides=(1, 0)), r"strides must be an int >= 1 .*given \(1, 0\)"),
+        (lambda: Conv(4, 3, padding=((1, 2, 3),)), r"padding must be one of"),
         (
             lambda: Conv(6, (3,), feature_group_count=4),
             r"feature_group_count must be a positive int dividing features=6",
@@ -403,3 +413,59 @@ def test_layer_options_are_normalized_and_hashable():
     assert a == b and hash(a) == hash(b)
     assert Conv(4, (3, 3), padding=1).padding == ((1, 1), (1, 1))
     assert math.prod(Conv(4, (3, 3, 2)).kernel_size) == 18
+
+
+# --------------------------------------------------------------------------------------------
+# An int size is the same on every spatial axis (rank from the input), as the tuple form.
+
+
+@pytest.mark.parametrize(
+    ("cls", "options", "shape"),
+    [
+        (Conv, {"strides": 2}, (2, 9)),
+        (Conv, {"kernel_dilation": 2, "padding": 1}, (1, 6, 7)),
+        (Conv, {"input_dilation": 2, "strides": 2, "padding": "VALID"}, (1, 4, 3, 5)),
+        (ConvTranspose, {"strides": 2, "padding": "VALID", "output_padding": 1}, (2, 3, 4)),
+        (ConvTranspose, {"strides": 2}, (1, 3, 2, 2)),
+    ],
+)
+def test_int_sizes_equal_the_tuple_form(cls, options, shape):
+    """Conv(F, 3, strides=2) on (N, *spatial, C) is Conv(F, (3,) * n, strides=(2,) * n)."""
+    n = len(shape) - 1
+    x = np.random.default_rng(n).standard_normal((*shape, 2)).astype(np.float32)
+    as_int = cls(3, 3, **options)
+    as_tuple = cls(
+        3,
+        (3,) * n,
+        **{k: (v,) * n if isinstance(v, int) else v for k, v in options.items()},
+    )
+    params, _ = as_int.init(KEY, x)
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, as_tuple.init(KEY, x)[0])
+    np.testing.assert_array_equal(params["w"], as_tuple.init(KEY, x)[0]["w"])
+    y = as_int(params, x)
+    np.testing.assert_allclose(y, as_tuple(params, x), rtol=1e-6, atol=1e-6)
+    # apply reads the rank back from the kernel: other batch shapes work as with tuples.
+    np.testing.assert_allclose(as_int(params, x[0]), y[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(as_int(params, x[None]), y[None], rtol=1e-5, atol=1e-6)
+
+
+def test_int_sizes_take_the_rank_from_a_tuple_option():
+    assert Conv(4, 3, strides=(1, 2)).kernel_size == (3, 3)
+    assert Conv(4, 3, padding=((1, 0), (0, 1), (1, 1))).strides == (1, 1, 1)
+    assert Conv(4, 3, padding="CAUSAL").kernel_size == (3,)
+    assert ConvTranspose(4, 2, output_padding=(1, 0), strides=2, padding="VALID").ndim == 2
+    assert Conv(4, 3).kernel_size == 3 and Conv(4, 3).spatial_rank is None
+
+
+def test_int_kernel_needs_one_batch_axis_at_init():
+    with pytest.raises(
+        ShapeError,
+        match=r"Conv at 'c': kernel_size=3 is the same on every spatial axis, so the number of "
+        r"spatial axes is the input's rank - 2 .*given rank 2 \(shape \(8, 3\)\).*Pass a tuple",
+    ):
+        Sequential({"c": Conv(4, 3)}).init(KEY, jnp.zeros((8, 3)))
+    params, _ = Conv(4, 3).init(KEY, jnp.zeros((1, 8, 3)))
+    with pytest.raises(
+        ShapeError, match=r"parameter 'w' has shape \(3, 4\), expected \(\*kernel_size, C_in"
+    ):
+        Conv(4, 3)({"w": params["w"][0], "b": params["b"]}, jnp.zeros((1, 8, 3)))

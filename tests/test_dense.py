@@ -5,7 +5,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nn_jax import ConfigError, Dense, Flatten, ParamsError, Reshape, Sequential, ShapeError
+from nn_jax import (
+    ConfigError,
+    Dense,
+    Flatten,
+    Linear,
+    ParameterFree,
+    ParamsError,
+    Reshape,
+    Sequential,
+    ShapeError,
+)
 
 KEY = jax.random.key(0)
 
@@ -66,9 +76,7 @@ def test_missing_param_names_layer_path_and_keys():
 def test_wrong_rank_names_layer_path():
     model = Sequential(Dense(4))
     params, _ = model.init(KEY, jnp.zeros((2, 3)))
-    with pytest.raises(
-        ShapeError, match=r"Dense at '0': input must have rank 1 or .* given rank 0"
-    ):
+    with pytest.raises(ShapeError, match=r"Dense at '0': input must have rank >= 1, given rank 0"):
         model(params, jnp.float32(1.0))
     with pytest.raises(
         ShapeError, match=r"Reshape at <root>: cannot reshape per-example shape \(5,\)"
@@ -81,3 +89,13 @@ def test_flatten_and_reshape_match_numpy():
     np.testing.assert_array_equal(Flatten()({}, x), x.reshape(2, 12))
     np.testing.assert_array_equal(Flatten(batch_dims=2)({}, x), x)
     np.testing.assert_array_equal(Reshape((4, -1))({}, x.reshape(2, 12)), x.reshape(2, 4, 3))
+
+
+def test_flatten_and_reshape_are_parameter_free():
+    for layer in (Flatten(), Reshape((4, 3))):
+        assert isinstance(layer, ParameterFree)
+        assert layer.init(KEY, jnp.zeros((2, 12))) == ({}, {})
+
+
+def test_linear_is_the_pytorch_name_of_dense():
+    assert Linear is Dense and Linear(3) == Dense(3)

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from nn_jax import initializers
 from nn_jax.combinators import Sequential
 from nn_jax.errors import ConfigError, ParamsError, ShapeError
 from nn_jax.normalization import BatchNorm, GroupNorm, InstanceNorm, LayerNorm, RMSNorm
@@ -16,7 +17,7 @@ EPS = 1e-5
 
 
 def _random_affine(layer, x, seed=1):
-    """Params of ``layer`` replaced by random values (so scale/bias are really exercised)."""
+    """Params of ``layer`` replaced by random values (so scale and b are really exercised)."""
     params, state = layer.init(KEY, x)
     rng = np.random.default_rng(seed)
     return {k: jnp.asarray(rng.standard_normal(v.shape), v.dtype) for k, v in params.items()}, state
@@ -186,6 +187,34 @@ def test_rms_norm_matches_equation():
     assert set(params) == {"scale"}
     expected = x / np.sqrt((x**2).mean(-1, keepdims=True) + 1e-6) * np.asarray(params["scale"])
     np.testing.assert_allclose(layer(params, x.astype(np.float32)), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_rms_norm_with_bias_is_layer_norm_without_centering():
+    x = np.random.default_rng(1).standard_normal((2, 3, 4)) + 2.0
+    layer = RMSNorm(use_bias=True, axis=(1, 2), epsilon=EPS)
+    params, _ = _random_affine(layer, x.astype(np.float32))
+    assert set(params) == {"scale", "b"} and params["b"].shape == (3, 4)
+    rms = np.sqrt((x**2).mean(axis=(1, 2), keepdims=True) + EPS)
+    expected = x / rms * np.asarray(params["scale"]) + np.asarray(params["b"])
+    np.testing.assert_allclose(layer(params, x.astype(np.float32)), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda **kw: BatchNorm(**kw),
+        lambda **kw: LayerNorm(**kw),
+        lambda **kw: RMSNorm(use_bias=True, **kw),
+        lambda **kw: GroupNorm(2, **kw),
+        lambda **kw: InstanceNorm(**kw),
+    ],
+)
+def test_norm_params_are_scale_and_b_made_by_scale_init_and_b_init(make):
+    layer = make(scale_init=initializers.constant(2.0), b_init=initializers.constant(0.5))
+    params, _ = layer.init(KEY, jnp.zeros((2, 3, 4)))
+    assert set(params) == {"scale", "b"}
+    np.testing.assert_array_equal(params["scale"], np.full(params["scale"].shape, 2.0))
+    np.testing.assert_array_equal(params["b"], np.full(params["b"].shape, 0.5))
 
 
 def _np_group_norm(x, groups, scale, bias):

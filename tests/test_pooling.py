@@ -11,6 +11,8 @@ from nn_jax.combinators import Sequential
 from nn_jax.errors import ConfigError, ShapeError
 from nn_jax.pooling import AdaptiveAvgPool, AvgPool, GlobalAvgPool, GlobalMaxPool, MaxPool
 
+KEY = jax.random.key(0)
+
 
 def _pads(padding, sizes, window, strides):
     if padding == "VALID":
@@ -173,11 +175,39 @@ def test_errors_name_layer_path_expected_and_given():
         match=r"AvgPool at <root>: spatial input size \(1, 4\) gives an empty output \(0, 2\)",
     ):
         AvgPool((2, 2))({}, jnp.zeros((1, 1, 4, 2)))
-    with pytest.raises(ConfigError, match=r"MaxPool: window must be a tuple of 1 to 3 ints"):
-        MaxPool(2)
+    with pytest.raises(ConfigError, match=r"MaxPool: window must be an int >= 1 .*given 0"):
+        MaxPool(0)
+    with pytest.raises(ConfigError, match=r"MaxPool: the options disagree on the number"):
+        MaxPool((2, 2), strides=(1, 1, 1))
     with pytest.raises(
         ConfigError, match=r"GlobalAvgPool: spatial_dims must be 1, 2 or 3, given 4"
     ):
         GlobalAvgPool(4)
-    with pytest.raises(ConfigError, match=r"AdaptiveAvgPool: output_size must be a tuple"):
-        AdaptiveAvgPool(3)
+    with pytest.raises(ConfigError, match=r"AdaptiveAvgPool: output_size must be an int >= 1"):
+        AdaptiveAvgPool((2, 2, 2, 2))
+    with pytest.raises(
+        ShapeError,
+        match=r"AvgPool at 'pool': window=2 is the same on every spatial axis.*given rank 2",
+    ):
+        Sequential({"pool": AvgPool(2)})({}, jnp.zeros((4, 4)))
+
+
+@pytest.mark.parametrize(
+    ("make", "shape"),
+    [
+        (lambda w: MaxPool(w), (2, 6, 3)),
+        (lambda w: MaxPool(w, strides=1, padding="SAME"), (1, 5, 4, 2)),
+        (lambda w: AvgPool(w, padding=1, count_include_pad=False), (1, 4, 5, 3, 2)),
+        (lambda w: AdaptiveAvgPool(w), (2, 7, 5, 1)),
+    ],
+)
+def test_int_sizes_equal_the_tuple_form_at_the_input_rank(make, shape):
+    """MaxPool(2) on (N, *spatial, C) is MaxPool((2,) * n) with n = x.ndim - 2."""
+    x = np.random.default_rng(len(shape)).standard_normal(shape).astype(np.float32)
+    n = len(shape) - 2
+    np.testing.assert_array_equal(make(2)({}, x), make((2,) * n)({}, x))
+
+
+def test_pools_are_parameter_free_and_int_windows_keep_strides():
+    assert MaxPool(2).init(KEY, jnp.zeros((1, 4, 4, 1))) == ({}, {})
+    assert MaxPool(3).strides == 3 and MaxPool(3, strides=(1, 2)).window == (3, 3)

@@ -50,11 +50,25 @@ def test_channels_first_and_integer_inputs():
 
 
 def test_errors():
-    with pytest.raises(ConfigError, match=r"scale must be a tuple of 1 to 3 numbers >= 1.*given 2"):
-        Upsample(2)
+    with pytest.raises(ConfigError, match=r"scale must be a number >= 1 .*given 0.5"):
+        Upsample(0.5)
     with pytest.raises(ConfigError, match=r"to downsample use AvgPool"):
         Upsample((0.5, 0.5))
+    with pytest.raises(ConfigError, match=r"or a tuple of 1 to 3 such numbers"):
+        Upsample((2, 2, 2, 2))
     with pytest.raises(ConfigError, match=r"method must be one of"):
         Upsample((2, 2), method="area")
     with pytest.raises(ShapeError, match=r"Upsample at <root>: input must have rank >= 3"):
         Upsample((2, 2))({}, jnp.zeros((4, 4)))
+
+
+@pytest.mark.parametrize("method", ["nearest", "bilinear"])
+def test_number_scale_is_the_same_on_every_spatial_axis(method):
+    """Upsample(2) on (N, *spatial, C) is Upsample((2,) * n) with n = x.ndim - 2."""
+    for shape in [(2, 3, 2), (1, 3, 2, 2), (1, 2, 3, 2, 1)]:
+        x = np.random.default_rng(len(shape)).standard_normal(shape).astype(np.float32)
+        n = len(shape) - 2
+        y = Upsample(2, method=method)({}, x)
+        np.testing.assert_array_equal(y, Upsample((2,) * n, method=method)({}, x))
+        assert y.shape == (shape[0], *(2 * d for d in shape[1:-1]), shape[-1])
+    assert Upsample(1.5).init(jax.random.key(0), jnp.zeros((1, 2, 2, 1))) == ({}, {})

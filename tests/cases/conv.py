@@ -1,4 +1,5 @@
-"""Convolutions: 1-D/2-D/3-D, strides, padding modes, dilation (rhs and lhs), groups, layouts."""
+"""Convolutions: 1-D/2-D/3-D, int and tuple sizes, strides, padding modes, dilation (rhs and
+lhs), groups, layouts."""
 
 from nn_jax.conv import Conv, ConvTranspose
 from tests.cases import Case, normal
@@ -27,6 +28,7 @@ CASES = [
         Conv(2, (2, 3), padding=((1, 0), (2, 2)), use_bias=False),
         normal(1, 4, 5, 3),
     ),
+    Case("conv2d_int_kernel_s2", Conv(3, 3, strides=2), normal(2, 5, 6, 2)),
     Case(
         "conv2d_channels_first",
         Conv(3, (3, 3), strides=2, data_format="channels_first"),
@@ -42,6 +44,7 @@ CASES = [
         ConvTranspose(3, (3,), strides=2, padding="VALID"),
         normal(2, 4, 2),
     ),
+    Case("conv_transpose1d_int_kernel", ConvTranspose(2, 3, strides=2), normal(2, 4, 3)),
     Case(
         "conv_transpose1d_pad_outpad",
         ConvTranspose(2, (3,), strides=2, padding=1, output_padding=1, kernel_dilation=2),

@@ -17,6 +17,7 @@ CASES = [
         "layer_norm_two_axes_no_scale", LayerNorm(axis=(-2, -1), use_scale=False), normal(2, 3, 4)
     ),
     Case("rms_norm", RMSNorm(), normal(3, 6)),
+    Case("rms_norm_with_b", RMSNorm(use_bias=True, axis=(-2, -1)), normal(2, 3, 4)),
     Case("group_norm", GroupNorm(2), normal(2, 3, 3, 4)),
     Case("instance_norm", InstanceNorm(), normal(2, 5, 3)),
 ]

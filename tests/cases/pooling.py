@@ -1,11 +1,12 @@
-"""Pooling: max, average (with and without counting padding), global and adaptive."""
+"""Pooling: max, average (with and without counting padding), global and adaptive; int and
+tuple windows."""
 
 from nn_jax.pooling import AdaptiveAvgPool, AvgPool, GlobalAvgPool, GlobalMaxPool, MaxPool
 from tests.cases import Case, normal
 
 CASES = [
     Case("max_pool1d_same", MaxPool((3,), strides=2, padding="SAME"), normal(2, 7, 3)),
-    Case("max_pool2d", MaxPool((2, 2)), normal(2, 6, 4, 3)),
+    Case("max_pool2d_int_window", MaxPool(2), normal(2, 6, 4, 3)),
     Case("max_pool3d_overlap", MaxPool((2, 2, 2), strides=1, padding=1), normal(1, 3, 3, 3, 2)),
     Case("avg_pool1d_pad", AvgPool((3,), strides=2, padding=1), normal(2, 7, 2)),
     Case(
@@ -23,4 +24,5 @@ CASES = [
     Case("global_avg_pool3d", GlobalAvgPool(3), normal(2, 2, 3, 2, 3)),
     Case("adaptive_avg_pool2d", AdaptiveAvgPool((3, 2)), normal(2, 7, 5, 2)),
     Case("adaptive_avg_pool1d_upsizing", AdaptiveAvgPool((5,)), normal(2, 3, 2)),
+    Case("adaptive_avg_pool2d_int", AdaptiveAvgPool(2), normal(2, 5, 3, 2)),
 ]
