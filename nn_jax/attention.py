@@ -241,7 +241,7 @@ class MultiHeadAttention(Layer):
     >>> params, _ = mha.init(jax.random.key(0), jnp.zeros((2, 5, 16)))
     >>> {k: params[k].shape for k in ("w_q", "w_k", "w_v", "w_o")}
     {'w_q': (16, 4, 4), 'w_k': (16, 2, 4), 'w_v': (16, 2, 4), 'w_o': (4, 4, 16)}
-    >>> valid = jnp.arange(5) < jnp.array([[5], [3]])  # (B, Tk): 5 and 3 real keys
+    >>> valid = jnp.arange(5)[None] < jnp.array([[5], [3]])  # (B, Tk): 5 and 3 real keys
     >>> mha(params, jnp.ones((2, 5, 16)), side={"key_mask": valid}).shape
     (2, 5, 16)
     """

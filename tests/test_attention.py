@@ -1,20 +1,17 @@
 """Attention against a NumPy loop reference (masks, causal, GQA/MQA, bias); fully masked rows;
-MultiHeadAttention against NumPy; the decode cache equals the full pass; dropout; errors."""
+MultiHeadAttention against NumPy with its side inputs; the weights tap; the decode cache equals
+the full pass; dropout; errors."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nn_jax.attention import (
-    MultiHeadAttention,
-    attention_weights,
-    causal_mask,
-    combine_masks,
-    dot_product_attention,
-    make_attention_mask,
-)
+from nn_jax.attention import MultiHeadAttention, attention_weights, dot_product_attention
+from nn_jax.core import tapping
 from nn_jax.errors import ConfigError, RngError, ShapeError
+from nn_jax.inspect import apply_with_intermediates
+from nn_jax.masks import causal_mask, combine_masks, make_attention_mask
 from nn_jax.positional import RotaryEmbedding
 
 KEY = jax.random.key(0)
@@ -63,13 +60,18 @@ def np_rope(x, positions, base=10000.0):
     return y
 
 
-def np_mha(p, xq, xkv, mask=None, rope=False):
-    """Projections, (RoPE,) attention and the output projection, all in NumPy."""
+def np_mha(p, xq, xkv, mask=None, rope=False, positions=None):
+    """Projections, (RoPE at ``positions``: (T,) or per example (B, T)), attention and the output
+    projection, all in NumPy."""
     q = np.einsum("btf,fhd->bthd", xq, p["w_q"]) + p.get("b_q", 0)
     k = np.einsum("btf,fhd->bthd", xkv, p["w_k"]) + p.get("b_k", 0)
     v = np.einsum("btf,fhd->bthd", xkv, p["w_v"]) + p.get("b_v", 0)
     if rope:
-        q, k = np_rope(q, range(q.shape[1])), np_rope(k, range(k.shape[1]))
+        pos = np.broadcast_to(
+            np.arange(q.shape[1]) if positions is None else positions, q.shape[:2]
+        )
+        q = np.concatenate([np_rope(q[b : b + 1], pos[b]) for b in range(len(q))])
+        k = np.concatenate([np_rope(k[b : b + 1], pos[b]) for b in range(len(k))])
     out, weights = np_attention(q, k, v, mask)
     return np.einsum("bthd,hdf->btf", out, p["w_o"]) + p.get("b_o", 0), weights
 
@@ -185,28 +187,72 @@ def test_self_attention_layer_matches_numpy(layer):
     with jax.enable_x64(True):
         params, _ = layer.init(KEY, x)
         params = random_params(params, rng)
-        y = layer(params, x, key_mask=key_valid, mask=extra)
+        y = layer(params, x, side={"key_mask": key_valid, "mask": extra})
+        # "lengths" marks the same padding as a key mask of its first steps.
+        by_lengths = layer(params, x, side={"lengths": np.array([5, 2]), "mask": extra})
     mask = key_valid[:, None, None, :] & extra
     if layer.causal:
         mask = mask & np.tril(np.ones((5, 5), bool))
     ref, _ = np_mha(params, x, x, mask, rope=layer.rope is not None)
     np.testing.assert_allclose(y, ref, rtol=1e-10, atol=1e-10)
+    mask_2 = np.array([[True] * 5, [True] * 2 + [False] * 3])[:, None, None, :] & extra
+    if layer.causal:
+        mask_2 = mask_2 & np.tril(np.ones((5, 5), bool))
+    ref_2, _ = np_mha(params, x, x, mask_2, rope=layer.rope is not None)
+    np.testing.assert_allclose(by_lengths, ref_2, rtol=1e-10, atol=1e-10)
+
+
+def test_rope_positions_side_input_matches_numpy():
+    """Per-example positions (a left-padded row counts from its first real token)."""
+    rng = np.random.default_rng(15)
+    layer = MultiHeadAttention(2, causal=True, rope=RotaryEmbedding())
+    positions = np.array([[0, 1, 2, 3], [0, 0, 0, 1]])
+    key_valid = np.array([[True] * 4, [False, False, True, True]])
+    with jax.enable_x64(True):
+        x = rng.standard_normal((2, 4, 4))
+        params = random_params(layer.init(KEY, x)[0], rng)
+        y = layer(params, x, side={"positions": positions, "key_mask": key_valid})
+    mask = key_valid[:, None, None, :] & np.tril(np.ones((4, 4), bool))
+    ref, _ = np_mha(params, x, x, mask, rope=True, positions=positions)
+    np.testing.assert_allclose(y, ref, rtol=1e-10, atol=1e-10)
+    # Without rope the layer has no use for positions: nobody reads them.
+    with pytest.raises(ConfigError, match=r"side inputs \['positions'\] were given but no layer"):
+        MultiHeadAttention(2)(params, x, side={"positions": positions})
 
 
 def test_cross_attention_with_different_features_and_weights():
     rng = np.random.default_rng(6)
     xq, xkv = rng.standard_normal((2, 3, 6)), rng.standard_normal((2, 5, 4))
-    layer = MultiHeadAttention(2, head_dim=3, out_features=7, return_weights=True)
+    layer = MultiHeadAttention(2, head_dim=3, out_features=7)
     with jax.enable_x64(True):
         params, state = layer.init(KEY, (xq, xkv))
         params = random_params(params, rng)
         assert params["w_q"].shape == (6, 2, 3) and params["w_k"].shape == (4, 2, 3)
         assert params["w_o"].shape == (2, 3, 7) and state == {}
         key_valid = np.array([[1, 1, 1, 1, 1], [0, 0, 1, 1, 0]], bool)
-        (y, weights), _ = layer.apply(params, {}, (xq, xkv), key_mask=key_valid)
+        y, _, taps = apply_with_intermediates(
+            layer, params, {}, (xq, xkv), side={"key_mask": key_valid}, capture="*weights"
+        )
     ref, ref_w = np_mha(params, xq, xkv, key_valid[:, None, None, :])
     np.testing.assert_allclose(y, ref, rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(weights, ref_w, rtol=1e-10, atol=1e-10)
+    assert list(taps) == ["weights"]
+    np.testing.assert_allclose(taps["weights"], ref_w, rtol=1e-10, atol=1e-10)
+
+
+def test_editing_the_weights_tap_changes_the_output():
+    """Uniform weights over the keys make every query's output the mean value projection."""
+    rng = np.random.default_rng(16)
+    layer = MultiHeadAttention(2)
+    with jax.enable_x64(True):
+        x = rng.standard_normal((1, 3, 4))
+        params = random_params(layer.init(KEY, x)[0], rng)
+        with tapping(capture=(), edit={"weights": lambda w: jnp.full_like(w, 1 / 3)}):
+            y = jax.jit(layer.__call__)(params, x)
+    uniform = np.full((1, 2, 3, 3), 1 / 3)
+    v = np.einsum("btf,fhd->bthd", x, params["w_v"]) + params["b_v"]
+    out = np.einsum("bhqk,bkhd->bqhd", uniform, v)
+    ref = np.einsum("bthd,hdf->btf", out, params["w_o"]) + params["b_o"]
+    np.testing.assert_allclose(y, ref, rtol=1e-10, atol=1e-10)
 
 
 def test_fully_masked_query_gives_only_the_output_bias():
@@ -216,7 +262,7 @@ def test_fully_masked_query_gives_only_the_output_bias():
     params = random_params(layer.init(KEY, x)[0], rng)
     mask = np.ones((1, 1, 3, 3), bool)
     mask[..., 1, :] = False
-    y = layer(params, x, mask=mask)
+    y = layer(params, x, side={"mask": mask})
     np.testing.assert_allclose(y[0, 1], params["b_o"], rtol=1e-6)
     assert np.all(np.isfinite(y))
 
@@ -242,12 +288,17 @@ def test_incremental_decoding_equals_the_full_pass(rope):
 
 def test_attention_dropout_in_training_only():
     x = np.random.default_rng(9).standard_normal((2, 6, 4)).astype(np.float32)
-    layer = MultiHeadAttention(2, dropout_rate=0.5, return_weights=True)
+    layer = MultiHeadAttention(2, dropout_rate=0.5)
     params, _ = layer.init(KEY, x)
-    (_, clean), _ = layer.apply(params, {}, x)
-    (_, w_eval), _ = layer.apply(params, {}, x, train=False, rng=KEY)
-    np.testing.assert_array_equal(w_eval, clean)
-    (_, dropped), _ = layer.apply(params, {}, x, train=True, rng=KEY)
+
+    def weights(**kwargs):
+        return apply_with_intermediates(layer, params, {}, x, capture="weights", **kwargs)[2][
+            "weights"
+        ]
+
+    clean = weights()
+    np.testing.assert_array_equal(weights(train=False, rng=KEY), clean)
+    dropped = weights(train=True, rng=KEY)
     kept = np.asarray(dropped) != 0
     assert 0.3 < 1 - kept.mean() < 0.7
     np.testing.assert_allclose(np.asarray(dropped)[kept], 2 * np.asarray(clean)[kept], rtol=1e-6)
@@ -266,8 +317,21 @@ def test_multi_head_attention_errors():
         MultiHeadAttention(2, decode=True).init(KEY, (jnp.zeros((1, 3, 4)), jnp.zeros((1, 5, 4))))
     layer = MultiHeadAttention(2)
     params, _ = layer.init(KEY, jnp.zeros((2, 3, 4)))
-    with pytest.raises(ShapeError, match=r"key_mask must be booleans of shape \(2, 3\)"):
-        layer(params, jnp.zeros((2, 3, 4)), key_mask=jnp.ones((2, 4), bool))
+    with pytest.raises(
+        ShapeError,
+        match=r"MultiHeadAttention at <root>: side input 'key_mask' must be booleans of shape "
+        r"\(2, 3\)",
+    ):
+        layer(params, jnp.zeros((2, 3, 4)), side={"key_mask": jnp.ones((2, 4), bool)})
+    with pytest.raises(ShapeError, match=r"side input 'lengths' must be ints of shape \(2,\)"):
+        layer(params, jnp.zeros((2, 3, 4)), side={"lengths": jnp.ones((2, 1), jnp.int32)})
+    decoder = MultiHeadAttention(2, causal=True, decode=True)
+    _, cache = decoder.init(KEY, jnp.zeros((2, 3, 4)))
+    with pytest.raises(ConfigError, match="'lengths' is ambiguous with decode=True"):
+        decoder.apply(params, cache, jnp.zeros((2, 1, 4)), side={"lengths": jnp.ones(2, int)})
+    rotary = MultiHeadAttention(2, rope=RotaryEmbedding())
+    with pytest.raises(ShapeError, match=r"side input 'positions' must be ints of shape \(2, 3\)"):
+        rotary(params, jnp.zeros((2, 3, 4)), side={"positions": jnp.zeros((2, 4), jnp.int32)})
     with pytest.raises(
         ShapeError, match=r"parameter 'w_q' has shape \(4, 2, 2\), expected \(5, 2, 2\)"
     ):

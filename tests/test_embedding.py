@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from nn_jax import initializers
 from nn_jax.combinators import Sequential
 from nn_jax.embedding import Embedding
 from nn_jax.errors import ConfigError, ShapeError
@@ -43,6 +44,8 @@ def test_gradient_reaches_only_looked_up_rows():
 def test_default_init_variance_is_one_over_features():
     params, _ = Embedding(4096, 64).init(KEY, jnp.zeros((1,), jnp.int32))
     assert abs(float(jnp.var(params["table"])) * 64 - 1) < 0.05
+    params, _ = Embedding(3, 2, table_init=initializers.ones).init(KEY, jnp.zeros(1, jnp.int32))
+    np.testing.assert_array_equal(params["table"], np.ones((3, 2)))
 
 
 def test_errors():

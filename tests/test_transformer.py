@@ -1,5 +1,6 @@
 """Positional encodings, feed-forward networks and transformer blocks against NumPy; the
-transformer models: causality, padding, the decode cache == the full pass, generation."""
+transformer models: causality, padding, the decode cache == the full pass, generation (padded
+batches give each prompt the tokens it gets alone); attention maps through taps."""
 
 import dataclasses
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from nn_jax.errors import ConfigError, RngError, ShapeError
+from nn_jax.inspect import apply_with_intermediates
 from nn_jax.models.transformer import TransformerEncoder, TransformerLM, generate
 from nn_jax.positional import (
     LearnedPositionalEmbedding,
@@ -52,6 +54,12 @@ def test_rotary_embedding_matches_numpy_and_is_relative():
         )
         layer_out, _ = RotaryEmbedding().apply({}, {}, x)
         np.testing.assert_allclose(layer_out, np_rope(x, range(5)), rtol=1e-12, atol=1e-12)
+        per_example = np.array([positions, [0, 0, 1, 2, 3]])
+        layer_out = RotaryEmbedding()({}, x, side={"positions": per_example})
+        for b in range(2):
+            np.testing.assert_allclose(
+                layer_out[b], np_rope(x[b : b + 1], per_example[b])[0], rtol=1e-12, atol=1e-12
+            )
         q, k = rng.standard_normal((1, 1, 1, 8)), rng.standard_normal((1, 1, 1, 8))
 
         def score(p, s):
@@ -78,10 +86,25 @@ def test_learned_positions_add_table_rows_and_check_length():
     layer = LearnedPositionalEmbedding(5)
     x = np.random.default_rng(3).standard_normal((2, 4, 3)).astype(np.float32)
     params, _ = layer.init(KEY, x)
-    assert params["embedding"].shape == (5, 3)
-    np.testing.assert_allclose(layer(params, x), x + np.asarray(params["embedding"])[None, :4])
+    table = np.asarray(params["embedding"])
+    assert table.shape == (5, 3)
+    np.testing.assert_allclose(layer(params, x), x + table[None, :4])
+    positions = np.array([[0, 0, 1, 2], [4, 3, 2, 1]])
+    y = layer(params, x, side={"positions": positions})
+    np.testing.assert_allclose(y, x + table[positions], rtol=1e-6)
+    outside = layer(params, x, side={"positions": np.array([0, 1, 5, -1])})
+    assert np.all(np.isnan(outside[:, 2:])) and not np.any(np.isnan(outside[:, :2]))
     with pytest.raises(ShapeError, match=r"input has 6 positions .* more than max_length=5"):
         layer(params, jnp.zeros((2, 6, 3)))
+    with pytest.raises(ShapeError, match=r"side input 'positions' must be ints of shape \(2, 4\)"):
+        layer(params, x, side={"positions": np.zeros((2, 4), np.float32)})
+
+
+def test_sinusoidal_positions_side_input():
+    x = np.random.default_rng(12).standard_normal((2, 3, 4)).astype(np.float32)
+    positions = np.array([[0, 0, 1], [7, 8, 9]])
+    y = SinusoidalPositionalEncoding()({}, x, side={"positions": positions})
+    np.testing.assert_allclose(y, x + np.asarray(sinusoidal_encoding(positions, 4)), rtol=1e-6)
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,7 +132,7 @@ def np_ffn(p, x):
 def np_layer_norm(p, x, eps=1e-5):
     mean = x.mean(-1, keepdims=True)
     var = ((x - mean) ** 2).mean(-1, keepdims=True)
-    return (x - mean) / np.sqrt(var + eps) * p["scale"] + p["bias"]
+    return (x - mean) / np.sqrt(var + eps) * p["scale"] + p.get("b", p.get("bias"))
 
 
 def np_rms_norm(p, x, eps=1e-5):
@@ -117,7 +140,7 @@ def np_rms_norm(p, x, eps=1e-5):
 
 
 def np_norm(p, x):
-    return np_layer_norm(p, x) if "bias" in p else np_rms_norm(p, x)
+    return np_layer_norm(p, x) if {"b", "bias"} & set(p) else np_rms_norm(p, x)
 
 
 @pytest.mark.parametrize("gated", [False, True], ids=["gelu", "swiglu"])
@@ -157,7 +180,7 @@ def test_encoder_block_matches_numpy(block):
     with jax.enable_x64(True):
         x = rng.standard_normal((2, 5, 8))
         params = random_params(block.init(KEY, x)[0], rng)
-        y = block(params, x, key_mask=key_valid)
+        y = block(params, x, side={"key_mask": key_valid})
     mask = key_valid[:, None, None, :]
     if block.causal:
         mask = mask & np.tril(np.ones((5, 5), bool))
@@ -172,14 +195,26 @@ def test_decoder_block_matches_numpy():
     with jax.enable_x64(True):
         x, memory = rng.standard_normal((2, 4, 8)), rng.standard_normal((2, 6, 3))
         params = random_params(block.init(KEY, (x, memory))[0], rng)
-        y = block(params, (x, memory), memory_key_mask=memory_valid)
+        y, _, taps = apply_with_intermediates(
+            block,
+            params,
+            {},
+            (x, memory),
+            side={"memory_key_mask": memory_valid},
+            capture="*weights",
+        )
     causal = np.tril(np.ones((4, 4), bool))[None, None]
     p = params
     h = x + np_mha(p["self_attention"], *(np_norm(p["self_attention_norm"], x),) * 2, causal)[0]
     normed = np_norm(p["cross_attention_norm"], h)
-    h = h + np_mha(p["cross_attention"], normed, memory, memory_valid[:, None, None, :])[0]
+    cross, cross_weights = np_mha(
+        p["cross_attention"], normed, memory, memory_valid[:, None, None, :]
+    )
+    h = h + cross
     h = h + np_ffn(p["mlp"], np_norm(p["mlp_norm"], h))
     np.testing.assert_allclose(y, h, rtol=1e-10, atol=1e-10)
+    assert sorted(taps) == ["cross_attention/weights", "self_attention/weights"]
+    np.testing.assert_allclose(taps["cross_attention/weights"], cross_weights, rtol=1e-10)
 
 
 def test_block_dropout_needs_rng_in_training_only():
@@ -276,13 +311,93 @@ def test_sampling_generate():
         generate(model, params, prompt, 3, top_k=0)
 
 
-def test_encoder_classifier_padding_changes_nothing():
+def test_padded_batched_generation_equals_each_prompt_alone(lm):
+    """Left- and right-padded prompts of lengths 5, 2 and 4: greedy tokens as when alone."""
+    model, params = lm
+    if model.positional == "sinusoidal":
+        pytest.skip("rope and learned positions cover the 'positions' path (CI time)")
+    prompts = [TOKENS[0, :5], TOKENS[1, 3:5], TOKENS[1, 6:10]]
+    alone = [np.asarray(generate(model, params, p[None], 4))[0, len(p) :] for p in prompts]
+    lengths = np.array([len(p) for p in prompts])
+    for padding in ("left", "right"):
+        batch = np.full((3, 5), 16, np.int32)  # a real token id as padding: the mask must work
+        valid = np.zeros((3, 5), bool)
+        for i, p in enumerate(prompts):
+            span = slice(5 - len(p), 5) if padding == "left" else slice(0, len(p))
+            batch[i, span], valid[i, span] = p, True
+        out = np.asarray(generate(model, params, batch, 4, side={"key_mask": valid}))
+        np.testing.assert_array_equal(out[:, :5], batch)
+        for i in range(3):
+            np.testing.assert_array_equal(out[i, 5:], alone[i], err_msg=f"{padding} row {i}")
+    by_lengths = generate(model, params, batch, 4, side={"lengths": lengths})  # right-padded
+    np.testing.assert_array_equal(by_lengths, out)
+
+
+def test_left_padded_full_pass_with_positions_equals_unpadded(lm):
+    model, params = lm
+    padded = np.concatenate([np.full((2, 3), 5, np.int32), TOKENS[:, :6]], axis=1)
+    valid = np.arange(9) >= np.array([[3], [0]])  # row 0: 3 pads; row 1: 6 real + 3 at the end
+    padded[1] = np.concatenate([TOKENS[1, :6], [5, 5, 5]])
+    positions = np.maximum(np.cumsum(valid, axis=1) - 1, 0)
+    logits = model(params, padded, side={"key_mask": valid, "positions": positions})
+    alone = model(params, TOKENS[:, :6])
+    np.testing.assert_allclose(logits[0, 3:], alone[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(logits[1, :6], alone[1], rtol=1e-5, atol=1e-5)
+
+
+def test_generate_padding_errors():
+    model = TransformerLM(11, num_layers=1, d_model=8, num_heads=2, max_length=10)
+    params, _ = model.init(KEY, jnp.zeros((1, 4), jnp.int32))
+    prompt = np.array([[1, 2], [3, 4]], np.int32)
+    with pytest.raises(ConfigError, match=r"side may hold only the prompt's padding.*'positions'"):
+        generate(model, params, prompt, 2, side={"positions": np.zeros((2, 2), np.int32)})
+    with pytest.raises(ShapeError, match=r"prompts \[1\] have no real token"):
+        generate(model, params, prompt, 2, side={"key_mask": np.array([[1, 1], [0, 0]], bool)})
+    with pytest.raises(ShapeError, match=r"'key_mask' must be booleans of the prompt's shape"):
+        generate(model, params, prompt, 2, side={"key_mask": np.ones((2, 3), bool)})
+    decoder = dataclasses.replace(model, decode=True)
+    _, cache = decoder.init(KEY, jnp.zeros((2, 4), jnp.int32))
+    with pytest.raises(ConfigError, match="'lengths' is ambiguous in decode mode"):
+        decoder.apply(params, cache, prompt, side={"lengths": np.array([2, 1])})
+
+
+def test_lm_attention_maps_through_taps():
+    """Per-block causal weights, rows summing to 1, equal to a NumPy recomputation."""
+    model = TransformerLM(13, num_layers=2, d_model=8, num_heads=2, positional="learned")
+    params, _ = model.init(KEY, jnp.zeros((1, 5), jnp.int32))
+    params = random_params(params, np.random.default_rng(13), scale=0.3)
+    tokens = TOKENS[:1, :5] % 13
+    with jax.enable_x64(True):
+        params = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+        _, _, taps = apply_with_intermediates(
+            model, params, {}, tokens, capture=("*weights", "block_1/attention_norm")
+        )
+    assert sorted(taps) == [
+        "block_0/attention/weights",
+        "block_1/attention/weights",
+        "block_1/attention_norm",
+    ]
+    weights = np.asarray(taps["block_1/attention/weights"])
+    assert weights.shape == (1, 2, 5, 5)
+    h = np.asarray(taps["block_1/attention_norm"])
+    causal = np.tril(np.ones((5, 5), bool))[None, None]
+    _, expected = np_mha(params["block_1"]["attention"], h, h, causal)
+    np.testing.assert_allclose(weights, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("padding", ["lengths", "key_mask"])
+def test_encoder_classifier_padding_changes_nothing(padding):
     model = TransformerEncoder(3, num_layers=2, d_model=8, num_heads=2, vocab_size=13)
     tokens = np.random.default_rng(10).integers(0, 13, (3, 7)).astype(np.int32)
     lengths = np.array([7, 4, 1])
+    side = (
+        {"lengths": lengths}
+        if padding == "lengths"
+        else {"key_mask": np.arange(7) < lengths[:, None]}
+    )
     params, _ = model.init(KEY, tokens)
     forward = jax.jit(model.apply)
-    logits, _ = forward(params, {}, (tokens, lengths))
+    logits, _ = forward(params, {}, tokens, side=side)
     assert logits.shape == (3, 3)
     for i, n in enumerate(lengths):
         alone, _ = forward(params, {}, tokens[i : i + 1, :n])
@@ -290,6 +405,8 @@ def test_encoder_classifier_padding_changes_nothing():
     tagger = TransformerEncoder(5, num_layers=1, d_model=8, num_heads=2, pooling="none")
     p, _ = tagger.init(KEY, jnp.zeros((2, 6, 3)))
     assert tagger(p, jnp.zeros((2, 6, 3))).shape == (2, 6, 5)
+    with pytest.raises(ShapeError, match=r"side input 'lengths' must be ints of shape \(3,\)"):
+        model(params, tokens, side={"lengths": lengths[:2]})
 
 
 def test_model_config_errors():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Mapping
 from dataclasses import KW_ONLY
 from typing import Any
 
@@ -374,8 +375,8 @@ def generate(
 def _real_prompt_tokens(shape: tuple[int, ...], side: Side | None) -> Array | None:
     """``(B, T0)`` bools from ``side``'s ``"key_mask"`` and ``"lengths"``; ``None`` if neither."""
     side = {} if side is None else side
-    if not isinstance(side, dict) or set(side) - {"key_mask", "lengths"}:
-        given = sorted(side) if isinstance(side, dict) else type(side).__name__
+    if not isinstance(side, Mapping) or set(side) - {"key_mask", "lengths"}:
+        given = sorted(side) if isinstance(side, Mapping) else type(side).__name__
         raise ConfigError(
             "generate: side may hold only the prompt's padding, 'key_mask' ((B, T0) bools) "
             f"and/or 'lengths' ((B,) ints); positions are derived from them; given {given}"

@@ -1,8 +1,11 @@
 """Attention, positional encodings, transformer blocks and transformer models.
 
 Token inputs are integers (no input gradient). The decode-mode attention case runs a full-length
-step on a fresh cache; tests/test_attention.py checks incremental decoding itself.
+step on a fresh cache; tests/test_attention.py checks incremental decoding itself. Side inputs
+(masks, lengths, positions) have their batch axis first, as the input.
 """
+
+import numpy as np
 
 from nn_jax.attention import MultiHeadAttention
 from nn_jax.models.transformer import TransformerEncoder, TransformerLM
@@ -23,12 +26,31 @@ def tokens(batch, steps, vocab):
     return lambda g: g.integers(0, vocab, (batch, steps))
 
 
-def tokens_with_lengths(batch, steps, vocab):
-    return lambda g: (g.integers(0, vocab, (batch, steps)), g.integers(1, steps + 1, batch))
+def lengths(batch, steps):
+    return lambda g: {"lengths": g.integers(1, steps + 1, batch)}
+
+
+def key_mask(batch, steps, name="key_mask"):
+    """Random valid steps, at least the first one valid (no fully masked example)."""
+    return lambda g: {name: (g.random((batch, steps)) < 0.7) | (np.arange(steps) == 0)}
+
+
+def left_padded(batch, steps):
+    """A left-padded batch: its key mask and the positions counting the real steps only."""
+
+    def make(g):
+        valid = np.arange(steps) >= g.integers(0, steps, (batch, 1))
+        return {"key_mask": valid, "positions": np.maximum(np.cumsum(valid, 1) - 1, 0)}
+
+    return make
 
 
 CASES = [
     Case("mha_self", MultiHeadAttention(2), normal(2, 5, 8)),
+    Case("mha_self_key_mask", MultiHeadAttention(2), normal(2, 5, 8), side=key_mask(2, 5)),
+    Case(
+        "mha_self_lengths", MultiHeadAttention(2, causal=True), normal(2, 5, 8), side=lengths(2, 5)
+    ),
     Case(
         "mha_cross_out_features",
         MultiHeadAttention(2, head_dim=3, out_features=4),
@@ -41,8 +63,14 @@ CASES = [
     ),
     Case(
         "mha_mqa_weights_no_bias",
-        MultiHeadAttention(4, num_kv_heads=1, use_bias=False, return_weights=True),
+        MultiHeadAttention(4, num_kv_heads=1, use_bias=False),
         normal(2, 4, 8),
+    ),
+    Case(
+        "mha_rope_left_padded",
+        MultiHeadAttention(2, causal=True, rope=RotaryEmbedding()),
+        normal(2, 5, 8),
+        side=left_padded(2, 5),
     ),
     Case(
         "mha_dropout_train",
@@ -53,9 +81,23 @@ CASES = [
     ),
     Case("mha_decode", MultiHeadAttention(2, causal=True, decode=True), normal(2, 5, 4)),
     Case("rotary_embedding", RotaryEmbedding(), normal(2, 5, 3, 4)),
+    Case(
+        "rotary_embedding_positions",
+        RotaryEmbedding(),
+        normal(2, 5, 3, 4),
+        side=lambda g: {"positions": g.integers(0, 9, (2, 5))},
+    ),
     Case("sinusoidal_positional", SinusoidalPositionalEncoding(), normal(2, 5, 6)),
     Case("learned_positional", LearnedPositionalEmbedding(7), normal(2, 5, 6)),
-    Case("learned_positional_decode", LearnedPositionalEmbedding(7, decode=True), normal(2, 5, 6)),
+    # Room for 3 decode calls of 5 steps (the train-step check threads the state twice); a
+    # position past max_length gives NaN rows.
+    Case("learned_positional_decode", LearnedPositionalEmbedding(16, decode=True), normal(2, 5, 6)),
+    Case(
+        "learned_positional_positions",
+        LearnedPositionalEmbedding(7),
+        normal(2, 5, 6),
+        side=lambda g: {"positions": g.integers(0, 7, (2, 5))},
+    ),
     Case("feed_forward_gelu", FeedForward(8), normal(2, 3, 4)),
     Case("feed_forward_swiglu", FeedForward(8, activation="silu", gated=True), normal(2, 3, 4)),
     Case("encoder_block_pre", TransformerEncoderBlock(2, 16), normal(2, 5, 8)),
@@ -75,6 +117,12 @@ CASES = [
         "decoder_block", TransformerDecoderBlock(2, 16, num_kv_heads=1), pair((2, 4, 8), (2, 6, 5))
     ),
     Case(
+        "decoder_block_masks",
+        TransformerDecoderBlock(2, 16),
+        pair((2, 4, 8), (2, 6, 5)),
+        side=lambda g: key_mask(2, 4)(g) | key_mask(2, 6, "memory_key_mask")(g),
+    ),
+    Case(
         "transformer_encoder_features",
         TransformerEncoder(3, num_layers=2, d_model=8, num_heads=2, positional="learned"),
         normal(2, 6, 3),
@@ -84,7 +132,14 @@ CASES = [
         TransformerEncoder(
             3, num_layers=1, d_model=8, num_heads=2, vocab_size=11, norm_position="post"
         ),
-        tokens_with_lengths(3, 6, 11),
+        tokens(3, 6, 11),
+        side=lengths(3, 6),
+    ),
+    Case(
+        "transformer_encoder_key_mask_rope",
+        TransformerEncoder(3, num_layers=1, d_model=8, num_heads=2, positional="rope"),
+        normal(2, 5, 3),
+        side=key_mask(2, 5),
     ),
     Case(
         "transformer_encoder_per_token_rope",
@@ -110,5 +165,11 @@ CASES = [
             max_length=8,
         ),
         tokens(2, 6, 13),
+    ),
+    Case(
+        "transformer_lm_left_padded_learned",
+        TransformerLM(13, num_layers=1, d_model=8, num_heads=2, positional="learned", max_length=8),
+        tokens(2, 6, 13),
+        side=left_padded(2, 6),
     ),
 ]
