@@ -95,7 +95,7 @@ def normalize_fields(layer: Any, sizes: Mapping[str, int], *, padding: bool = Fa
         for name, minimum in sizes.items()
     }
     ranks = {name: len(v) for name, v in values.items() if isinstance(v, tuple)}
-    pad = padding_option(owner, layer.padding) if padding else None
+    pad: Any = padding_option(owner, layer.padding) if padding else None
     if isinstance(pad, tuple):
         ranks["padding"] = len(pad)
     shown = ", ".join(f"{name}={({**values, 'padding': pad})[name]!r}" for name in ranks)
@@ -140,7 +140,8 @@ class SpatialRank:
         """This layer with its int sizes repeated on ``n`` spatial axes."""
         if self.spatial_rank is not None:
             return self
-        return dataclasses.replace(self, **{self.rank_field: (getattr(self, self.rank_field),) * n})  # type: ignore[call-overload]
+        size = getattr(self, self.rank_field)
+        return dataclasses.replace(self, **{self.rank_field: (size,) * n})  # type: ignore[type-var]
 
     def for_input(self, x: Any) -> Any:
         """This layer with the rank of input ``x``: ``x.ndim - 2`` unless fixed by a tuple."""

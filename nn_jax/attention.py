@@ -354,7 +354,9 @@ class MultiHeadAttention(Layer):
             state = {"cached_key": cache, "cached_value": cache, "cache_index": index}
         return params, state
 
-    def _project(self, params: Params, x: Array, name: str, heads: int, d: int, dtype: Any):
+    def _project(
+        self, params: Params, x: Array, name: str, heads: int, d: int, dtype: Any
+    ) -> Array:
         """``x @ w_name + b_name``: ``(..., T, F) -> (..., T, heads, d)``."""
         w = self.param(params, f"w_{name}")
         if w.shape != (x.shape[-1], heads, d):
@@ -384,7 +386,7 @@ class MultiHeadAttention(Layer):
         k = self._project(params, xkv, "k", self.kv_heads, d, dtype)
         v = self._project(params, xkv, "v", self.kv_heads, d, dtype)
         tq = q.shape[-3]
-        start = self.state_entry(state, "cache_index") if self.decode else 0
+        start: Any = self.state_entry(state, "cache_index") if self.decode else 0
         if self.rope is not None:
             q_pos = self._positions(call, q, start)
             k_pos = jnp.arange(k.shape[-3]) if cross else q_pos

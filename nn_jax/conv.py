@@ -126,7 +126,8 @@ class _ConvBase(sp.SpatialRank, Layer):
                 ShapeError,
                 f"input channels {channels} must be divisible by feature_group_count={groups}",
             )
-        return weight_and_bias(self, key, (*layer.kernel_size, *self._kernel_io(channels))), {}
+        shape = (*layer.kernel_size, *self._kernel_io(channels))
+        return weight_and_bias(self, key, shape), {}
 
     def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
         w = self.param(params, "w")
@@ -187,10 +188,10 @@ class _ConvBase(sp.SpatialRank, Layer):
         return jax.lax.conv_general_dilated(
             x,
             w,
-            window_strides=self.strides,
+            window_strides=self.strides,  # type: ignore[arg-type]
             padding=pads,
             lhs_dilation=lhs_dilation,
-            rhs_dilation=self.kernel_dilation,
+            rhs_dilation=self.kernel_dilation,  # type: ignore[arg-type]
             dimension_numbers=(out_layout, io, out_layout),
             feature_group_count=self.feature_group_count,
             precision=self.precision,

@@ -359,7 +359,7 @@ class Layer(abc.ABC):
                 continue
             value = getattr(self, field.name)
             default = (
-                field.default_factory()  # type: ignore[misc]
+                field.default_factory()
                 if field.default_factory is not dataclasses.MISSING
                 else field.default
             )
@@ -424,8 +424,8 @@ class Layer(abc.ABC):
             reads.add(name)
         return call.side.get(name)
 
-    def param(self, params: Params, name: str, shape: tuple[int, ...] | None = None) -> Array:
-        """``params[name]``, checked to exist (and to have ``shape`` when given)."""
+    def param(self, params: Params, name: str, shape: tuple[int, ...] | None = None) -> Any:
+        """``params[name]`` (an array, or a child's params), checked to exist (and its shape)."""
         if not isinstance(params, Mapping) or name not in params:
             given = sorted(params) if isinstance(params, Mapping) else type(params).__name__
             raise self.error(

@@ -105,11 +105,11 @@ def _check_graph(layer: Layer, g: Any) -> GraphBatch:
     n, e = g.num_nodes, g.num_edges
     lengths = {"receivers": e, "edge_mask": e, "node_graph": n, "node_mask": n}
     for name, size in lengths.items():
-        given = jnp.shape(getattr(g, name))[0]
-        if given != size:
+        length = jnp.shape(getattr(g, name))[0]
+        if length != size:
             slots = "edge slots (len(senders))" if size == e else "node slots (len(nodes))"
             raise layer.error(
-                ShapeError, f"GraphBatch.{name} has length {given}, expected {size}, the {slots}"
+                ShapeError, f"GraphBatch.{name} has length {length}, expected {size}, the {slots}"
             )
     if g.edges is not None and (jnp.ndim(g.edges) != 2 or jnp.shape(g.edges)[0] != e):
         raise layer.error(

@@ -78,8 +78,11 @@ class _Normalization(Layer):
         return y
 
 
-def _axes(layer: Layer, axis: tuple[int, ...], ndim: int, what: str = "axis") -> tuple[int, ...]:
+def _axes(
+    layer: Layer, axis: int | tuple[int, ...], ndim: int, what: str = "axis"
+) -> tuple[int, ...]:
     """``axis`` as sorted non-negative axes of a rank-``ndim`` input (checked to exist)."""
+    axis = (axis,) if isinstance(axis, int) else axis
     if any(not -ndim <= a < ndim for a in axis):
         raise layer.error(ShapeError, f"{what}={axis} is out of range for an input of rank {ndim}")
     return tuple(sorted(a % ndim for a in axis))

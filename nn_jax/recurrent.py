@@ -49,7 +49,7 @@ import abc
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import KW_ONLY
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -95,7 +95,9 @@ def _matmul(x: Array, w: Array, precision: Any) -> Array:
     return jax.lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())), precision=precision)
 
 
-def _gate_blocks(init: Initializer, key: PRNGKey, rows: int, hidden: int, gates: int, dtype: Any):
+def _gate_blocks(
+    init: Initializer, key: PRNGKey, rows: int, hidden: int, gates: int, dtype: Any
+) -> Array:
     """``gates`` independent ``(rows, hidden)`` draws of ``init``, side by side: ``(rows, G*H)``."""
     keys = jax.random.split(key, gates)
     return jnp.concatenate([init(k, (rows, hidden), dtype) for k in keys], axis=1)
@@ -135,7 +137,7 @@ class RecurrentCell(Layer):
         self.check_rank(x_t, 1, what="x_t")
         batch, dtype = tuple(x_t.shape[:-1]), x_t.dtype
         expected = jax.eval_shape(lambda: self.initial_carry(batch, dtype))
-        if jax.tree.structure(carry) != jax.tree.structure(expected) or any(
+        if jax.tree.map(jnp.shape, carry) != jax.tree.map(jnp.shape, expected) or any(
             tuple(jnp.shape(c)) != e.shape
             for c, e in zip(jax.tree.leaves(carry), jax.tree.leaves(expected), strict=True)
         ):
@@ -536,7 +538,9 @@ class RNN(Layer):
             )
             last = jnp.zeros(y_struct.shape, y_struct.dtype)
 
-            def body(loop: tuple[Carry, Array], inputs: tuple[Any, Array | None]):
+            def body(
+                loop: tuple[Carry, Array], inputs: tuple[Any, Array | None]
+            ) -> tuple[tuple[Carry, Array], Array | None]:
                 carry, last = loop
                 xs_t, m_t = inputs
                 new_carry, y = step(carry, xs_t)
@@ -556,7 +560,7 @@ class RNN(Layer):
                 unroll=self.unroll,
             )
         tap("carry", carry)
-        return (jnp.moveaxis(ys, 0, axis) if self.return_sequences else last), {}
+        return (jnp.moveaxis(cast(Array, ys), 0, axis) if self.return_sequences else last), {}
 
 
 _MERGES = ("concat", "sum")
@@ -640,7 +644,7 @@ class Bidirectional(Block):
     def forward(self, scope: Scope, x: Any) -> Any:
         side = _child_side(self, scope, ("forward", "backward"))
         fwd = scope("forward", self.layer, x, side=side["forward"])
-        bwd = scope("backward", self.backward, x, side=side["backward"])
+        bwd = scope("backward", cast(RNN, self.backward), x, side=side["backward"])
         return jnp.concatenate([fwd, bwd], axis=-1) if self.merge == "concat" else fwd + bwd
 
 

@@ -62,9 +62,7 @@ class Upsample(sp.SpatialRank, ParameterFree):
     rank_field: ClassVar[str] = "scale"
 
     def __post_init__(self) -> None:
-        scale = self.scale
-        if isinstance(scale, list):
-            scale = tuple(scale)
+        scale: Any = tuple(self.scale) if isinstance(self.scale, list | tuple) else self.scale
         valid = sp.is_number(scale) and scale >= 1
         if isinstance(scale, tuple):
             valid = 1 <= len(scale) <= 3 and all(sp.is_number(s) and s >= 1 for s in scale)

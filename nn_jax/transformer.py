@@ -99,7 +99,7 @@ def _norm(kind: str, epsilon: float) -> Layer:
     return RMSNorm(epsilon=epsilon) if kind == "rms" else LayerNorm(epsilon=epsilon)
 
 
-def _check_options(owner: Block, mlp_features: int) -> None:
+def _check_options(owner: Any, mlp_features: int) -> None:
     name = type(owner).__name__
     if not isinstance(mlp_features, int) or mlp_features <= 0:
         raise ConfigError(f"{name}: mlp_features must be a positive int, given {mlp_features!r}")

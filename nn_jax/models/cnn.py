@@ -83,8 +83,8 @@ class LeNet(Block):
     def __post_init__(self) -> None:
         _positive_ints("LeNet", "num_classes", (self.num_classes,))
         object.__setattr__(self, "channels", _positive_ints("LeNet", "channels", self.channels))
-        kernel = self.kernel_size
-        kernel = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
+        size = self.kernel_size
+        kernel = (size, size) if isinstance(size, int) else tuple(size)
         if len(kernel) != 2:
             raise ConfigError(f"LeNet: kernel_size must be an int or 2 ints, given {kernel!r}")
         object.__setattr__(self, "kernel_size", kernel)

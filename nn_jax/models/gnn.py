@@ -38,7 +38,7 @@ def _convolve(
     activate_last: bool,
 ) -> Array:
     """Run ``convs`` as children ``conv_0, conv_1, ...``; the activation between them."""
-    h = None
+    h: Any = None
     for i, conv in enumerate(convs):
         # conv_0 gets the input as given: a wrong input fails there, with the layer's error.
         h = scope(f"conv_{i}", conv, g if i == 0 else g._replace(nodes=h))

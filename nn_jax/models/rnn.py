@@ -97,12 +97,8 @@ class RNNClassifier(Block):
         layers = []
         for i in range(self.num_layers):
             last_only = i == self.num_layers - 1 and self.pooling == "last"
-            layer: RNN | Bidirectional = RNN(
-                _CELLS[self.cell](self.hidden), return_sequences=not last_only
-            )
-            if self.bidirectional:
-                layer = Bidirectional(layer)
-            layers.append(layer)
+            rnn = RNN(_CELLS[self.cell](self.hidden), return_sequences=not last_only)
+            layers.append(Bidirectional(rnn) if self.bidirectional else rnn)
         return StackedRNN(tuple(layers), dropout_rate=self.dropout_rate)
 
     def forward(self, scope: Scope, x: Any) -> Array:
@@ -124,6 +120,6 @@ class RNNClassifier(Block):
         valid = combine_masks(
             None if lengths is None else sequence_mask(lengths, h.shape[-2]), mask
         )
-        weights = valid.astype(h.dtype)[..., None]
+        weights = jnp.asarray(valid).astype(h.dtype)[..., None]
         count = jnp.maximum(jnp.sum(weights, axis=-2), 1)
         return jnp.sum(h * weights, axis=-2) / count

@@ -13,7 +13,7 @@ import functools
 import math
 from collections.abc import Mapping
 from dataclasses import KW_ONLY
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +43,9 @@ class _Stack(Block):
 
     Subclasses define the field ``vocab_size`` (``None``: float features, not tokens).
     """
+
+    if TYPE_CHECKING:  # a dataclass field of each subclass
+        vocab_size: int | None
 
     _: KW_ONLY
     num_layers: int = 2
@@ -431,7 +434,7 @@ def _generate(
         if top_k is not None:
             kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
             logits = jnp.where(logits < kth, -jnp.inf, logits)
-        token = jax.random.categorical(jax.random.fold_in(rng, step), logits, axis=-1)
+        token = jax.random.categorical(jax.random.fold_in(cast(Array, rng), step), logits, axis=-1)
         return token.astype(prompt.dtype)
 
     if valid is None:  # no padding: default positions, no key mask
@@ -452,7 +455,7 @@ def _generate(
             position = counts[:, -1:] + step - 1  # positions count the real tokens only
             return {"key_mask": key_mask} | ({"positions": position} if uses_positions else {})
 
-        prompt_side: Side = {"key_mask": key_mask}
+        prompt_side: dict[str, Any] = {"key_mask": key_mask}
         if uses_positions:
             prompt_side |= {"positions": jnp.maximum(counts - 1, 0)}
         logits, state = decoder.apply(params, state, prompt, side=prompt_side)
