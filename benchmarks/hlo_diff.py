@@ -1,4 +1,4 @@
-"""Compare two frameworks' compiled steps: ``python -m benchmarks.hlo_diff gcn [nn_jax jax]``.
+"""Compare two frameworks' compiled steps: ``python benchmarks/hlo_diff.py gcn [nn_jax jax]``.
 
 For one workload it compiles both steps (``jit(step).lower(...).compile()``) and prints XLA's
 FLOP and bytes-accessed counts, the argument pytree sizes, and the optimized-HLO instructions
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import jax
 
-from benchmarks import flops
-from benchmarks.suite import DTYPES
-from benchmarks.workloads import WORKLOADS
+from nn_jax.bench import flops
+from nn_jax.bench.runner import DTYPES
+from nn_jax.bench.workloads import WORKLOADS
 
 _OP = re.compile(r"= \S+ ([a-z][\w-]*)\(")
 
@@ -29,7 +29,7 @@ def op_histogram(hlo_text: str) -> collections.Counter[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.hlo_diff", description=__doc__)
+    parser = argparse.ArgumentParser(prog="benchmarks/hlo_diff.py", description=__doc__)
     parser.add_argument("workload", choices=tuple(WORKLOADS))
     parser.add_argument("frameworks", nargs="*", default=["nn_jax", "jax"])
     parser.add_argument("--dtype", choices=DTYPES, default="float32")

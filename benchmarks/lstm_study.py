@@ -1,6 +1,6 @@
 """What nn_jax can do about the LSTM's speed: hoisting the input projection, unrolling the scan.
 
-``python -m benchmarks.lstm_study [--repeats N] [--out DIR] [--dtype float32]`` times, on the
+``python benchmarks/lstm_study.py [--repeats N] [--out DIR] [--dtype float32]`` times, on the
 ``lstm`` workload (hidden 128, 40 steps, batch 64) and interleaved like the suite:
 
 * ``jax``: raw JAX, input projection ``x_t @ w_i + b`` inside the scan (the suite's floor);
@@ -29,9 +29,14 @@ from typing import Any
 
 import jax
 
-from benchmarks import suite
-from benchmarks.workloads import WORKLOADS, Impl, Reference, nn_jax_builder
-from benchmarks.workloads.recurrent import lstm_jax_impl
+from nn_jax.bench.environment import environment
+from nn_jax.bench.frameworks import nn_jax_builder
+from nn_jax.bench.registry import Impl, Reference
+from nn_jax.bench.report import markdown, text_table
+from nn_jax.bench.runner import DTYPES, Options, Stdout, add_mfu, bench_workload
+from nn_jax.bench.timing import Peaks
+from nn_jax.bench.workloads import WORKLOADS
+from nn_jax.bench.workloads.recurrent import lstm_jax_impl
 
 UNROLLS = (2, 4, 8, 40)
 
@@ -67,45 +72,46 @@ def variants() -> dict[str, Any]:
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.lstm_study", description=__doc__)
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="benchmarks/lstm_study.py", description=__doc__)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--repeat-time", type=float, default=0.2)
-    parser.add_argument("--dtype", choices=suite.DTYPES, default="float32")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out"))
-    args = parser.parse_args(argv)
-    console = suite.make_console()
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse(argv)
     builders = variants()
     workload = dataclasses.replace(WORKLOADS["lstm"], name="lstm_study", builders=builders)
-    options = suite.Options(
+    options = Options(
         (workload.name,),
         (args.dtype,),
         tuple(builders),
         repeats=args.repeats,
         repeat_time=args.repeat_time,
     )
-    env = suite.environment()
-    records, skipped = suite.bench_workload(workload, args.dtype, options, console)
-    peaks = suite.Peaks(jax.devices()[0])
+    env = environment()
+    records, skipped = bench_workload(workload, args.dtype, options, Stdout())
+    peaks = Peaks(jax.devices()[0])
     peaks.measure((args.dtype,))
-    peak = peaks.peak(args.dtype)
-    for rec in records:
-        rec["achieved_flops_per_s"] = rec["flops"] / rec["step_s"] if rec["flops"] else None
-        rec["mfu"] = rec["achieved_flops_per_s"] / peak["flops_per_s"] if rec["flops"] else None
+    peak = {args.dtype: peaks.peak(args.dtype)}
+    add_mfu(records, peak)
     env["load_average_end"] = list(os.getloadavg())
     report = {
         "meta": env,
-        "peaks": {args.dtype: peak},
+        "peaks": peak,
         "results": records,
         "skipped": skipped,
         "unavailable_families": {},
         "targets": [],
     }
-    console.print(suite.rich_table(report))
+    print(text_table(report))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "lstm_study.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / "lstm_study.md").write_text(suite.markdown(report))
-    console.print(f"wrote {args.out / 'lstm_study.json'}, {args.out / 'lstm_study.md'}")
+    (args.out / "lstm_study.md").write_text(markdown(report))
+    print(f"wrote {args.out / 'lstm_study.json'}, {args.out / 'lstm_study.md'}")
     return 0
 
 

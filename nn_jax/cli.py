@@ -3,7 +3,7 @@
 Commands are argparse subparsers; each registers its flags and sets ``run(args) -> int``.
 
 * ``nn-jax train`` - train an MLP on the bundled digits (:func:`nn_jax.jobs.train_digits`).
-* ``nn-jax bench`` - the benchmark suite (:mod:`benchmarks.suite`).
+* ``nn-jax bench`` - the benchmark suite (:mod:`nn_jax.bench`, imported only for this command).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 
 def _add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
-    from benchmarks.suite import add_arguments, run_cli
+    from nn_jax.bench.cli import add_arguments, run_cli
 
     parser = subparsers.add_parser(
         "bench",

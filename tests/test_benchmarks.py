@@ -12,8 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from benchmarks import flops, suite
-from benchmarks.workloads import FRAMEWORKS, UNAVAILABLE, WORKLOADS
+from nn_jax.bench import cli, flops, runner
+from nn_jax.bench.environment import framework_available
+from nn_jax.bench.frameworks import leaf
+from nn_jax.bench.registry import FRAMEWORKS
+from nn_jax.bench.workloads import UNAVAILABLE, WORKLOADS
 from nn_jax.dense import Dense
 
 # Small batches: the checks are about the computation, not its speed.
@@ -174,7 +177,7 @@ def test_raw_jax_step_matches_nn_jax_in_bfloat16(name, nn_jax_losses):
 @pytest.mark.parametrize("framework", OTHERS)
 @pytest.mark.parametrize("name", list(TEST_BATCH))
 def test_other_frameworks_compute_the_nn_jax_losses(name, framework, nn_jax_losses):
-    if not suite.framework_available(framework):
+    if not framework_available(framework):
         pytest.skip(f"{framework} is not installed")
     # Third-party layers broadcast implicitly; the suite's own code runs under "raise".
     with jax.numpy_rank_promotion("allow"):
@@ -194,13 +197,13 @@ def test_quick_cli_run_writes_json_and_markdown(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((out / "results.json").read_text())
     runs = {(r["workload"], r["framework"]) for r in report["results"]}
-    assert runs == {(w, f) for w in suite.QUICK_WORKLOADS for f in suite.QUICK_FRAMEWORKS}
+    assert runs == {(w, f) for w in cli.QUICK_WORKLOADS for f in cli.QUICK_FRAMEWORKS}
     for rec in report["results"]:
         assert rec["step_s"] > 0 and math.isfinite(rec["first_loss"])
         assert rec["flops"] > 0 and 0 < rec["mfu"] < 1.5
         assert rec["peak_memory_bytes"] > 0
     assert report["meta"]["jax"] == jax.__version__ and report["meta"]["device_kind"]
-    assert {t["workload"] for t in report["targets"]} == set(suite.QUICK_WORKLOADS)
+    assert {t["workload"] for t in report["targets"]} == set(cli.QUICK_WORKLOADS)
     md = (out / "results.md").read_text()
     assert "| workload | dtype | framework |" in md and "raw JAX" in md
     assert "nn_jax bench" in done.stdout
@@ -226,11 +229,11 @@ def test_bad_cli_arguments_name_the_allowed_values(flag, value, allowed, capsys)
 
 
 def test_missing_frameworks_are_skipped_with_a_reason(monkeypatch):
-    monkeypatch.setattr(suite, "framework_available", lambda fw: fw != "haiku")
-    options = suite.Options(
+    monkeypatch.setattr(runner, "framework_available", lambda fw: fw != "haiku")
+    options = runner.Options(
         ("seed",), ("float32",), ("nn_jax", "haiku"), repeats=2, repeat_time=0.001
     )
-    records, skipped = suite.bench_workload(WORKLOADS["seed"], "float32", options, _Quiet())
+    records, skipped = runner.bench_workload(WORKLOADS["seed"], "float32", options, runner.Quiet())
     assert [r["framework"] for r in records] == ["nn_jax"]
     assert skipped == [
         {
@@ -240,11 +243,6 @@ def test_missing_frameworks_are_skipped_with_a_reason(monkeypatch):
             "reason": "haiku is not installed",
         }
     ]
-
-
-class _Quiet:
-    def print(self, *args, **kwargs):
-        pass
 
 
 def test_targets_compare_nn_jax_with_raw_jax_and_the_fastest_other():
@@ -266,10 +264,17 @@ def test_targets_compare_nn_jax_with_raw_jax_and_the_fastest_other():
             rec("haiku", 0.97, 0.96),
         ]
     }
-    checks = {c["target"].split(" ")[2]: c for c in suite.targets(report)}
+    checks = {c["target"].split(" ")[2]: c for c in runner.targets(report)}
     assert checks["raw"]["met"] and checks["raw"]["value"] == 1.01
     fastest = checks["fastest"]
     assert "Haiku" in fastest["target"] and not fastest["met"]
     assert fastest["value"] == pytest.approx(1 / 0.96)
-    nnx = next(c for c in suite.targets(report) if "NNX" in c["target"])
+    nnx = next(c for c in runner.targets(report) if "NNX" in c["target"])
     assert nnx["value"] == 2.5 and not nnx["met"]
+
+
+def test_leaf_finds_a_parameter_at_any_depth_and_names_the_tree_otherwise():
+    tree = {"dense": {"w": np.ones(2)}, "b": np.zeros(2)}
+    np.testing.assert_array_equal(leaf(tree, "w"), np.ones(2))
+    with pytest.raises(LookupError, match=r"one parameter named 'kernel' in .*\['dense'\]\['w'\]"):
+        leaf(tree, "kernel")

@@ -16,7 +16,7 @@ def test_python_examples_run():
     namespace: dict = {}
     exec(blocks[0], namespace)  # the seed's network, trained for 100 steps
     assert float(namespace["loss"]) < 0.3
-    block = blocks[2]
+    (block,) = [b for b in blocks if "class MLPBlock" in b]
     exec("import dataclasses, jax, jax.numpy as jnp\nimport nn_jax as nn\n" + block, namespace)
     layer = namespace["MLPBlock"](hidden=8)
     x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)

@@ -23,25 +23,30 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 
-from benchmarks.workloads import (
-    Impl,
-    Reference,
-    Workload,
-    cast_floating,
+from nn_jax.bench.frameworks import (
+    FLAX_NAMES,
+    cross_entropy,
     equinox_impl,
+    eqx_linear,
     functional_impl,
+    haiku_impl,
+    haiku_norm,
+    linen_impl,
+    loss_of,
+    make_reference,
     nn_jax_builder,
-    nnx_jit_impl,
-    nnx_split_impl,
-    register,
-    stateful_functional_step,
+    nnx_builders,
+    nnx_linear,
+    nnx_set,
+    norm_params,
+    rename,
+    stateful_functional_impl,
     to_torch,
     torch_impl,
+    torch_linear,
 )
-from benchmarks.workloads.dense import cross_entropy, torch_loss
-from nn_jax import losses
+from nn_jax.bench.registry import Impl, Reference, Workload, register
 from nn_jax.models.cnn import LeNet, ResNet
 
 LR = 1e-3
@@ -55,18 +60,7 @@ def _setup(
     kx, ky, kp = jax.random.split(key, 3)
     x = jax.random.normal(kx, (batch_size, *shape)).astype(dtype)
     y = jax.random.randint(ky, (batch_size,), 0, 10)
-    params, state = model.init(kp, jax.ShapeDtypeStruct(x.shape, jnp.float32))
-    return Reference(
-        model,
-        cast_floating(params, dtype),
-        cast_floating(state, dtype),
-        (x, y),
-        losses.softmax_cross_entropy_with_integer_labels,
-        optax.adam(LR),
-        dtype,
-        batch_size,
-        {"lr": LR},
-    )
+    return make_reference(model, (x, y), kp, dtype, lr=LR)
 
 
 def _cnn_setup(batch_size: int, dtype: str, key: jax.Array) -> Reference:
@@ -87,12 +81,10 @@ def _oihw(w: jax.Array) -> jax.Array:
     return jnp.transpose(w, (3, 2, 0, 1))
 
 
-def _loss_of(predict: Callable[[Any, jax.Array], jax.Array]) -> Callable[[Any, Any], jax.Array]:
-    def loss_fn(model_or_params: Any, batch: Any) -> jax.Array:
-        inputs, labels = batch
-        return cross_entropy(predict(model_or_params, inputs), labels)
-
-    return loss_fn
+def _conv(x: jax.Array, w: jax.Array, strides: int = 1) -> jax.Array:
+    return jax.lax.conv_general_dilated(
+        x, w, (strides, strides), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
 
 
 # ============================================================================================
@@ -111,12 +103,6 @@ def _lenet_pairs(ref: Reference) -> tuple[list[tuple[jax.Array, jax.Array]], ...
     )
 
 
-def _conv(x: jax.Array, w: jax.Array, strides: int = 1) -> jax.Array:
-    return jax.lax.conv_general_dilated(
-        x, w, (strides, strides), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-    )
-
-
 def _max_pool(x: jax.Array) -> jax.Array:
     return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
 
@@ -132,7 +118,14 @@ def _lenet_jax(ref: Reference) -> Impl:
         w, b = denses[-1]
         return x @ w + b[None, :]
 
-    return functional_impl(_loss_of(predict), _lenet_pairs(ref), ref)
+    return functional_impl(loss_of(ref, predict), _lenet_pairs(ref), ref)
+
+
+def _lenet_head(denses: Any, x: jax.Array) -> jax.Array:
+    """The dense layers after the convolutions: relu between them, logits out."""
+    for dense in denses[:-1]:
+        x = jax.nn.relu(dense(x))
+    return denses[-1](x)
 
 
 def _lenet_linen(ref: Reference) -> Impl:
@@ -144,56 +137,34 @@ def _lenet_linen(ref: Reference) -> Impl:
             for name, features in zip(LENET_CONVS, (6, 16), strict=True):
                 x = nn.relu(nn.Conv(features, (5, 5), padding="SAME", name=name)(x))
                 x = nn.max_pool(x, (2, 2), (2, 2))
-            x = x.reshape(x.shape[0], -1)
-            x = nn.relu(nn.Dense(120, name="dense_0")(x))
-            x = nn.relu(nn.Dense(84, name="dense_1")(x))
-            return nn.Dense(10, name="head")(x)
+            denses = [
+                nn.Dense(n, name=name) for n, name in zip((120, 84, 10), LENET_DENSES, strict=True)
+            ]
+            return _lenet_head(denses, x.reshape(x.shape[0], -1))
 
-    p = ref.params
-    params = {
-        "params": {n: {"kernel": p[n]["w"], "bias": p[n]["b"]} for n in LENET_CONVS + LENET_DENSES}
-    }
-    return functional_impl(_loss_of(LeNetLinen().apply), params, ref)
+    return linen_impl(LeNetLinen(), rename(ref.params, FLAX_NAMES), ref)
 
 
 def _lenet_nnx_model(ref: Reference) -> Any:
     from flax import nnx
 
+    convs, denses = _lenet_pairs(ref)
+
+    def conv(w: jax.Array, b: jax.Array) -> nnx.Conv:
+        layer = nnx.Conv(w.shape[2], w.shape[3], (5, 5), padding="SAME", rngs=nnx.Rngs(0))
+        return nnx_set(layer, kernel=w, bias=b)
+
     class LeNetNNX(nnx.Module):
-        def __init__(self, p: Any) -> None:
-            rngs = nnx.Rngs(0)
-            self.convs = nnx.List(
-                [
-                    nnx.Conv(
-                        p[n]["w"].shape[2], p[n]["w"].shape[3], (5, 5), padding="SAME", rngs=rngs
-                    )
-                    for n in LENET_CONVS
-                ]
-            )
-            self.denses = nnx.List([nnx.Linear(*p[n]["w"].shape, rngs=rngs) for n in LENET_DENSES])
-            for layer, n in zip(
-                [*self.convs, *self.denses], LENET_CONVS + LENET_DENSES, strict=True
-            ):
-                layer.kernel.set_value(p[n]["w"])
-                layer.bias.set_value(p[n]["b"])
+        def __init__(self) -> None:
+            self.convs = nnx.List([conv(w, b) for w, b in convs])
+            self.denses = nnx.List([nnx_linear(w, b) for w, b in denses])
 
         def __call__(self, x: jax.Array) -> jax.Array:
             for conv in self.convs:
                 x = nnx.max_pool(nnx.relu(conv(x)), (2, 2), (2, 2))
-            x = x.reshape(x.shape[0], -1)
-            for dense in self.denses[:-1]:
-                x = nnx.relu(dense(x))
-            return self.denses[-1](x)
+            return _lenet_head(self.denses, x.reshape(x.shape[0], -1))
 
-    return LeNetNNX(ref.params)
-
-
-def _lenet_nnx(ref: Reference) -> Impl:
-    return nnx_jit_impl(_lenet_nnx_model(ref), _loss_of(lambda m, x: m(x)), ref)
-
-
-def _lenet_nnx_split(ref: Reference) -> Impl:
-    return nnx_split_impl(_lenet_nnx_model(ref), _loss_of(lambda m, x: m(x)), ref)
+    return LeNetNNX()
 
 
 def _lenet_equinox(ref: Reference) -> Impl:
@@ -201,45 +172,28 @@ def _lenet_equinox(ref: Reference) -> Impl:
 
     convs, denses = _lenet_pairs(ref)
 
+    def conv(w: jax.Array, b: jax.Array) -> eqx.nn.Conv2d:
+        cin, cout, key = w.shape[2], w.shape[3], jax.random.key(0)
+        layer = eqx.nn.Conv2d(cin, cout, 5, padding="SAME", key=key, dtype=w.dtype)
+        return eqx.tree_at(lambda c: (c.weight, c.bias), layer, (_oihw(w), b.reshape(-1, 1, 1)))
+
     class LeNetEqx(eqx.Module):
         convs: list[eqx.nn.Conv2d]
         denses: list[eqx.nn.Linear]
         pool: eqx.nn.MaxPool2d
 
-        def __init__(self) -> None:
-            key = jax.random.key(0)
-            self.convs = [
-                eqx.tree_at(
-                    lambda c: (c.weight, c.bias),
-                    eqx.nn.Conv2d(
-                        w.shape[2], w.shape[3], 5, padding="SAME", key=key, dtype=w.dtype
-                    ),
-                    (_oihw(w), b.reshape(-1, 1, 1)),
-                )
-                for w, b in convs
-            ]
-            self.denses = [
-                eqx.tree_at(
-                    lambda lin: (lin.weight, lin.bias),
-                    eqx.nn.Linear(*w.shape, key=key, dtype=w.dtype),
-                    (w.T, b),
-                )
-                for w, b in denses
-            ]
-            self.pool = eqx.nn.MaxPool2d(2, 2)
-
         def __call__(self, x: jax.Array) -> jax.Array:  # one (C, H, W) image
             for conv in self.convs:
                 x = self.pool(jax.nn.relu(conv(x)))
             # Flatten in (H, W, C) order, as the other frameworks' dense_0 expects.
-            x = jnp.transpose(x, (1, 2, 0)).reshape(-1)
-            for dense in self.denses[:-1]:
-                x = jax.nn.relu(dense(x))
-            return self.denses[-1](x)
+            return _lenet_head(self.denses, jnp.transpose(x, (1, 2, 0)).reshape(-1))
 
-    impl = equinox_impl(LeNetEqx(), _loss_of(lambda m, x: jax.vmap(m)(x)), ref)
-    impl.batch = _nchw(ref)
-    return impl
+    model = LeNetEqx(
+        [conv(w, b) for w, b in convs],
+        [eqx_linear(w, b) for w, b in denses],
+        eqx.nn.MaxPool2d(2, 2),
+    )
+    return equinox_impl(model, ref, _nchw(ref))
 
 
 def _lenet_haiku(ref: Reference) -> Impl:
@@ -249,15 +203,12 @@ def _lenet_haiku(ref: Reference) -> Impl:
         for name, features in zip(LENET_CONVS, (6, 16), strict=True):
             x = jax.nn.relu(hk.Conv2D(features, 5, padding="SAME", name=name)(x))
             x = hk.max_pool(x, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
-        x = hk.Flatten()(x)
-        x = jax.nn.relu(hk.Linear(120, name="dense_0")(x))
-        x = jax.nn.relu(hk.Linear(84, name="dense_1")(x))
-        return hk.Linear(10, name="head")(x)
+        denses = [
+            hk.Linear(n, name=name) for n, name in zip((120, 84, 10), LENET_DENSES, strict=True)
+        ]
+        return _lenet_head(denses, hk.Flatten()(x))
 
-    model = hk.without_apply_rng(hk.transform(forward))
-    p = ref.params
-    params = {n: {"w": p[n]["w"], "b": p[n]["b"]} for n in LENET_CONVS + LENET_DENSES}
-    return functional_impl(_loss_of(model.apply), params, ref)
+    return haiku_impl(forward, ref.params, ref)
 
 
 def _lenet_torch(ref: Reference) -> Impl:
@@ -265,25 +216,17 @@ def _lenet_torch(ref: Reference) -> Impl:
 
     convs, denses = _lenet_pairs(ref)
     layers: list[torch.nn.Module] = []
-    for w, _ in convs:
-        layers += [
-            torch.nn.Conv2d(w.shape[2], w.shape[3], 5, padding="same"),
-            torch.nn.ReLU(),
-            torch.nn.MaxPool2d(2),
-        ]
+    for w, b in convs:
+        conv = torch.nn.Conv2d(*w.shape[2:], 5, padding="same")
+        with torch.no_grad():
+            conv.weight.copy_(to_torch(_oihw(w)))
+            conv.bias.copy_(to_torch(b))
+        layers += [conv, torch.nn.ReLU(), torch.nn.MaxPool2d(2)]
     # Flatten in (H, W, C) order, as the JAX frameworks' dense_0 expects.
     layers.append(_nhwc_flatten())
-    for i, (w, _) in enumerate(denses):
-        layers.append(torch.nn.Linear(*w.shape))
-        if i < len(denses) - 1:
-            layers.append(torch.nn.ReLU())
-    model = torch.nn.Sequential(*layers)
-    weighted = [m for m in model if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
-    with torch.no_grad():
-        for module, (w, b) in zip(weighted, convs + denses, strict=True):
-            module.weight.copy_(to_torch(_oihw(w) if w.ndim == 4 else w.T))
-            module.bias.copy_(to_torch(b))
-    return torch_impl(model.to(to_torch(ref.batch[0]).dtype), torch_loss("ce"), ref, _nchw(ref))
+    for w, b in denses:
+        layers += [torch_linear(w, b), torch.nn.ReLU()]
+    return torch_impl(torch.nn.Sequential(*layers[:-1]), ref, _nchw(ref))
 
 
 def _nhwc_flatten() -> Any:
@@ -295,18 +238,6 @@ def _nhwc_flatten() -> Any:
             return x.permute(0, 2, 3, 1).flatten(1)
 
     return NHWCFlatten()
-
-
-LENET_BUILDERS = {
-    "nn_jax": nn_jax_builder,
-    "jax": _lenet_jax,
-    "flax_linen": _lenet_linen,
-    "flax_nnx": _lenet_nnx,
-    "flax_nnx_split": _lenet_nnx_split,
-    "equinox": _lenet_equinox,
-    "haiku": _lenet_haiku,
-    "torch": _lenet_torch,
-}
 
 
 def _lenet_flops(ref: Reference) -> float:
@@ -326,7 +257,15 @@ register(
         "LeNet-like CNN on 28x28x1, softmax CE, adam(1e-3)",
         128,
         _cnn_setup,
-        LENET_BUILDERS,
+        {
+            "nn_jax": nn_jax_builder,
+            "jax": _lenet_jax,
+            "flax_linen": _lenet_linen,
+            **nnx_builders(_lenet_nnx_model),
+            "equinox": _lenet_equinox,
+            "haiku": _lenet_haiku,
+            "torch": _lenet_torch,
+        },
         analytic_flops=_lenet_flops,
     )
 )
@@ -355,15 +294,16 @@ def _bn_jax(x: jax.Array, p: Any, s: Any) -> tuple[jax.Array, Any]:
     """Training-mode batch norm: statistics in float32, running averages updated.
 
     ``scale`` is folded into the per-channel ``rsqrt(var + eps)`` factor, as Flax and Haiku do:
-    ``y = (x - mean) * (scale / sqrt(var + eps)) + bias``. (Applying it after standardizing,
-    ``((x - mean) / sqrt(var + eps)) * scale + bias``, keeps a full-size standardized tensor
+    ``y = (x - mean) * (scale / sqrt(var + eps)) + b``. (Applying it after standardizing,
+    ``((x - mean) / sqrt(var + eps)) * scale + b``, keeps a full-size standardized tensor
     for the backward pass: a 1.4x slower ResNet step on CPU, see the README.)
     """
+    scale, offset = norm_params(p)
     xs = x.astype(jnp.promote_types(x.dtype, jnp.float32))
     mean = jnp.mean(xs, axis=(0, 1, 2), keepdims=True)
     var = jnp.mean(jnp.square(xs - mean), axis=(0, 1, 2), keepdims=True)
-    factor = jax.lax.rsqrt(var + BN_EPS) * p["scale"].astype(xs.dtype).reshape(1, 1, 1, -1)
-    y = ((xs - mean) * factor + p["bias"].astype(xs.dtype).reshape(1, 1, 1, -1)).astype(x.dtype)
+    factor = jax.lax.rsqrt(var + BN_EPS) * scale.astype(xs.dtype).reshape(1, 1, 1, -1)
+    y = ((xs - mean) * factor + offset.astype(xs.dtype).reshape(1, 1, 1, -1)).astype(x.dtype)
     m = BN_MOMENTUM
     new = {
         "mean": (m * s["mean"] + (1 - m) * mean.reshape(-1)).astype(s["mean"].dtype),
@@ -384,29 +324,29 @@ def _resnet_jax(ref: Reference) -> Impl:
     state = {"stem": s["stem_bn"], "blocks": [s[name] for name, *_ in blocks]}
     strides = [stride for *_, stride in blocks]
 
+    def block(x: jax.Array, bp: Any, bs: Any, stride: int) -> tuple[jax.Array, Any]:
+        new = {}
+        h, new["bn_0"] = _bn_jax(_conv(x, bp["conv_0"]["w"], stride), bp["bn_0"], bs["bn_0"])
+        h, new["bn_1"] = _bn_jax(_conv(jax.nn.relu(h), bp["conv_1"]["w"]), bp["bn_1"], bs["bn_1"])
+        if "proj" in bp:
+            x, new["proj_bn"] = _bn_jax(
+                _conv(x, bp["proj"]["w"], stride), bp["proj_bn"], bs["proj_bn"]
+            )
+        return jax.nn.relu(h + x), new
+
     def loss_fn(params: Any, state: Any, batch: Any) -> tuple[jax.Array, Any]:
         x, labels = batch
         w, bn = params["stem"]
         x, stem_state = _bn_jax(_conv(x, w), bn, state["stem"])
-        x = jax.nn.relu(x)
-        block_states = []
+        x, block_states = jax.nn.relu(x), []
         for bp, bs, stride in zip(params["blocks"], state["blocks"], strides, strict=True):
-            new = {}
-            h, new["bn_0"] = _bn_jax(_conv(x, bp["conv_0"]["w"], stride), bp["bn_0"], bs["bn_0"])
-            h = jax.nn.relu(h)
-            h, new["bn_1"] = _bn_jax(_conv(h, bp["conv_1"]["w"]), bp["bn_1"], bs["bn_1"])
-            if "proj" in bp:
-                x, new["proj_bn"] = _bn_jax(
-                    _conv(x, bp["proj"]["w"], stride), bp["proj_bn"], bs["proj_bn"]
-                )
-            x = jax.nn.relu(h + x)
+            x, new = block(x, bp, bs, stride)
             block_states.append(new)
         w, b = params["head"]
         logits = jnp.mean(x, axis=(1, 2)) @ w + b[None, :]
         return cross_entropy(logits, labels), {"stem": stem_state, "blocks": block_states}
 
-    step = stateful_functional_step(loss_fn, ref.optimizer)
-    return Impl(step, (params, state, ref.optimizer.init(params)), ref.batch)
+    return stateful_functional_impl(loss_fn, params, state, ref)
 
 
 def _resnet_linen(ref: Reference) -> Impl:
@@ -420,6 +360,10 @@ def _resnet_linen(ref: Reference) -> Impl:
             use_running_average=False, momentum=BN_MOMENTUM, epsilon=BN_EPS, name=name
         )
 
+    def conv(features: int, kernel: int, stride: int, name: str) -> nn.Conv:
+        kernel_size = (kernel, kernel)
+        return nn.Conv(features, kernel_size, stride, padding="SAME", use_bias=False, name=name)
+
     class Block(nn.Module):
         features: int
         strides: int
@@ -427,27 +371,21 @@ def _resnet_linen(ref: Reference) -> Impl:
 
         @nn.compact
         def __call__(self, x: jax.Array) -> jax.Array:
-            conv = lambda s, name: nn.Conv(  # noqa: E731
-                self.features, (3, 3), s, padding="SAME", use_bias=False, name=name
-            )
-            h = nn.relu(bn("bn_0")(conv(self.strides, "conv_0")(x)))
-            h = bn("bn_1")(conv(1, "conv_1")(h))
+            h = nn.relu(bn("bn_0")(conv(self.features, 3, self.strides, "conv_0")(x)))
+            h = bn("bn_1")(conv(self.features, 3, 1, "conv_1")(h))
             if self.project:
-                proj = nn.Conv(self.features, (1, 1), self.strides, use_bias=False, name="proj")
-                x = bn("proj_bn")(proj(x))
+                x = bn("proj_bn")(conv(self.features, 1, self.strides, "proj")(x))
             return nn.relu(h + x)
 
     class ResNetLinen(nn.Module):
         @nn.compact
         def __call__(self, x: jax.Array) -> jax.Array:
-            x = nn.Conv(width, (3, 3), padding="SAME", use_bias=False, name="stem")(x)
-            x = nn.relu(bn("stem_bn")(x))
+            x = nn.relu(bn("stem_bn")(conv(width, 3, 1, "stem")(x)))
             for name, cin, cout, stride in blocks:
                 x = Block(cout, stride, stride != 1 or cin != cout, name=name)(x)
             return nn.Dense(10, name="head")(jnp.mean(x, axis=(1, 2)))
 
     model = ResNetLinen()
-    params = _rename(ref.params, {"w": "kernel", "b": "bias"})
 
     def loss_fn(params: Any, state: Any, batch: Any) -> tuple[jax.Array, Any]:
         x, labels = batch
@@ -456,15 +394,7 @@ def _resnet_linen(ref: Reference) -> Impl:
         )
         return cross_entropy(logits, labels), updates["batch_stats"]
 
-    step = stateful_functional_step(loss_fn, ref.optimizer)
-    return Impl(step, (params, ref.state, ref.optimizer.init(params)), ref.batch)
-
-
-def _rename(tree: Any, names: dict[str, str]) -> Any:
-    """``tree`` with dict keys renamed by ``names`` at every level (e.g. ``w -> kernel``)."""
-    if isinstance(tree, dict):
-        return {names.get(k, k): _rename(v, names) for k, v in tree.items()}
-    return tree
+    return stateful_functional_impl(loss_fn, rename(ref.params, FLAX_NAMES), ref.state, ref)
 
 
 def _resnet_haiku(ref: Reference) -> Impl:
@@ -490,14 +420,14 @@ def _resnet_haiku(ref: Reference) -> Impl:
             x = jax.nn.relu(h + x)
         return hk.Linear(10, name="head")(jnp.mean(x, axis=(1, 2)))
 
-    model = hk.without_apply_rng(hk.transform_with_state(forward))
+    model: Any = hk.without_apply_rng(hk.transform_with_state(forward))
     template, state = model.init(jax.random.key(0), ref.batch[0])
-    # Haiku's names: nn_jax's "a/b" paths joined by "_"; batch norm "bias" is "offset".
+    # Haiku's names: nn_jax's "a/b" paths joined by "_"; a batch norm's offset is "offset".
     flat = {}
     for name, layer in ref.params.items():
         for sub, leaves in layer.items() if name.startswith("stage_") else [(None, layer)]:
-            key = name if sub is None else f"{name}_{sub}"
-            flat[key] = {("offset" if k == "bias" else k): v for k, v in leaves.items()}
+            named = haiku_norm(leaves) if "scale" in leaves else leaves
+            flat[name if sub is None else f"{name}_{sub}"] = named
     params = jax.tree.map(lambda t, v: v.reshape(t.shape), template, flat)
 
     def loss_fn(params: Any, state: Any, batch: Any) -> tuple[jax.Array, Any]:
@@ -505,8 +435,7 @@ def _resnet_haiku(ref: Reference) -> Impl:
         logits, state = model.apply(params, state, x)
         return cross_entropy(logits, labels), state
 
-    step = stateful_functional_step(loss_fn, ref.optimizer)
-    return Impl(step, (params, state, ref.optimizer.init(params)), ref.batch)
+    return stateful_functional_impl(loss_fn, params, state, ref)
 
 
 def _resnet_nnx_model(ref: Reference) -> Any:
@@ -519,20 +448,17 @@ def _resnet_nnx_model(ref: Reference) -> Any:
         layer = nnx.Conv(
             cin, cout, (kernel, kernel), strides=stride, padding="SAME", use_bias=False, rngs=rngs
         )
-        layer.kernel.set_value(w)
-        return layer
+        return nnx_set(layer, kernel=w)
 
     def bn(channels: int, p: Any, s: Any) -> Any:
         # dtype: without it the float32 running statistics would promote the output to float32
         # (and bfloat16 ones make NNX's own update warn about an unsafe cast).
+        scale, offset = norm_params(p)
         layer = nnx.BatchNorm(
-            channels, momentum=BN_MOMENTUM, epsilon=BN_EPS, dtype=p["scale"].dtype, rngs=rngs
+            channels, momentum=BN_MOMENTUM, epsilon=BN_EPS, dtype=scale.dtype, rngs=rngs
         )
-        layer.scale.set_value(p["scale"])
-        layer.bias.set_value(p["bias"])
-        layer.mean.set_value(s["mean"].astype(layer.mean.dtype))
-        layer.var.set_value(s["var"].astype(layer.var.dtype))
-        return layer
+        mean, var = (s[n].astype(getattr(layer, n).dtype) for n in ("mean", "var"))
+        return nnx_set(layer, scale=scale, bias=offset, mean=mean, var=var)
 
     class Block(nnx.Module):
         def __init__(self, cin: int, cout: int, stride: int, p: Any, s: Any) -> None:
@@ -540,7 +466,8 @@ def _resnet_nnx_model(ref: Reference) -> Any:
             self.bn_0 = bn(cout, p["bn_0"], s["bn_0"])
             self.conv_1 = conv(cout, cout, 3, 1, p["conv_1"]["w"])
             self.bn_1 = bn(cout, p["bn_1"], s["bn_1"])
-            self.proj = self.proj_bn = nnx.data(None)
+            self.proj: Any = nnx.data(None)
+            self.proj_bn: Any = nnx.data(None)
             if "proj" in p:
                 self.proj = nnx.data(conv(cin, cout, 1, stride, p["proj"]["w"]))
                 self.proj_bn = nnx.data(bn(cout, p["proj_bn"], s["proj_bn"]))
@@ -560,9 +487,7 @@ def _resnet_nnx_model(ref: Reference) -> Any:
             self.blocks = nnx.List(
                 [Block(cin, cout, stride, p[name], s[name]) for name, cin, cout, stride in blocks]
             )
-            self.head = nnx.Linear(*p["head"]["w"].shape, rngs=rngs)
-            self.head.kernel.set_value(p["head"]["w"])
-            self.head.bias.set_value(p["head"]["b"])
+            self.head = nnx_linear(p["head"]["w"], p["head"]["b"])
 
         def __call__(self, x: jax.Array) -> jax.Array:
             x = nnx.relu(self.stem_bn(self.stem(x)))
@@ -571,14 +496,6 @@ def _resnet_nnx_model(ref: Reference) -> Any:
             return self.head(jnp.mean(x, axis=(1, 2)))
 
     return ResNetNNX(ref.params, ref.state)
-
-
-def _resnet_nnx(ref: Reference) -> Impl:
-    return nnx_jit_impl(_resnet_nnx_model(ref), _loss_of(lambda m, x: m(x)), ref)
-
-
-def _resnet_nnx_split(ref: Reference) -> Impl:
-    return nnx_split_impl(_resnet_nnx_model(ref), _loss_of(lambda m, x: m(x)), ref)
 
 
 def _resnet_equinox(ref: Reference) -> Impl:
@@ -598,7 +515,7 @@ def _resnet_equinox(ref: Reference) -> Impl:
         layer = eqx.nn.BatchNorm(
             channels, "batch", eps=BN_EPS, momentum=BN_MOMENTUM, mode="batch", dtype=dtype
         )
-        return eqx.tree_at(lambda b: (b.weight, b.bias), layer, (p["scale"], p["bias"]))
+        return eqx.tree_at(lambda b: (b.weight, b.bias), layer, norm_params(p))
 
     class Block(eqx.Module):
         conv_0: Any
@@ -636,9 +553,7 @@ def _resnet_equinox(ref: Reference) -> Impl:
             self.stem = conv(p["stem"]["w"].shape[2], width, 3, 1, p["stem"]["w"])
             self.stem_bn = bn(width, p["stem_bn"])
             self.blocks = [Block(cin, cout, stride, p[name]) for name, cin, cout, stride in blocks]
-            w, b = p["head"]["w"], p["head"]["b"]
-            head = eqx.nn.Linear(*w.shape, key=key, dtype=dtype)
-            self.head = eqx.tree_at(lambda lin: (lin.weight, lin.bias), head, (w.T, b))
+            self.head = eqx_linear(p["head"]["w"], p["head"]["b"])
 
         def __call__(self, x: jax.Array, state: Any) -> tuple[jax.Array, Any]:  # one image
             x, state = self.stem_bn(self.stem(x), state)
@@ -647,7 +562,13 @@ def _resnet_equinox(ref: Reference) -> Impl:
                 x, state = block(x, state)
             return self.head(jnp.mean(x, axis=(1, 2))), state
 
-    model, state = eqx.nn.make_with_state(ResNetEqx)(ref.params)
+    return _equinox_stateful_impl(*eqx.nn.make_with_state(ResNetEqx)(ref.params), ref)
+
+
+def _equinox_stateful_impl(model: Any, state: Any, ref: Reference) -> Impl:
+    """Equinox's step for a model with ``eqx.nn.State`` (batch norm over the vmapped batch)."""
+    import equinox as eqx
+
     optimizer = ref.optimizer
 
     def loss_fn(model: Any, state: Any, batch: Any) -> tuple[jax.Array, Any]:
@@ -686,9 +607,10 @@ def _resnet_torch(ref: Reference) -> Impl:
 
     def bn(channels: int, q: Any) -> torch.nn.Module:
         layer = torch.nn.BatchNorm2d(channels, eps=BN_EPS, momentum=1 - BN_MOMENTUM)
+        scale, offset = norm_params(q)
         with torch.no_grad():
-            layer.weight.copy_(to_torch(q["scale"]))
-            layer.bias.copy_(to_torch(q["bias"]))
+            layer.weight.copy_(to_torch(scale))
+            layer.bias.copy_(to_torch(offset))
         return layer
 
     class Block(torch.nn.Module):
@@ -718,29 +640,14 @@ def _resnet_torch(ref: Reference) -> Impl:
             self.blocks = torch.nn.Sequential(
                 *[Block(cin, cout, stride, p[name]) for name, cin, cout, stride in blocks]
             )
-            self.head = torch.nn.Linear(*p["head"]["w"].shape)
-            with torch.no_grad():
-                self.head.weight.copy_(to_torch(p["head"]["w"].T))
-                self.head.bias.copy_(to_torch(p["head"]["b"]))
+            self.head = torch_linear(p["head"]["w"], p["head"]["b"])
 
         def forward(self, x: Any) -> Any:
             x = self.blocks(torch.relu(self.stem_bn(self.stem(x))))
             return self.head(x.mean(dim=(2, 3)))
 
-    model = ResNetTorch().to(to_torch(ref.batch[0]).dtype)
-    return torch_impl(model, torch_loss("ce"), ref, _nchw(ref))
+    return torch_impl(ResNetTorch(), ref, _nchw(ref))
 
-
-RESNET_BUILDERS = {
-    "nn_jax": nn_jax_builder,
-    "jax": _resnet_jax,
-    "flax_linen": _resnet_linen,
-    "flax_nnx": _resnet_nnx,
-    "flax_nnx_split": _resnet_nnx_split,
-    "equinox": _resnet_equinox,
-    "haiku": _resnet_haiku,
-    "torch": _resnet_torch,
-}
 
 register(
     Workload(
@@ -748,6 +655,14 @@ register(
         "ResNet-8 (16/32/64 ch, batch norm) on 32x32x3, softmax CE, adam(1e-3)",
         32,
         _resnet_setup,
-        RESNET_BUILDERS,
+        {
+            "nn_jax": nn_jax_builder,
+            "jax": _resnet_jax,
+            "flax_linen": _resnet_linen,
+            **nnx_builders(_resnet_nnx_model),
+            "equinox": _resnet_equinox,
+            "haiku": _resnet_haiku,
+            "torch": _resnet_torch,
+        },
     )
 )

@@ -20,24 +20,25 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 
-from benchmarks.workloads import (
-    Impl,
-    Reference,
-    Workload,
-    cast_floating,
+from nn_jax.bench.frameworks import (
+    cross_entropy,
     equinox_impl,
+    eqx_linear,
     functional_impl,
+    haiku_impl,
+    leaf,
+    linen_impl,
+    make_reference,
     nn_jax_builder,
-    nnx_jit_impl,
-    nnx_split_impl,
-    register,
+    nnx_builders,
+    nnx_linear,
+    nnx_set,
     to_torch,
     torch_impl,
+    torch_linear,
 )
-from benchmarks.workloads.dense import cross_entropy, torch_loss
-from nn_jax import losses
+from nn_jax.bench.registry import Impl, Reference, Workload, register
 from nn_jax.models.rnn import RNNClassifier
 
 HIDDEN, FEATURES, STEPS, CLASSES, LR = 128, 32, 40, 10, 1e-3
@@ -48,30 +49,14 @@ def _lstm_setup(batch_size: int, dtype: str, key: jax.Array) -> Reference:
     x = jax.random.normal(kx, (batch_size, STEPS, FEATURES)).astype(dtype)
     y = jax.random.randint(ky, (batch_size,), 0, CLASSES)
     model = RNNClassifier(CLASSES, cell="lstm", hidden=HIDDEN)
-    params, state = model.init(kp, jax.ShapeDtypeStruct(x.shape, jnp.float32))
-    return Reference(
-        model,
-        cast_floating(params, dtype),
-        state,
-        (x, y),
-        losses.softmax_cross_entropy_with_integer_labels,
-        optax.adam(LR),
-        dtype,
-        batch_size,
-        {"lr": LR},
-    )
+    return make_reference(model, (x, y), kp, dtype, lr=LR)
 
 
 def weights(ref: Reference) -> dict[str, jax.Array]:
     """``w_i (F, 4H)``, ``w_h (H, 4H)``, ``b (4H,)`` and the head's ``w_o (H, C)``, ``b_o``."""
-    cell, head = ref.params["rnn"]["0"]["cell"], ref.params["head"]
-    return {
-        "w_i": cell["w_i"],
-        "w_h": cell["w_h"],
-        "b": cell["b"],
-        "w_o": head["w"],
-        "b_o": head["b"],
-    }
+    rnn, head = ref.params["rnn"], ref.params["head"]
+    cell = {name: leaf(rnn, name) for name in ("w_i", "w_h", "b")}
+    return cell | {"w_o": leaf(head, "w"), "b_o": leaf(head, "b")}
 
 
 def _gates(a: jax.Array) -> dict[str, jax.Array]:
@@ -87,6 +72,30 @@ def _cell(h: jax.Array, c: jax.Array, i: Any, f: Any, g: Any, o: Any) -> tuple[A
 HOISTS = ("gates", "fused", "none")
 
 
+def _scan_body(p: dict[str, jax.Array], hoist: str) -> Any:
+    """The scan body ``((h, c), x_t) -> ((h, c), None)`` for ``hoist`` (see
+    :func:`lstm_last_hidden`)."""
+    w_h, b = p["w_h"], p["b"]
+
+    def gates(xw_t: jax.Array, h: jax.Array) -> list[jax.Array]:
+        return jnp.split(xw_t + h @ w_h, 4, axis=-1)
+
+    def split_gates(carry: Any, xw_t: Any) -> tuple[Any, None]:
+        h, c = carry
+        hw = jnp.split(h @ w_h, 4, axis=-1)
+        return _cell(h, c, *(a + r for a, r in zip(xw_t, hw, strict=True))), None
+
+    def fused(carry: Any, xw_t: Any) -> tuple[Any, None]:
+        h, c = carry
+        return _cell(h, c, *gates(xw_t, h)), None
+
+    def inside(carry: Any, x_t: Any) -> tuple[Any, None]:
+        h, c = carry
+        return _cell(h, c, *gates(x_t @ p["w_i"] + b[None, :], h)), None
+
+    return {"gates": split_gates, "fused": fused, "none": inside}[hoist]
+
+
 def lstm_last_hidden(
     p: dict[str, jax.Array], x: jax.Array, *, hoist: str = "none", unroll: int = 1
 ) -> jax.Array:
@@ -99,38 +108,15 @@ def lstm_last_hidden(
     ``(T, B, 4H)`` array, split into gates inside the loop. ``unroll``: ``jax.lax.scan``'s
     unroll factor.
     """
-    xs = jnp.swapaxes(x, 0, 1)  # (T, B, F)
-    zeros = jnp.zeros((x.shape[0], p["w_h"].shape[0]), x.dtype)
-    w_h, b = p["w_h"], p["b"]
-
-    def gates(xw_t: jax.Array, h: jax.Array) -> list[jax.Array]:
-        return jnp.split(xw_t + h @ w_h, 4, axis=-1)
-
-    if hoist == "gates":
-        xw = tuple(jnp.split(xs @ p["w_i"] + b[None, None, :], 4, axis=-1))
-
-        def body(carry: Any, xw_t: Any) -> tuple[Any, None]:
-            h, c = carry
-            hw = jnp.split(h @ w_h, 4, axis=-1)
-            return _cell(h, c, *(a + r for a, r in zip(xw_t, hw, strict=True))), None
-
-    elif hoist == "fused":
-        xw = xs @ p["w_i"] + b[None, None, :]
-
-        def body(carry: Any, xw_t: Any) -> tuple[Any, None]:
-            h, c = carry
-            return _cell(h, c, *gates(xw_t, h)), None
-
-    elif hoist == "none":
-        xw = xs
-
-        def body(carry: Any, x_t: Any) -> tuple[Any, None]:
-            h, c = carry
-            return _cell(h, c, *gates(x_t @ p["w_i"] + b[None, :], h)), None
-
-    else:
+    if hoist not in HOISTS:
         raise ValueError(f"hoist must be one of {HOISTS}, given {hoist!r}")
-    (h, _), _ = jax.lax.scan(body, (zeros, zeros), xw, unroll=unroll)
+    xs: Any = jnp.swapaxes(x, 0, 1)  # (T, B, F)
+    zeros = jnp.zeros((x.shape[0], p["w_h"].shape[0]), x.dtype)
+    if hoist != "none":
+        xs = xs @ p["w_i"] + p["b"][None, None, :]
+    if hoist == "gates":
+        xs = tuple(jnp.split(xs, 4, axis=-1))
+    (h, _), _ = jax.lax.scan(_scan_body(p, hoist), (zeros, zeros), xs, unroll=unroll)
     return h
 
 
@@ -145,20 +131,6 @@ def lstm_jax_impl(ref: Reference, *, hoist: str = "none", unroll: int = 1) -> Im
     return functional_impl(loss_fn, weights(ref), ref)
 
 
-def _lstm_jax(ref: Reference) -> Impl:
-    return lstm_jax_impl(ref)
-
-
-def _flax_cell_params(p: dict[str, jax.Array]) -> dict[str, Any]:
-    """Linen ``LSTMCell``/``OptimizedLSTMCell`` params: ``i*`` (input, no bias), ``h*``."""
-    wi, wh, b = _gates(p["w_i"]), _gates(p["w_h"]), _gates(p["b"])
-    out: dict[str, Any] = {}
-    for gate in "ifgo":
-        out[f"i{gate}"] = {"kernel": wi[gate]}
-        out[f"h{gate}"] = {"kernel": wh[gate], "bias": b[gate]}
-    return out
-
-
 def _lstm_linen(ref: Reference) -> Impl:
     import flax.linen as nn
 
@@ -170,19 +142,15 @@ def _lstm_linen(ref: Reference) -> Impl:
             (_, h), _ = nn.RNN(cell, return_carry=True)(x, initial_carry=(zeros, zeros))
             return nn.Dense(CLASSES, name="head")(h)
 
+    # Linen's LSTMCell/OptimizedLSTMCell params: "i*" (input, no bias) and "h*" per gate.
     p = weights(ref)
-    params = {
-        "params": {
-            "cell": _flax_cell_params(p),
-            "head": {"kernel": p["w_o"], "bias": p["b_o"]},
-        }
-    }
-
-    def loss_fn(params: Any, batch: Any) -> jax.Array:
-        x, labels = batch
-        return cross_entropy(LSTMLinen().apply(params, x), labels)
-
-    return functional_impl(loss_fn, params, ref)
+    wi, wh, b = _gates(p["w_i"]), _gates(p["w_h"]), _gates(p["b"])
+    cell: dict[str, Any] = {}
+    for gate in "ifgo":
+        cell[f"i{gate}"] = {"kernel": wi[gate]}
+        cell[f"h{gate}"] = {"kernel": wh[gate], "bias": b[gate]}
+    params = {"cell": cell, "head": {"kernel": p["w_o"], "bias": p["b_o"]}}
+    return linen_impl(LSTMLinen(), params, ref)
 
 
 def _lstm_nnx_model(ref: Reference) -> Any:
@@ -192,15 +160,11 @@ def _lstm_nnx_model(ref: Reference) -> Any:
 
     class LSTMNNX(nnx.Module):
         def __init__(self) -> None:
-            rngs = nnx.Rngs(0)
-            cell = nnx.OptimizedLSTMCell(FEATURES, HIDDEN, rngs=rngs)
-            cell.dense_i.kernel.set_value(p["w_i"])
-            cell.dense_h.kernel.set_value(p["w_h"])
-            cell.dense_h.bias.set_value(p["b"])
+            cell = nnx.OptimizedLSTMCell(FEATURES, HIDDEN, rngs=nnx.Rngs(0))
+            nnx_set(cell.dense_i, kernel=p["w_i"])
+            nnx_set(cell.dense_h, kernel=p["w_h"], bias=p["b"])
             self.rnn = nnx.RNN(cell, return_carry=True)
-            self.head = nnx.Linear(HIDDEN, CLASSES, rngs=rngs)
-            self.head.kernel.set_value(p["w_o"])
-            self.head.bias.set_value(p["b_o"])
+            self.head = nnx_linear(p["w_o"], p["b_o"])
 
         def __call__(self, x: jax.Array) -> jax.Array:
             zeros = jnp.zeros((x.shape[0], HIDDEN), x.dtype)  # the carry in the input's dtype
@@ -210,42 +174,14 @@ def _lstm_nnx_model(ref: Reference) -> Any:
     return LSTMNNX()
 
 
-def _loss_of(predict: Any) -> Any:
-    def loss_fn(model: Any, batch: Any) -> jax.Array:
-        x, labels = batch
-        return cross_entropy(predict(model, x), labels)
-
-    return loss_fn
-
-
-def _lstm_nnx(ref: Reference) -> Impl:
-    return nnx_jit_impl(_lstm_nnx_model(ref), _loss_of(lambda m, x: m(x)), ref)
-
-
-def _lstm_nnx_split(ref: Reference) -> Impl:
-    return nnx_split_impl(_lstm_nnx_model(ref), _loss_of(lambda m, x: m(x)), ref)
-
-
 def _lstm_equinox(ref: Reference) -> Impl:
     import equinox as eqx
 
     p = weights(ref)
-    key = jax.random.key(0)
-    dtype = p["w_i"].dtype
 
     class LSTMEqx(eqx.Module):
         cell: eqx.nn.LSTMCell
         head: eqx.nn.Linear
-
-        def __init__(self) -> None:
-            cell = eqx.nn.LSTMCell(FEATURES, HIDDEN, key=key, dtype=dtype)
-            self.cell = eqx.tree_at(
-                lambda c: (c.weight_ih, c.weight_hh, c.bias), cell, (p["w_i"].T, p["w_h"].T, p["b"])
-            )
-            head = eqx.nn.Linear(HIDDEN, CLASSES, key=key, dtype=dtype)
-            self.head = eqx.tree_at(
-                lambda lin: (lin.weight, lin.bias), head, (p["w_o"].T, p["b_o"])
-            )
 
         def __call__(self, x: jax.Array) -> jax.Array:  # one sequence (T, F)
             zeros = jnp.zeros((HIDDEN,), x.dtype)
@@ -254,13 +190,15 @@ def _lstm_equinox(ref: Reference) -> Impl:
             )
             return self.head(h)
 
-    return equinox_impl(LSTMEqx(), _loss_of(lambda m, x: jax.vmap(m)(x)), ref)
+    cell = eqx.nn.LSTMCell(FEATURES, HIDDEN, key=jax.random.key(0), dtype=p["w_i"].dtype)
+    cell = eqx.tree_at(
+        lambda c: (c.weight_ih, c.weight_hh, c.bias), cell, (p["w_i"].T, p["w_h"].T, p["b"])
+    )
+    return equinox_impl(LSTMEqx(cell, eqx_linear(p["w_o"], p["b_o"])), ref)
 
 
 def _lstm_haiku(ref: Reference) -> Impl:
     import haiku as hk
-
-    p = weights(ref)
 
     def forward(x: jax.Array) -> jax.Array:
         core = hk.LSTM(HIDDEN)
@@ -269,7 +207,7 @@ def _lstm_haiku(ref: Reference) -> Impl:
         _, state = hk.dynamic_unroll(core, x, initial, time_major=False)
         return hk.Linear(CLASSES, name="head")(state.hidden)
 
-    model = hk.without_apply_rng(hk.transform(forward))
+    p = weights(ref)
     wi, wh, b = _gates(p["w_i"]), _gates(p["w_h"]), _gates(p["b"])
     order = "igfo"  # Haiku's gate order; it adds 1 to the forget gate's pre-activation
     w = jnp.concatenate(
@@ -280,8 +218,8 @@ def _lstm_haiku(ref: Reference) -> Impl:
         axis=0,
     )
     bias = jnp.concatenate([b[g] - (1 if g == "f" else 0) for g in order]).astype(p["b"].dtype)
-    params = {"lstm/linear": {"w": w, "b": bias}, "head": {"w": p["w_o"], "b": p["b_o"]}}
-    return functional_impl(_loss_of(model.apply), params, ref)
+    named = {"lstm/linear": {"w": w, "b": bias}, "head": {"w": p["w_o"], "b": p["b_o"]}}
+    return haiku_impl(forward, named, ref)
 
 
 def _lstm_torch(ref: Reference) -> Impl:
@@ -293,14 +231,12 @@ def _lstm_torch(ref: Reference) -> Impl:
         def __init__(self) -> None:
             super().__init__()
             self.lstm = torch.nn.LSTM(FEATURES, HIDDEN, batch_first=True)
-            self.head = torch.nn.Linear(HIDDEN, CLASSES)
+            self.head = torch_linear(p["w_o"], p["b_o"])
             with torch.no_grad():
                 self.lstm.weight_ih_l0.copy_(to_torch(p["w_i"].T))
                 self.lstm.weight_hh_l0.copy_(to_torch(p["w_h"].T))
                 self.lstm.bias_ih_l0.copy_(to_torch(p["b"]))
                 self.lstm.bias_hh_l0.zero_()
-                self.head.weight.copy_(to_torch(p["w_o"].T))
-                self.head.bias.copy_(to_torch(p["b_o"]))
             # One bias vector, as everywhere else (Adam would move two copies twice as fast).
             self.lstm.bias_hh_l0.requires_grad_(False)
 
@@ -308,8 +244,7 @@ def _lstm_torch(ref: Reference) -> Impl:
             _, (h, _) = self.lstm(x)
             return self.head(h[0])
 
-    model = LSTMTorch().to(to_torch(ref.batch[0]).dtype)
-    return torch_impl(model, torch_loss("ce"), ref)
+    return torch_impl(LSTMTorch(), ref)
 
 
 def _lstm_flops(ref: Reference) -> float:
@@ -331,10 +266,9 @@ register(
         _lstm_setup,
         {
             "nn_jax": nn_jax_builder,
-            "jax": _lstm_jax,
+            "jax": lstm_jax_impl,
             "flax_linen": _lstm_linen,
-            "flax_nnx": _lstm_nnx,
-            "flax_nnx_split": _lstm_nnx_split,
+            **nnx_builders(_lstm_nnx_model),
             "equinox": _lstm_equinox,
             "haiku": _lstm_haiku,
             "torch": _lstm_torch,
@@ -342,3 +276,5 @@ register(
         analytic_flops=_lstm_flops,
     )
 )
+
+__all__ = ["HOISTS", "lstm_jax_impl", "lstm_last_hidden", "weights"]

@@ -18,24 +18,23 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from benchmarks.workloads import (
-    Impl,
-    Reference,
-    Workload,
-    cast_floating,
+from nn_jax.bench.frameworks import (
+    call,
     equinox_impl,
     functional_impl,
+    haiku_impl,
+    leaf,
+    linen_impl,
+    loss_of,
+    make_reference,
     nn_jax_builder,
-    nnx_jit_impl,
-    nnx_split_impl,
-    register,
+    nnx_builders,
+    nnx_linear,
     to_torch,
     torch_impl,
 )
-from benchmarks.workloads.dense import cross_entropy
-from nn_jax import losses
+from nn_jax.bench.registry import Impl, Reference, Workload, register
 from nn_jax.graph import Graph, batch_graphs
 from nn_jax.models.gnn import GCN
 
@@ -63,19 +62,7 @@ def _gcn_setup(batch_size: int, dtype: str, key: jax.Array) -> Reference:
     seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
     g = random_graph(nodes, FEATURES, edges, seed, dtype)
     labels = jax.random.randint(jax.random.fold_in(key, 1), (nodes,), 0, CLASSES)
-    model = GCN((HIDDEN, CLASSES))
-    params, state = model.init(key, g._replace(nodes=g.nodes.astype(jnp.float32)))
-    return Reference(
-        model,
-        cast_floating(params, dtype),
-        state,
-        (g, labels),
-        losses.softmax_cross_entropy_with_integer_labels,
-        optax.adam(LR),
-        dtype,
-        batch_size,
-        {"lr": LR},
-    )
+    return make_reference(GCN((HIDDEN, CLASSES)), (g, labels), key, dtype, lr=LR)
 
 
 def propagate(h: jax.Array, senders: jax.Array, receivers: jax.Array) -> jax.Array:
@@ -88,24 +75,17 @@ def propagate(h: jax.Array, senders: jax.Array, receivers: jax.Array) -> jax.Arr
 
 
 def _pairs(ref: Reference) -> list[tuple[jax.Array, jax.Array]]:
-    return [(ref.params[n]["w"], ref.params[n]["b"]) for n in LAYERS]
-
-
-def _loss_of(predict: Any) -> Any:
-    def loss_fn(model_or_params: Any, batch: Any) -> jax.Array:
-        g, labels = batch
-        return cross_entropy(predict(model_or_params, g.nodes, g.senders, g.receivers), labels)
-
-    return loss_fn
+    """Each layer's ``(w, b)``, wherever the nn_jax layer keeps them (``leaf``)."""
+    return [(leaf(ref.params[n], "w"), leaf(ref.params[n], "b")) for n in LAYERS]
 
 
 def _gcn_jax(ref: Reference) -> Impl:
-    def predict(params: Any, x: jax.Array, senders: jax.Array, receivers: jax.Array) -> jax.Array:
+    def predict(params: Any, g: Any) -> jax.Array:
         (w0, b0), (w1, b1) = params
-        h = jax.nn.relu(propagate(x @ w0, senders, receivers) + b0[None, :])
-        return propagate(h @ w1, senders, receivers) + b1[None, :]
+        h = jax.nn.relu(propagate(g.nodes @ w0, g.senders, g.receivers) + b0[None, :])
+        return propagate(h @ w1, g.senders, g.receivers) + b1[None, :]
 
-    return functional_impl(_loss_of(predict), _pairs(ref), ref)
+    return functional_impl(loss_of(ref, predict), _pairs(ref), ref)
 
 
 def _gcn_linen(ref: Reference) -> Impl:
@@ -115,24 +95,22 @@ def _gcn_linen(ref: Reference) -> Impl:
         features: int
 
         @nn.compact
-        def __call__(self, x: jax.Array, senders: jax.Array, receivers: jax.Array) -> jax.Array:
+        def __call__(self, x: jax.Array, g: Any) -> jax.Array:
             h = nn.Dense(self.features, use_bias=False, name="dense")(x)
             bias = self.param("bias", nn.initializers.zeros, (self.features,), x.dtype)
-            return propagate(h, senders, receivers) + bias[None, :]
+            return propagate(h, g.senders, g.receivers) + bias[None, :]
 
     class GCNLinen(nn.Module):
         @nn.compact
-        def __call__(self, x: jax.Array, senders: jax.Array, receivers: jax.Array) -> jax.Array:
-            h = nn.relu(GCNLayer(HIDDEN, name="conv_0")(x, senders, receivers))
-            return GCNLayer(CLASSES, name="conv_1")(h, senders, receivers)
+        def __call__(self, g: Any) -> jax.Array:
+            h = nn.relu(GCNLayer(HIDDEN, name="conv_0")(g.nodes, g))
+            return GCNLayer(CLASSES, name="conv_1")(h, g)
 
     params = {
-        "params": {
-            n: {"dense": {"kernel": w}, "bias": b}
-            for n, (w, b) in zip(LAYERS, _pairs(ref), strict=True)
-        }
+        n: {"dense": {"kernel": w}, "bias": b}
+        for n, (w, b) in zip(LAYERS, _pairs(ref), strict=True)
     }
-    return functional_impl(_loss_of(GCNLinen().apply), params, ref)
+    return linen_impl(GCNLinen(), params, ref)
 
 
 def _gcn_nnx_model(ref: Reference) -> Any:
@@ -140,30 +118,20 @@ def _gcn_nnx_model(ref: Reference) -> Any:
 
     class GCNLayer(nnx.Module):
         def __init__(self, w: jax.Array, b: jax.Array) -> None:
-            self.dense = nnx.Linear(*w.shape, use_bias=False, rngs=nnx.Rngs(0))
-            self.dense.kernel.set_value(w)
+            self.dense = nnx_linear(w)
             self.bias = nnx.Param(b)
 
-        def __call__(self, x: jax.Array, senders: jax.Array, receivers: jax.Array) -> jax.Array:
-            return propagate(self.dense(x), senders, receivers) + self.bias[None, :]
+        def __call__(self, x: jax.Array, g: Any) -> jax.Array:
+            return propagate(self.dense(x), g.senders, g.receivers) + self.bias[None, :]
 
     class GCNNNX(nnx.Module):
         def __init__(self) -> None:
             self.layers = nnx.List([GCNLayer(w, b) for w, b in _pairs(ref)])
 
-        def __call__(self, x: jax.Array, senders: jax.Array, receivers: jax.Array) -> jax.Array:
-            h = nnx.relu(self.layers[0](x, senders, receivers))
-            return self.layers[1](h, senders, receivers)
+        def __call__(self, g: Any) -> jax.Array:
+            return self.layers[1](nnx.relu(self.layers[0](g.nodes, g)), g)
 
     return GCNNNX()
-
-
-def _gcn_nnx(ref: Reference) -> Impl:
-    return nnx_jit_impl(_gcn_nnx_model(ref), _loss_of(lambda m, *a: m(*a)), ref)
-
-
-def _gcn_nnx_split(ref: Reference) -> Impl:
-    return nnx_split_impl(_gcn_nnx_model(ref), _loss_of(lambda m, *a: m(*a)), ref)
 
 
 def _gcn_equinox(ref: Reference) -> Impl:
@@ -173,19 +141,18 @@ def _gcn_equinox(ref: Reference) -> Impl:
         weight: jax.Array  # (out, in), as eqx.nn.Linear stores it
         bias: jax.Array
 
-        def __call__(self, x: jax.Array, senders: jax.Array, receivers: jax.Array) -> jax.Array:
+        def __call__(self, x: jax.Array, g: Any) -> jax.Array:
             h = x @ self.weight.T  # the whole node set at once: a graph is one "example"
-            return propagate(h, senders, receivers) + self.bias[None, :]
+            return propagate(h, g.senders, g.receivers) + self.bias[None, :]
 
     class GCNEqx(eqx.Module):
         layers: list[GCNLayer]
 
-        def __call__(self, x: jax.Array, senders: jax.Array, receivers: jax.Array) -> jax.Array:
-            h = jax.nn.relu(self.layers[0](x, senders, receivers))
-            return self.layers[1](h, senders, receivers)
+        def __call__(self, g: Any) -> jax.Array:
+            return self.layers[1](jax.nn.relu(self.layers[0](g.nodes, g)), g)
 
     model = GCNEqx([GCNLayer(w.T, b) for w, b in _pairs(ref)])
-    return equinox_impl(model, _loss_of(lambda m, *a: m(*a)), ref)
+    return equinox_impl(model, ref, predict=call)
 
 
 def _gcn_haiku(ref: Reference) -> Impl:
@@ -196,26 +163,24 @@ def _gcn_haiku(ref: Reference) -> Impl:
             super().__init__(name=name)
             self.features = features
 
-        def __call__(self, x: jax.Array, senders: jax.Array, receivers: jax.Array) -> jax.Array:
+        def __call__(self, x: jax.Array, g: Any) -> jax.Array:
             h = hk.Linear(self.features, with_bias=False, name="linear")(x)
             bias = hk.get_parameter("b", (self.features,), x.dtype, jnp.zeros)
-            return propagate(h, senders, receivers) + bias[None, :]
+            return propagate(h, g.senders, g.receivers) + bias[None, :]
 
-    def forward(x: jax.Array, senders: jax.Array, receivers: jax.Array) -> jax.Array:
-        h = jax.nn.relu(GCNLayer(HIDDEN, "conv_0")(x, senders, receivers))
-        return GCNLayer(CLASSES, "conv_1")(h, senders, receivers)
+    def forward(g: Any) -> jax.Array:
+        h = jax.nn.relu(GCNLayer(HIDDEN, "conv_0")(g.nodes, g))
+        return GCNLayer(CLASSES, "conv_1")(h, g)
 
-    model = hk.without_apply_rng(hk.transform(forward))
-    params = {}
+    named = {}
     for n, (w, b) in zip(LAYERS, _pairs(ref), strict=True):
-        params[n] = {"b": b}
-        params[f"{n}/linear"] = {"w": w}
-    return functional_impl(_loss_of(model.apply), params, ref)
+        named[n] = {"b": b}
+        named[f"{n}/linear"] = {"w": w}
+    return haiku_impl(forward, named, ref)
 
 
 def _gcn_torch(ref: Reference) -> Impl:
     import torch
-    import torch.nn.functional as F
 
     g, labels = ref.batch
 
@@ -245,7 +210,7 @@ def _gcn_torch(ref: Reference) -> Impl:
             h = torch.relu(self.propagate(x @ self.weights[0]) + self.biases[0])
             return self.propagate(h @ self.weights[1]) + self.biases[1]
 
-    return torch_impl(GCNTorch(), F.cross_entropy, ref, (g.nodes, labels))
+    return torch_impl(GCNTorch(), ref, (g.nodes, labels))
 
 
 def _gcn_flops(ref: Reference) -> float:
@@ -265,8 +230,7 @@ register(
             "nn_jax": nn_jax_builder,
             "jax": _gcn_jax,
             "flax_linen": _gcn_linen,
-            "flax_nnx": _gcn_nnx,
-            "flax_nnx_split": _gcn_nnx_split,
+            **nnx_builders(_gcn_nnx_model),
             "equinox": _gcn_equinox,
             "haiku": _gcn_haiku,
             "torch": _gcn_torch,

@@ -25,24 +25,26 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from benchmarks.workloads import (
-    Impl,
-    Reference,
-    Workload,
-    cast_floating,
+from nn_jax.bench.frameworks import (
+    FLAX_NAMES,
+    cross_entropy,
     equinox_impl,
+    eqx_linear,
     functional_impl,
+    haiku_impl,
+    haiku_norm,
+    linen_impl,
+    make_reference,
     nn_jax_builder,
-    nnx_jit_impl,
-    nnx_split_impl,
-    register,
+    nnx_builders,
+    norm_params,
+    rename,
     to_torch,
     torch_impl,
+    torch_linear,
 )
-from benchmarks.workloads.dense import cross_entropy, torch_loss
-from nn_jax import losses
+from nn_jax.bench.registry import Impl, Reference, Workload, register
 from nn_jax.models.transformer import TransformerEncoder, TransformerLM
 
 LR, EPS = 1e-3, 1e-5
@@ -71,7 +73,7 @@ ENCODER, LM = Spec(), Spec(causal=True)
 
 def _setup(spec: Spec, batch_size: int, dtype: str, key: jax.Array) -> Reference:
     kx, ky, kp = jax.random.split(key, 3)
-    kw = {"num_layers": spec.layers, "d_model": spec.d, "num_heads": spec.heads}
+    kw: dict[str, Any] = {"num_layers": spec.layers, "d_model": spec.d, "num_heads": spec.heads}
     if spec.causal:
         model: Any = TransformerLM(spec.vocab, **kw)
         tokens = jax.random.randint(kx, (batch_size, spec.seq + 1), 0, spec.vocab)
@@ -80,18 +82,7 @@ def _setup(spec: Spec, batch_size: int, dtype: str, key: jax.Array) -> Reference
         model = TransformerEncoder(spec.classes, vocab_size=spec.vocab, **kw)
         tokens = jax.random.randint(kx, (batch_size, spec.seq), 0, spec.vocab)
         batch = (tokens, jax.random.randint(ky, (batch_size,), 0, spec.classes))
-    params, state = model.init(kp, batch[0])
-    return Reference(
-        model,
-        cast_floating(params, dtype),
-        state,
-        batch,
-        losses.softmax_cross_entropy_with_integer_labels,
-        optax.adam(LR),
-        dtype,
-        batch_size,
-        {"lr": LR, "spec": spec},
-    )
+    return make_reference(model, batch, kp, dtype, lr=LR, spec=spec)
 
 
 def _spec(ref: Reference) -> Spec:
@@ -131,7 +122,8 @@ def _layer_norm(x: jax.Array, p: Any) -> jax.Array:
     mean = jnp.mean(xs, axis=-1, keepdims=True)
     var = jnp.mean(jnp.square(xs - mean), axis=-1, keepdims=True)
     y = ((xs - mean) * jax.lax.rsqrt(var + EPS)).astype(x.dtype)
-    return y * p["scale"][None, None, :] + p["bias"][None, None, :]
+    scale, offset = norm_params(p)
+    return y * scale[None, None, :] + offset[None, None, :]
 
 
 def _attention(x: jax.Array, p: Any, causal: bool) -> jax.Array:
@@ -148,6 +140,22 @@ def _attention(x: jax.Array, p: Any, causal: bool) -> jax.Array:
     weights = jax.nn.softmax(logits, axis=-1).astype(x.dtype)
     out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
     return jnp.einsum("bqhd,hdf->bqf", out, p["w_o"]) + p["b_o"][None, None, :]
+
+
+def projections(a: Any) -> dict[str, tuple[jax.Array, jax.Array]]:
+    """An nn_jax attention layer's ``q, k, v, o`` projections as 2-d ``(w, b)``:
+    ``w_q: (D, H, Dh)`` as ``(D, H*Dh)``, ``w_o: (H, Dh, D)`` as ``(H*Dh, D)``."""
+    out = {
+        n: (a[f"w_{n}"].reshape(a[f"w_{n}"].shape[0], -1), a[f"b_{n}"].reshape(-1)) for n in "qkv"
+    }
+    out["o"] = (a["w_o"].reshape(-1, a["w_o"].shape[-1]), a["b_o"])
+    return out
+
+
+def _head(ref: Reference) -> tuple[jax.Array, jax.Array | None]:
+    """The vocabulary/class head's ``(w, b)`` (``b`` is ``None`` for the bias-free LM head)."""
+    head = ref.params["head"]
+    return head["w"], None if _spec(ref).causal else head["b"]
 
 
 def _transformer_jax(ref: Reference) -> Impl:
@@ -194,17 +202,16 @@ def _flax_params(ref: Reference) -> dict[str, Any]:
         b = p[f"block_{i}"]
         a = b["attention"]
         out[f"block_{i}"] = {
-            "attention_norm": b["attention_norm"],
+            "attention_norm": rename(b["attention_norm"], FLAX_NAMES),
             "attention": {
                 name: {"kernel": a[f"w_{n}"], "bias": a[f"b_{n}"]}
                 for name, n in (("query", "q"), ("key", "k"), ("value", "v"), ("out", "o"))
             },
-            "mlp_norm": b["mlp_norm"],
-            "up": {"kernel": b["mlp"]["up"]["w"], "bias": b["mlp"]["up"]["b"]},
-            "down": {"kernel": b["mlp"]["down"]["w"], "bias": b["mlp"]["down"]["b"]},
+            "mlp_norm": rename(b["mlp_norm"], FLAX_NAMES),
+            **rename(b["mlp"], FLAX_NAMES),
         }
-    out["final_norm"] = p["final_norm"]
-    out["head"] = {"kernel": p["head"]["w"]} | ({} if spec.causal else {"bias": p["head"]["b"]})
+    out["final_norm"] = rename(p["final_norm"], FLAX_NAMES)
+    out["head"] = rename(p["head"], FLAX_NAMES)
     return out
 
 
@@ -264,11 +271,7 @@ def _transformer_linen(ref: Reference) -> Impl:
                 h = jnp.mean(h, axis=1)
             return nn.Dense(spec.out, use_bias=not spec.causal, name="head")(h)
 
-    def loss_fn(params: Any, batch: Any) -> jax.Array:
-        tokens, targets = batch
-        return cross_entropy(Model().apply(params, tokens), targets)
-
-    return functional_impl(loss_fn, {"params": _flax_params(ref)}, ref)
+    return linen_impl(Model(), _flax_params(ref), ref)
 
 
 def _transformer_nnx_model(ref: Reference) -> Any:
@@ -333,22 +336,6 @@ def _transformer_nnx_model(ref: Reference) -> Any:
     return model
 
 
-def _loss_of(ref: Reference, predict: Callable[[Any, jax.Array], jax.Array]) -> Callable:
-    def loss_fn(model: Any, batch: Any) -> jax.Array:
-        tokens, targets = batch
-        return cross_entropy(predict(model, tokens), targets)
-
-    return loss_fn
-
-
-def _transformer_nnx(ref: Reference) -> Impl:
-    return nnx_jit_impl(_transformer_nnx_model(ref), _loss_of(ref, lambda m, t: m(t)), ref)
-
-
-def _transformer_nnx_split(ref: Reference) -> Impl:
-    return nnx_split_impl(_transformer_nnx_model(ref), _loss_of(ref, lambda m, t: m(t)), ref)
-
-
 # --------------------------------------------------------------------------------------------
 # Haiku: hk.MultiHeadAttention; for the LM, its query/key projections also apply RoPE.
 
@@ -372,7 +359,7 @@ def _transformer_haiku(ref: Reference) -> Impl:
         h = hk.Embed(spec.vocab, spec.d, name="embedding")(tokens) * math.sqrt(spec.d)
         mask = None
         if spec.causal:
-            mask = np.tril(np.ones((spec.seq, spec.seq), bool))[None, None]
+            mask = jnp.asarray(np.tril(np.ones((spec.seq, spec.seq), bool))[None, None])
         else:
             h = h + jnp.asarray(pe, h.dtype)[None]
         attention_cls = RopeAttention if spec.causal else hk.MultiHeadAttention
@@ -392,40 +379,39 @@ def _transformer_haiku(ref: Reference) -> Impl:
             h = jnp.mean(h, axis=1)
         return hk.Linear(spec.out, with_bias=not spec.causal, name="head")(h)
 
-    model = hk.without_apply_rng(hk.transform(forward))
     p = ref.params
     named: dict[str, Any] = {"embedding": {"embeddings": p["embedding"]["table"]}}
     for i in range(spec.layers):
         b, name = p[f"block_{i}"], f"block_{i}"
         a = b["attention"]
-        for hk_name, n in (("query", "q"), ("key", "k"), ("value", "v")):
-            named[f"{name}_attention/{hk_name}"] = {
-                "w": a[f"w_{n}"].reshape(spec.d, -1),
-                "b": a[f"b_{n}"].reshape(-1),
-            }
-        named[f"{name}_attention/linear"] = {"w": a["w_o"].reshape(-1, spec.d), "b": a["b_o"]}
+        for hk_name, n in (("query", "q"), ("key", "k"), ("value", "v"), ("linear", "o")):
+            named[f"{name}_attention/{hk_name}"] = dict(zip("wb", projections(a)[n], strict=True))
         for norm_name in ("attention_norm", "mlp_norm"):
-            named[f"{name}_{norm_name}"] = {
-                "scale": b[norm_name]["scale"],
-                "offset": b[norm_name]["bias"],
-            }
-        named[f"{name}_up"] = dict(b["mlp"]["up"])
-        named[f"{name}_down"] = dict(b["mlp"]["down"])
-    named["final_norm"] = {"scale": p["final_norm"]["scale"], "offset": p["final_norm"]["bias"]}
-    named["head"] = dict(p["head"]) if not spec.causal else {"w": p["head"]["w"]}
-    # Haiku's own module paths ("block_0_attention/~_linear_projection/query" for the RoPE
-    # subclass): keyed by their first and last components.
-    template = jax.eval_shape(model.init, jax.random.key(0), ref.batch[0])
-    params = {}
-    for path, leaves in template.items():
-        parts = path.split("/")
-        source = named[parts[0] if len(parts) == 1 else f"{parts[0]}/{parts[-1]}"]
-        params[path] = {k: source[k].reshape(v.shape) for k, v in leaves.items()}
-    return functional_impl(_loss_of(ref, model.apply), params, ref)
+            named[f"{name}_{norm_name}"] = haiku_norm(b[norm_name])
+        named[f"{name}_up"] = b["mlp"]["up"]
+        named[f"{name}_down"] = b["mlp"]["down"]
+    named["final_norm"] = haiku_norm(p["final_norm"])
+    named["head"] = p["head"]
+    return haiku_impl(forward, named, ref)
 
 
 # --------------------------------------------------------------------------------------------
 # Equinox: per-sequence modules (``(T, D)``), vmapped over the batch.
+
+
+def _eqx_attention(spec: Spec, a: Any, dtype: Any) -> Any:
+    """An ``eqx.nn.MultiheadAttention`` holding an nn_jax attention layer's params ``a``."""
+    import equinox as eqx
+
+    biases = {f"use_{n}_bias": True for n in ("query", "key", "value", "output")}
+    layer = eqx.nn.MultiheadAttention(
+        spec.heads, spec.d, key=jax.random.key(0), dtype=dtype, **biases
+    )
+    return eqx.tree_at(
+        lambda m: (m.query_proj, m.key_proj, m.value_proj, m.output_proj),
+        layer,
+        tuple(eqx_linear(*projections(a)[n]) for n in "qkvo"),
+    )
 
 
 def _transformer_equinox(ref: Reference) -> Impl:
@@ -433,39 +419,14 @@ def _transformer_equinox(ref: Reference) -> Impl:
 
     spec, p = _spec(ref), ref.params
     pe = sinusoidal(spec.seq, spec.d)
-    key = jax.random.key(0)
     dtype = p["head"]["w"].dtype
-
-    def linear(w: jax.Array, b: jax.Array | None) -> eqx.nn.Linear:
-        layer = eqx.nn.Linear(*w.shape, use_bias=b is not None, key=key, dtype=dtype)
-        if b is None:
-            return eqx.tree_at(lambda lin: lin.weight, layer, w.T)
-        return eqx.tree_at(lambda lin: (lin.weight, lin.bias), layer, (w.T, b))
 
     def norm(q: Any) -> eqx.nn.LayerNorm:
         layer = eqx.nn.LayerNorm(spec.d, eps=EPS, dtype=dtype)
-        return eqx.tree_at(lambda n: (n.weight, n.bias), layer, (q["scale"], q["bias"]))
+        return eqx.tree_at(lambda n: (n.weight, n.bias), layer, norm_params(q))
 
     def attention(a: Any) -> eqx.nn.MultiheadAttention:
-        layer = eqx.nn.MultiheadAttention(
-            spec.heads,
-            spec.d,
-            use_query_bias=True,
-            use_key_bias=True,
-            use_value_bias=True,
-            use_output_bias=True,
-            key=key,
-            dtype=dtype,
-        )
-        projections = [
-            linear(a[f"w_{n}"].reshape(spec.d, -1), a[f"b_{n}"].reshape(-1)) for n in "qkv"
-        ]
-        out = linear(a["w_o"].reshape(-1, spec.d), a["b_o"])
-        return eqx.tree_at(
-            lambda m: (m.query_proj, m.key_proj, m.value_proj, m.output_proj),
-            layer,
-            (*projections, out),
-        )
+        return _eqx_attention(spec, a, dtype)
 
     def rope_heads(q: jax.Array, k: jax.Array, v: jax.Array) -> Any:
         return rope(q), rope(k), v
@@ -481,8 +442,8 @@ def _transformer_equinox(ref: Reference) -> Impl:
             self.attention_norm = norm(b["attention_norm"])
             self.attention = attention(b["attention"])
             self.mlp_norm = norm(b["mlp_norm"])
-            self.up = linear(b["mlp"]["up"]["w"], b["mlp"]["up"]["b"])
-            self.down = linear(b["mlp"]["down"]["w"], b["mlp"]["down"]["b"])
+            self.up = eqx_linear(b["mlp"]["up"]["w"], b["mlp"]["up"]["b"])
+            self.down = eqx_linear(b["mlp"]["down"]["w"], b["mlp"]["down"]["b"])
 
         def __call__(self, x: jax.Array, mask: Any) -> jax.Array:
             h = jax.vmap(self.attention_norm)(x)
@@ -503,7 +464,7 @@ def _transformer_equinox(ref: Reference) -> Impl:
             self.embedding = eqx.nn.Embedding(weight=table)
             self.blocks = [Block(p[f"block_{i}"]) for i in range(spec.layers)]
             self.final_norm = norm(p["final_norm"])
-            self.head = linear(p["head"]["w"], None if spec.causal else p["head"]["b"])
+            self.head = eqx_linear(*_head(ref))
 
         def __call__(self, tokens: jax.Array) -> jax.Array:  # one sequence (T,)
             h = jax.vmap(self.embedding)(tokens) * math.sqrt(spec.d)
@@ -519,7 +480,7 @@ def _transformer_equinox(ref: Reference) -> Impl:
                 return jax.vmap(self.head)(h)
             return self.head(jnp.mean(h, axis=0))
 
-    return equinox_impl(Model(), _loss_of(ref, lambda m, t: jax.vmap(m)(t)), ref)
+    return equinox_impl(Model(), ref)
 
 
 # --------------------------------------------------------------------------------------------
@@ -535,19 +496,12 @@ def _transformer_torch(ref: Reference) -> Impl:
     inv_freq = 10000.0 ** (-np.arange(head_dim // 2, dtype=np.float32) * 2 / head_dim)
     angles = np.arange(spec.seq, dtype=np.float32)[:, None] * inv_freq[None, :]
 
-    def linear(w: jax.Array, b: jax.Array | None) -> torch.nn.Linear:
-        layer = torch.nn.Linear(*w.shape, bias=b is not None)
-        with torch.no_grad():
-            layer.weight.copy_(to_torch(w.T))
-            if b is not None:
-                layer.bias.copy_(to_torch(b))
-        return layer
-
     def norm(q: Any) -> torch.nn.LayerNorm:
         layer = torch.nn.LayerNorm(spec.d, eps=EPS)
+        scale, offset = norm_params(q)
         with torch.no_grad():
-            layer.weight.copy_(to_torch(q["scale"]))
-            layer.bias.copy_(to_torch(q["bias"]))
+            layer.weight.copy_(to_torch(scale))
+            layer.bias.copy_(to_torch(offset))
         return layer
 
     class Block(torch.nn.Module):
@@ -555,12 +509,9 @@ def _transformer_torch(ref: Reference) -> Impl:
             super().__init__()
             a = b["attention"]
             self.attention_norm, self.mlp_norm = norm(b["attention_norm"]), norm(b["mlp_norm"])
-            self.q, self.k, self.v = (
-                linear(a[f"w_{n}"].reshape(spec.d, -1), a[f"b_{n}"].reshape(-1)) for n in "qkv"
-            )
-            self.o = linear(a["w_o"].reshape(-1, spec.d), a["b_o"])
-            self.up = linear(b["mlp"]["up"]["w"], b["mlp"]["up"]["b"])
-            self.down = linear(b["mlp"]["down"]["w"], b["mlp"]["down"]["b"])
+            self.q, self.k, self.v, self.o = (torch_linear(*projections(a)[n]) for n in "qkvo")
+            self.up = torch_linear(b["mlp"]["up"]["w"], b["mlp"]["up"]["b"])
+            self.down = torch_linear(b["mlp"]["down"]["w"], b["mlp"]["down"]["b"])
             self.register_buffer("cos", torch.from_numpy(np.cos(angles)))
             self.register_buffer("sin", torch.from_numpy(np.sin(angles)))
 
@@ -591,7 +542,7 @@ def _transformer_torch(ref: Reference) -> Impl:
                 self.embedding.weight.copy_(to_torch(p["embedding"]["table"]))
             self.blocks = torch.nn.Sequential(*[Block(p[f"block_{i}"]) for i in range(spec.layers)])
             self.final_norm = norm(p["final_norm"])
-            self.head = linear(p["head"]["w"], None if spec.causal else p["head"]["b"])
+            self.head = torch_linear(*_head(ref))
             self.register_buffer("pe", torch.from_numpy(sinusoidal(spec.seq, spec.d)))
 
         def forward(self, tokens: Any) -> Any:
@@ -599,25 +550,16 @@ def _transformer_torch(ref: Reference) -> Impl:
             if not spec.causal:
                 h = h + self.pe.to(h.dtype)
             h = self.final_norm(self.blocks(h))
-            if spec.causal:
-                return self.head(h).flatten(0, 1)
-            return self.head(h.mean(dim=1))
+            return self.head(h if spec.causal else h.mean(dim=1))
 
-    ce = torch_loss("ce")
-
-    def loss_fn(logits: Any, targets: Any) -> Any:
-        return ce(logits, targets.flatten())
-
-    model = Model().to(to_torch(ref.params["head"]["w"]).dtype)
-    return torch_impl(model, loss_fn, ref)
+    return torch_impl(Model(), ref)
 
 
 BUILDERS = {
     "nn_jax": nn_jax_builder,
     "jax": _transformer_jax,
     "flax_linen": _transformer_linen,
-    "flax_nnx": _transformer_nnx,
-    "flax_nnx_split": _transformer_nnx_split,
+    **nnx_builders(_transformer_nnx_model),
     "equinox": _transformer_equinox,
     "haiku": _transformer_haiku,
     "torch": _transformer_torch,

@@ -1,0 +1,224 @@
+"""The reports: a text table for the terminal, markdown, JSON, and the PNG (:mod:`.plot`)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from nn_jax.bench.plot import bar_chart
+from nn_jax.bench.registry import FRAMEWORK_LABELS
+from nn_jax.bench.runner import fastest_other, group_results
+
+
+def fmt_time(seconds: float) -> str:
+    """``1.23 s``, ``4.56 ms`` or ``7.8 µs``."""
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.1f} µs"
+
+
+def fmt_si(value: float | None, unit: str = "") -> str:
+    """``1.23 G`` + unit; a unit starting with a space is kept apart (``1.23G examples/s``)."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    sep = "" if unit.startswith(" ") else " "
+    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{sep}{prefix}{unit}"
+    return f"{value:.3g}{sep}{unit}".strip()
+
+
+def fmt_ratio(value: float | None) -> str:
+    """``1.234x``, or ``-`` for none."""
+    return "-" if value is None else f"{value:.3f}x"
+
+
+COLUMNS = (
+    "workload",
+    "dtype",
+    "framework",
+    "compile",
+    "step (median)",
+    "±IQR/2",
+    "throughput",
+    "FLOP/step",
+    "FLOP/s",
+    "MFU",
+    "peak mem",
+    "vs raw JAX",
+)
+
+
+def _row(rec: dict[str, Any]) -> tuple[str, ...]:
+    iqr = (rec["step_s_p75"] - rec["step_s_p25"]) / rec["step_s"] * 100
+    mem = rec["peak_memory_bytes"]
+    return (
+        rec["workload"],
+        rec["dtype"],
+        rec["label"],
+        fmt_time(rec["compile_s"]),
+        fmt_time(rec["step_s"]),
+        f"±{iqr / 2:.1f}%",
+        fmt_si(rec["items_per_s"], f" {rec['unit']}/s"),
+        fmt_si(rec["flops"]),
+        fmt_si(rec["achieved_flops_per_s"], "FLOP/s"),
+        "-" if rec["mfu"] is None else f"{rec['mfu'] * 100:.2f}%",
+        "-" if mem is None else f"{mem / 2**20:.2f} MiB",
+        fmt_ratio(rec.get("ratio_to_jax")),
+    )
+
+
+def table_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
+    """The report as rows of strings (shared by the terminal and markdown tables)."""
+    return [_row(rec) for rec in report["results"]]
+
+
+def header(report: dict[str, Any]) -> str:
+    """One paragraph: device, host, versions, time, peaks and load averages."""
+    meta = report["meta"]
+    peaks = "; ".join(
+        f"{dtype}: {fmt_si(p['flops_per_s'], 'FLOP/s')} ({p['source']})"
+        for dtype, p in report["peaks"].items()
+    )
+    return (
+        f"{meta['device_kind']} ({meta['platform']}) on {meta['host']['cpu']} "
+        f"x{meta['host']['cpu_count']}, jax/jaxlib {meta['jax']}/{meta['jaxlib']}, "
+        f"{meta['timestamp']}. Peak: {peaks}. Load average {meta['load_average_start'][0]:.2f} "
+        f"-> {meta['load_average_end'][0]:.2f}."
+    )
+
+
+def text_table(report: dict[str, Any]) -> str:
+    """The report as an aligned text table for the terminal, one section per workload and
+    dtype, under the :func:`header`."""
+    rows = table_rows(report)
+    widths = [max(len(r[i]) for r in [COLUMNS, *rows]) for i in range(len(COLUMNS))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i < 3 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    rule = "-" * len(line(COLUMNS))
+    lines = ["nn_jax bench", line(COLUMNS), rule]
+    for i, row in enumerate(rows):
+        if i and row[:2] != rows[i - 1][:2]:
+            lines.append(rule)
+        lines.append(line(row))
+    return "\n".join([*lines, rule, header(report)])
+
+
+def targets_text(report: dict[str, Any]) -> str:
+    """One line per target check, plus skipped frameworks and unavailable families."""
+    lines = [
+        f"{'MET ' if c['met'] else 'MISS'} {c['workload']} {c['dtype']}: {c['target']}: "
+        f"{c['value']:.3f}"
+        for c in report["targets"]
+    ]
+    reasons: dict[str, set[str]] = {}
+    for s in report["skipped"]:
+        reasons.setdefault(f"{s['framework']} ({s['reason']})", set()).add(s["workload"])
+    lines += [f"skipped {k}: {', '.join(sorted(v))}" for k, v in reasons.items()]
+    lines += [
+        f"unavailable: {f} family ({why})" for f, why in report["unavailable_families"].items()
+    ]
+    return "\n".join(lines)
+
+
+SUMMARY_COLUMNS = (
+    "workload",
+    "dtype",
+    "nn_jax step",
+    "MFU",
+    "nn_jax / raw JAX",
+    "nn_jax / fastest other",
+    "nnx.jit / nn_jax",
+)
+
+
+def summary_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
+    """One row per workload and dtype: nn_jax's step time and MFU and its ratios to the others.
+
+    Ratios are medians of per-round ratios; "fastest other" is the fastest of Flax Linen,
+    Flax NNX (both styles), Equinox and Haiku that ran.
+    """
+    rows: list[tuple[str, ...]] = []
+    for (workload, dtype), recs in group_results(report).items():
+        nn, nnx, other = recs.get("nn_jax"), recs.get("flax_nnx"), fastest_other(recs)
+        if nn is None:
+            continue
+        rows.append(
+            (
+                workload,
+                dtype,
+                fmt_time(nn["step_s"]),
+                "-" if nn["mfu"] is None else f"{nn['mfu'] * 100:.1f}%",
+                fmt_ratio(nn.get("ratio_to_jax")),
+                "-" if other is None else f"{other[1]:.3f}x ({FRAMEWORK_LABELS[other[0]]})",
+                "-" if nnx is None else fmt_ratio(nnx["ratio_to_nn_jax"]),
+            )
+        )
+    return rows
+
+
+def _md_table(columns: Sequence[str], rows: Sequence[Sequence[str]], left: int) -> list[str]:
+    return [
+        "| " + " | ".join(columns) + " |",
+        "|" + "|".join("---" if i < left else "---:" for i in range(len(columns))) + "|",
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as markdown: environment, a per-workload summary, the full table, targets."""
+    summary = _md_table(SUMMARY_COLUMNS, summary_rows(report), 2)
+    full = _md_table(COLUMNS, table_rows(report), 3)
+    checks = targets_text(report).splitlines()
+    return "\n".join(
+        [
+            header(report),
+            "",
+            *(summary if len(summary) > 2 else []),
+            "",
+            *full,
+            "",
+            "Targets:",
+            "",
+            *(f"- {c}" for c in checks),
+            "",
+        ]
+    )
+
+
+def write_reports(report: dict[str, Any], out: Path, name: str = "results") -> list[Path]:
+    """Write ``NAME.json``, ``NAME.md`` and (with matplotlib) ``NAME.png`` into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.json", out / f"{name}.md"]
+    paths[0].write_text(json.dumps(report, indent=1) + "\n")
+    paths[1].write_text(markdown(report))
+    png = out / f"{name}.png"
+    if bar_chart(report, png):
+        paths.append(png)
+    return paths
+
+
+__all__ = [
+    "COLUMNS",
+    "SUMMARY_COLUMNS",
+    "fmt_ratio",
+    "fmt_si",
+    "fmt_time",
+    "header",
+    "markdown",
+    "summary_rows",
+    "table_rows",
+    "targets_text",
+    "text_table",
+    "write_reports",
+]
