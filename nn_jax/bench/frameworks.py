@@ -377,7 +377,7 @@ def leaf(tree: Any, name: str) -> jax.Array:
 def norm_params(p: Mapping[str, Any]) -> tuple[jax.Array, jax.Array]:
     """``(scale, offset)`` of an nn_jax norm layer's params (the offset is ``b``; ``bias`` in
     nn_jax before the naming rule)."""
-    return p["scale"], p["b"] if "b" in p else p["bias"]
+    return p["scale"], p["b"]
 
 
 def haiku_norm(p: Mapping[str, Any]) -> dict[str, jax.Array]:

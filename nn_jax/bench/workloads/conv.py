@@ -666,3 +666,5 @@ register(
         },
     )
 )
+
+__all__: list[str] = []  # registers its workloads on import

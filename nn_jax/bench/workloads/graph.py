@@ -239,3 +239,5 @@ register(
         analytic_flops=_gcn_flops,
     )
 )
+
+__all__ = ["propagate", "random_graph"]

@@ -597,3 +597,5 @@ register(
         analytic_flops=_transformer_flops,
     )
 )
+
+__all__ = ["Spec", "projections", "rope", "sinusoidal"]
