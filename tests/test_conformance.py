@@ -49,8 +49,10 @@ def _side(case: Case, dtype=jnp.float32, seed: int = 0):
 
 
 def _apply(case: Case, params, state, x, side=None):
+    """The layer's apply, with strict dtype promotion: no layer may mix dtypes implicitly."""
     rng = jax.random.key(1) if case.rng else None
-    return case.layer.apply(params, state, x, side=side, rng=rng, train=case.train)
+    with jax.numpy_dtype_promotion("strict"):
+        return case.layer.apply(params, state, x, side=side, rng=rng, train=case.train)
 
 
 def _floats(tree):

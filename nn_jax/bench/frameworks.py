@@ -375,8 +375,7 @@ def leaf(tree: Any, name: str) -> jax.Array:
 
 
 def norm_params(p: Mapping[str, Any]) -> tuple[jax.Array, jax.Array]:
-    """``(scale, offset)`` of an nn_jax norm layer's params (the offset is ``b``; ``bias`` in
-    nn_jax before the naming rule)."""
+    """``(scale, offset)`` of an nn_jax norm layer's params (``scale`` and ``b``)."""
     return p["scale"], p["b"]
 
 
