@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from nn_jax import initializers
+from nn_jax._options import DtypeOptions
 from nn_jax.core import Array, Call, Initializer, Layer, Params, PRNGKey, State, tap
 from nn_jax.errors import ConfigError, RngError, ShapeError
 from nn_jax.masks import causal_mask, combine_masks, sequence_mask
@@ -181,7 +182,7 @@ def dot_product_attention(
 
 
 @dataclasses.dataclass(frozen=True)
-class MultiHeadAttention(Layer):
+class MultiHeadAttention(Layer, DtypeOptions):
     """Multi-head attention with projections: self- or cross-attention, GQA/MQA, a decode cache.
 
     .. math::
@@ -259,9 +260,6 @@ class MultiHeadAttention(Layer):
     decode: bool = False
     w_init: Initializer = _KERNEL_INIT
     b_init: Initializer = initializers.zeros
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-    precision: Any = None
 
     def __post_init__(self) -> None:
         for name in ("num_heads", "num_kv_heads", "head_dim", "out_features"):
@@ -456,13 +454,7 @@ class MultiHeadAttention(Layer):
         """``(..., Tk)`` valid keys from the side inputs ``"key_mask"`` and ``"lengths"``."""
         key_mask = self.side_input(call, "key_mask")
         if key_mask is not None:
-            key_mask = jnp.asarray(key_mask)
-            if key_mask.shape != shape or key_mask.dtype != jnp.bool_:
-                raise self.error(
-                    ShapeError,
-                    f"side input 'key_mask' must be booleans of shape {shape} (..., Tk), given "
-                    f"dtype {key_mask.dtype} and shape {key_mask.shape}",
-                )
+            key_mask = self.side_array("key_mask", key_mask, shape, "(..., Tk)")
         if cross:
             return key_mask
         lengths = self.side_input(call, "lengths")
@@ -474,13 +466,7 @@ class MultiHeadAttention(Layer):
                 "side input 'lengths' is ambiguous with decode=True (the keys are the cache "
                 f"slots); give a 'key_mask' of shape {shape} over the cache instead",
             )
-        lengths = jnp.asarray(lengths)
-        if lengths.shape != shape[:-1] or not jnp.issubdtype(lengths.dtype, jnp.integer):
-            raise self.error(
-                ShapeError,
-                f"side input 'lengths' must be ints of shape {shape[:-1]} (the batch axes), "
-                f"given dtype {lengths.dtype} and shape {lengths.shape}",
-            )
+        lengths = self.side_array("lengths", lengths, shape[:-1], "(the batch axes)")
         return combine_masks(key_mask, sequence_mask(lengths, shape[-1]))
 
     def _write_cache(self, state: State, k: Array, v: Array, start: Array) -> tuple[Array, Array]:

@@ -300,6 +300,8 @@ def callable_name(fn: Any) -> str:
 def _config_repr(value: Any) -> str:
     if isinstance(value, Layer):
         return repr(value)
+    if isinstance(value, jnp.dtype) or (isinstance(value, type) and hasattr(value, "dtype")):
+        return f"jnp.{jnp.dtype(value).name}"  # jnp.float32, a dtype or a scalar type
     if isinstance(value, tuple):
         items = ", ".join(_config_repr(v) for v in value)
         return f"({items},)" if len(value) == 1 else f"({items})"
@@ -354,7 +356,8 @@ class Layer(abc.ABC):
 
     def __repr__(self) -> str:
         shown = []
-        for field in dataclasses.fields(self):
+        # Positional fields first (as in the constructor), then keyword-only ones.
+        for field in sorted(dataclasses.fields(self), key=lambda f: bool(f.kw_only)):
             if not field.init or field.name.startswith("_"):
                 continue
             value = getattr(self, field.name)
@@ -423,6 +426,24 @@ class Layer(abc.ABC):
         if reads is not None:
             reads.add(name)
         return call.side.get(name)
+
+    def side_array(self, name: str, value: Any, shape: tuple[int, ...], note: str = "") -> Array:
+        """Side input ``name`` as an array of ``shape``: booleans for a mask (a name ending in
+        ``mask``), integers otherwise (``lengths``, ``positions``); else a ``ShapeError``.
+
+        ``note`` says what the shape is, e.g. ``"(the batch axes)"``.
+        """
+        value = jnp.asarray(value)
+        is_mask = name.endswith("mask")
+        kind_ok = value.dtype == jnp.bool_ if is_mask else jnp.issubdtype(value.dtype, jnp.integer)
+        if value.shape != tuple(shape) or not kind_ok:
+            kind = "booleans" if is_mask else "integers"
+            raise self.error(
+                ShapeError,
+                f"side input {name!r} must be {kind} of shape {tuple(shape)} {note}, given dtype "
+                f"{value.dtype} and shape {value.shape}".replace("  ", " "),
+            )
+        return value
 
     def param(self, params: Params, name: str, shape: tuple[int, ...] | None = None) -> Any:
         """``params[name]`` (an array, or a child's params), checked to exist (and its shape)."""

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from nn_jax import initializers
+from nn_jax._options import DtypeOptions
 from nn_jax.core import Array, Call, Initializer, Layer, ParameterFree, Params, PRNGKey, State
 from nn_jax.errors import ConfigError, ShapeError
 
@@ -45,7 +46,7 @@ def weight_and_bias(layer: Any, key: PRNGKey, w_shape: tuple[int, ...]) -> Param
 
 
 @dataclasses.dataclass(frozen=True)
-class Dense(Layer):
+class Dense(Layer, DtypeOptions):
     """Affine map over the last axis: ``y = x @ w + b``.
 
     Args:
@@ -68,11 +69,8 @@ class Dense(Layer):
     features: int
     _: KW_ONLY
     use_bias: bool = True
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
     w_init: Initializer = default_kernel_init
     b_init: Initializer = initializers.zeros
-    precision: Any = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.features, int) or self.features <= 0:

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from nn_jax import initializers
+from nn_jax._options import DtypeOptions
 from nn_jax.core import Array, Block, Call, Initializer, Layer, ParameterFree, Scope, tap
 from nn_jax.data.graph_batch import Graph, GraphBatch, batch_graphs
 from nn_jax.dense import Dense, add_bias
@@ -134,15 +135,12 @@ def _check_reduction(cls: str, argument: str, value: str) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class _GraphConv(Block):
+class _GraphConv(Block, DtypeOptions):
     """What the graph convolutions share: the output size and the options of their ``Dense``."""
 
     features: int
     _: KW_ONLY
     use_bias: bool = True
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-    precision: Any = None
     w_init: Initializer = default_graph_init
     b_init: Initializer = initializers.zeros
 

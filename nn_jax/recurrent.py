@@ -55,6 +55,7 @@ import jax
 import jax.numpy as jnp
 
 from nn_jax import initializers
+from nn_jax._options import DtypeOptions
 from nn_jax.activations import get_activation
 from nn_jax.core import (
     Array,
@@ -169,7 +170,7 @@ class RecurrentCell(Layer):
 
 
 @dataclasses.dataclass(frozen=True)
-class _DenseCell(RecurrentCell):
+class _DenseCell(RecurrentCell, DtypeOptions):
     """A cell with ``num_gates`` stacked pre-activations ``x @ w_i + h @ w_h + b``.
 
     Params: ``w_i: (F, G*H)``, ``w_h: (H, G*H)``, ``b: (G*H,)``; gate ``g`` occupies columns
@@ -181,9 +182,6 @@ class _DenseCell(RecurrentCell):
     w_i_init: Initializer = default_kernel_init
     w_h_init: Initializer = default_recurrent_init
     b_init: Initializer = initializers.zeros
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-    precision: Any = None
 
     num_gates = 1
 
@@ -399,23 +397,12 @@ def _time_mask(layer: Layer, x: Array, time_axis: int, lengths: Any, mask: Any) 
     batch = x.shape[:time_axis] + x.shape[time_axis + 1 : -1]
     valid = None
     if lengths is not None:
-        lengths = jnp.asarray(lengths)
-        if lengths.shape != batch or not jnp.issubdtype(lengths.dtype, jnp.integer):
-            raise layer.error(
-                ShapeError,
-                f"side input 'lengths' must be integers of shape {batch} (the batch shape of "
-                f"input {x.shape}), given dtype {lengths.dtype} and shape {lengths.shape}",
-            )
+        note = f"(the batch shape of input {x.shape})"
+        lengths = layer.side_array("lengths", lengths, batch, note)
         valid = jnp.moveaxis(sequence_mask(lengths, steps), -1, 0)
     if mask is not None:
-        mask = jnp.asarray(mask)
-        if mask.shape != x.shape[:-1] or mask.dtype != jnp.bool_:
-            raise layer.error(
-                ShapeError,
-                f"side input 'mask' must be booleans of shape {x.shape[:-1]} (input shape "
-                f"{x.shape} without features), given dtype {mask.dtype} and shape {mask.shape}",
-            )
-        mask = jnp.moveaxis(mask, time_axis, 0)
+        note = f"(input shape {x.shape} without features)"
+        mask = jnp.moveaxis(layer.side_array("mask", mask, x.shape[:-1], note), time_axis, 0)
         valid = mask if valid is None else valid & mask
     return valid
 

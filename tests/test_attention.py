@@ -323,7 +323,7 @@ def test_multi_head_attention_errors():
         r"\(2, 3\)",
     ):
         layer(params, jnp.zeros((2, 3, 4)), side={"key_mask": jnp.ones((2, 4), bool)})
-    with pytest.raises(ShapeError, match=r"side input 'lengths' must be ints of shape \(2,\)"):
+    with pytest.raises(ShapeError, match=r"side input 'lengths' must be integers of shape \(2,\)"):
         layer(params, jnp.zeros((2, 3, 4)), side={"lengths": jnp.ones((2, 1), jnp.int32)})
     decoder = MultiHeadAttention(2, causal=True, decode=True)
     _, cache = decoder.init(KEY, jnp.zeros((2, 3, 4)))

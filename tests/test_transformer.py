@@ -405,7 +405,7 @@ def test_encoder_classifier_padding_changes_nothing(padding):
     tagger = TransformerEncoder(5, num_layers=1, d_model=8, num_heads=2, pooling="none")
     p, _ = tagger.init(KEY, jnp.zeros((2, 6, 3)))
     assert tagger(p, jnp.zeros((2, 6, 3))).shape == (2, 6, 5)
-    with pytest.raises(ShapeError, match=r"side input 'lengths' must be ints of shape \(3,\)"):
+    with pytest.raises(ShapeError, match=r"side input 'lengths' must be integers of shape \(3,\)"):
         model(params, tokens, side={"lengths": lengths[:2]})
 
 

@@ -143,13 +143,7 @@ class _Stack(Block):
             return None, scope.side
         key_mask = scope.side_input("key_mask")
         if key_mask is not None and not self.decode:
-            key_mask = jnp.asarray(key_mask)
-            if key_mask.shape != steps or key_mask.dtype != jnp.bool_:
-                raise self.error(
-                    ShapeError,
-                    f"side input 'key_mask' must be booleans of shape {steps} (..., T), given "
-                    f"dtype {key_mask.dtype} and shape {key_mask.shape}",
-                )
+            key_mask = self.side_array("key_mask", key_mask, steps, "(..., T)")
         if lengths is None:
             return key_mask, scope.side
         if self.decode:
@@ -158,13 +152,7 @@ class _Stack(Block):
                 "side input 'lengths' is ambiguous in decode mode (the attention keys are the "
                 "cache slots); give 'key_mask' over the cache length instead (generate does)",
             )
-        lengths = jnp.asarray(lengths)
-        if lengths.shape != steps[:-1] or not jnp.issubdtype(lengths.dtype, jnp.integer):
-            raise self.error(
-                ShapeError,
-                f"side input 'lengths' must be ints of shape {steps[:-1]} (the batch axes), "
-                f"given dtype {lengths.dtype} and shape {lengths.shape}",
-            )
+        lengths = self.side_array("lengths", lengths, steps[:-1], "(the batch axes)")
         valid = combine_masks(key_mask, sequence_mask(lengths, steps[-1]))
         side = {k: v for k, v in scope.side.items() if k != "lengths"} | {"key_mask": valid}
         return valid, side
