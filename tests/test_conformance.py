@@ -65,10 +65,12 @@ def _side(case: Case, dtype=jnp.float32, seed: int = 0):
     return _cast(case.side(np.random.default_rng([seed, 1])), dtype)
 
 
-def _apply(case: Case, params, state, x, side=None):
-    """The layer's apply, with strict dtype promotion: no layer may mix dtypes implicitly."""
+def _apply(case: Case, params, state, x, side=None, promotion="strict"):
+    """The layer's apply; with strict dtype promotion (the default) no layer may mix dtypes
+    implicitly. The float64 finite-difference check uses standard promotion: it casts inputs and
+    params to float64 but keeps the float32 state (batch statistics, caches) that init made."""
     rng = jax.random.key(1) if case.rng else None
-    with jax.numpy_dtype_promotion("strict"):
+    with jax.numpy_dtype_promotion(promotion):
         return case.layer.apply(params, state, x, side=side, rng=rng, train=case.train)
 
 
@@ -237,7 +239,7 @@ def test_float64_gradients_match_finite_differences(case):
         )
         if _floats(params):
             _directional_fd_check(
-                jax.jit(lambda p: _scalar_loss(_apply(case, p, state, x, side)[0])),
+                jax.jit(lambda p: _scalar_loss(_apply(case, p, state, x, side, "standard")[0])),
                 params,
                 case.fd_rtol,
             )
@@ -253,7 +255,11 @@ def test_float64_gradients_match_finite_differences(case):
                 )
 
             _directional_fd_check(
-                jax.jit(lambda fl: _scalar_loss(_apply(case, params, state, rebuild(fl), side)[0])),
+                jax.jit(
+                    lambda fl: _scalar_loss(
+                        _apply(case, params, state, rebuild(fl), side, "standard")[0]
+                    )
+                ),
                 [jnp.asarray(a) for a, f in zip(leaves, is_float, strict=True) if f],
                 case.fd_rtol,
                 seed=1,
