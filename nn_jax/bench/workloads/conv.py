@@ -24,28 +24,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from nn_jax.bench.frameworks import (
-    FLAX_NAMES,
-    cross_entropy,
-    equinox_impl,
-    eqx_linear,
-    functional_impl,
-    haiku_impl,
-    haiku_norm,
-    linen_impl,
-    loss_of,
-    make_reference,
-    nn_jax_builder,
-    nnx_builders,
-    nnx_linear,
-    nnx_set,
-    norm_params,
-    rename,
-    stateful_functional_impl,
-    to_torch,
-    torch_impl,
-    torch_linear,
-)
+from nn_jax.bench import frameworks as fw
 from nn_jax.bench.registry import Impl, Reference, Workload, register
 from nn_jax.models.cnn import LeNet, ResNet
 
@@ -60,7 +39,7 @@ def _setup(
     kx, ky, kp = jax.random.split(key, 3)
     x = jax.random.normal(kx, (batch_size, *shape)).astype(dtype)
     y = jax.random.randint(ky, (batch_size,), 0, 10)
-    return make_reference(model, (x, y), kp, dtype, lr=LR)
+    return fw.make_reference(model, (x, y), kp, dtype, lr=LR)
 
 
 def _cnn_setup(batch_size: int, dtype: str, key: jax.Array) -> Reference:
@@ -118,7 +97,7 @@ def _lenet_jax(ref: Reference) -> Impl:
         w, b = denses[-1]
         return x @ w + b[None, :]
 
-    return functional_impl(loss_of(ref, predict), _lenet_pairs(ref), ref)
+    return fw.functional_impl(fw.loss_of(ref, predict), _lenet_pairs(ref), ref)
 
 
 def _lenet_head(denses: Any, x: jax.Array) -> jax.Array:
@@ -142,7 +121,7 @@ def _lenet_linen(ref: Reference) -> Impl:
             ]
             return _lenet_head(denses, x.reshape(x.shape[0], -1))
 
-    return linen_impl(LeNetLinen(), rename(ref.params, FLAX_NAMES), ref)
+    return fw.linen_impl(LeNetLinen(), fw.rename(ref.params, fw.FLAX_NAMES), ref)
 
 
 def _lenet_nnx_model(ref: Reference) -> Any:
@@ -152,12 +131,12 @@ def _lenet_nnx_model(ref: Reference) -> Any:
 
     def conv(w: jax.Array, b: jax.Array) -> nnx.Conv:
         layer = nnx.Conv(w.shape[2], w.shape[3], (5, 5), padding="SAME", rngs=nnx.Rngs(0))
-        return nnx_set(layer, kernel=w, bias=b)
+        return fw.nnx_set(layer, kernel=w, bias=b)
 
     class LeNetNNX(nnx.Module):
         def __init__(self) -> None:
             self.convs = nnx.List([conv(w, b) for w, b in convs])
-            self.denses = nnx.List([nnx_linear(w, b) for w, b in denses])
+            self.denses = nnx.List([fw.nnx_linear(w, b) for w, b in denses])
 
         def __call__(self, x: jax.Array) -> jax.Array:
             for conv in self.convs:
@@ -190,10 +169,10 @@ def _lenet_equinox(ref: Reference) -> Impl:
 
     model = LeNetEqx(
         [conv(w, b) for w, b in convs],
-        [eqx_linear(w, b) for w, b in denses],
+        [fw.eqx_linear(w, b) for w, b in denses],
         eqx.nn.MaxPool2d(2, 2),
     )
-    return equinox_impl(model, ref, _nchw(ref))
+    return fw.equinox_impl(model, ref, _nchw(ref))
 
 
 def _lenet_haiku(ref: Reference) -> Impl:
@@ -208,7 +187,7 @@ def _lenet_haiku(ref: Reference) -> Impl:
         ]
         return _lenet_head(denses, hk.Flatten()(x))
 
-    return haiku_impl(forward, ref.params, ref)
+    return fw.haiku_impl(forward, ref.params, ref)
 
 
 def _lenet_torch(ref: Reference) -> Impl:
@@ -219,14 +198,14 @@ def _lenet_torch(ref: Reference) -> Impl:
     for w, b in convs:
         conv = torch.nn.Conv2d(*w.shape[2:], 5, padding="same")
         with torch.no_grad():
-            conv.weight.copy_(to_torch(_oihw(w)))
-            conv.bias.copy_(to_torch(b))
+            conv.weight.copy_(fw.to_torch(_oihw(w)))
+            conv.bias.copy_(fw.to_torch(b))
         layers += [conv, torch.nn.ReLU(), torch.nn.MaxPool2d(2)]
     # Flatten in (H, W, C) order, as the JAX frameworks' dense_0 expects.
     layers.append(_nhwc_flatten())
     for w, b in denses:
-        layers += [torch_linear(w, b), torch.nn.ReLU()]
-    return torch_impl(torch.nn.Sequential(*layers[:-1]), ref, _nchw(ref))
+        layers += [fw.torch_linear(w, b), torch.nn.ReLU()]
+    return fw.torch_impl(torch.nn.Sequential(*layers[:-1]), ref, _nchw(ref))
 
 
 def _nhwc_flatten() -> Any:
@@ -258,10 +237,10 @@ register(
         128,
         _cnn_setup,
         {
-            "nn_jax": nn_jax_builder,
+            "nn_jax": fw.nn_jax_builder,
             "jax": _lenet_jax,
             "flax_linen": _lenet_linen,
-            **nnx_builders(_lenet_nnx_model),
+            **fw.nnx_builders(_lenet_nnx_model),
             "equinox": _lenet_equinox,
             "haiku": _lenet_haiku,
             "torch": _lenet_torch,
@@ -298,7 +277,7 @@ def _bn_jax(x: jax.Array, p: Any, s: Any) -> tuple[jax.Array, Any]:
     ``((x - mean) / sqrt(var + eps)) * scale + b``, keeps a full-size standardized tensor
     for the backward pass: a 1.4x slower ResNet step on CPU, see the README.)
     """
-    scale, offset = norm_params(p)
+    scale, offset = fw.norm_params(p)
     xs = x.astype(jnp.promote_types(x.dtype, jnp.float32))
     mean = jnp.mean(xs, axis=(0, 1, 2), keepdims=True)
     var = jnp.mean(jnp.square(xs - mean), axis=(0, 1, 2), keepdims=True)
@@ -344,9 +323,9 @@ def _resnet_jax(ref: Reference) -> Impl:
             block_states.append(new)
         w, b = params["head"]
         logits = jnp.mean(x, axis=(1, 2)) @ w + b[None, :]
-        return cross_entropy(logits, labels), {"stem": stem_state, "blocks": block_states}
+        return fw.cross_entropy(logits, labels), {"stem": stem_state, "blocks": block_states}
 
-    return stateful_functional_impl(loss_fn, params, state, ref)
+    return fw.stateful_functional_impl(loss_fn, params, state, ref)
 
 
 def _resnet_linen(ref: Reference) -> Impl:
@@ -392,9 +371,11 @@ def _resnet_linen(ref: Reference) -> Impl:
         logits, updates = model.apply(
             {"params": params, "batch_stats": state}, x, mutable=["batch_stats"]
         )
-        return cross_entropy(logits, labels), updates["batch_stats"]
+        return fw.cross_entropy(logits, labels), updates["batch_stats"]
 
-    return stateful_functional_impl(loss_fn, rename(ref.params, FLAX_NAMES), ref.state, ref)
+    return fw.stateful_functional_impl(
+        loss_fn, fw.rename(ref.params, fw.FLAX_NAMES), ref.state, ref
+    )
 
 
 def _resnet_haiku(ref: Reference) -> Impl:
@@ -426,16 +407,16 @@ def _resnet_haiku(ref: Reference) -> Impl:
     flat = {}
     for name, layer in ref.params.items():
         for sub, leaves in layer.items() if name.startswith("stage_") else [(None, layer)]:
-            named = haiku_norm(leaves) if "scale" in leaves else leaves
+            named = fw.haiku_norm(leaves) if "scale" in leaves else leaves
             flat[name if sub is None else f"{name}_{sub}"] = named
     params = jax.tree.map(lambda t, v: v.reshape(t.shape), template, flat)
 
     def loss_fn(params: Any, state: Any, batch: Any) -> tuple[jax.Array, Any]:
         x, labels = batch
         logits, state = model.apply(params, state, x)
-        return cross_entropy(logits, labels), state
+        return fw.cross_entropy(logits, labels), state
 
-    return stateful_functional_impl(loss_fn, params, state, ref)
+    return fw.stateful_functional_impl(loss_fn, params, state, ref)
 
 
 def _resnet_nnx_model(ref: Reference) -> Any:
@@ -448,17 +429,17 @@ def _resnet_nnx_model(ref: Reference) -> Any:
         layer = nnx.Conv(
             cin, cout, (kernel, kernel), strides=stride, padding="SAME", use_bias=False, rngs=rngs
         )
-        return nnx_set(layer, kernel=w)
+        return fw.nnx_set(layer, kernel=w)
 
     def bn(channels: int, p: Any, s: Any) -> Any:
         # dtype: without it the float32 running statistics would promote the output to float32
         # (and bfloat16 ones make NNX's own update warn about an unsafe cast).
-        scale, offset = norm_params(p)
+        scale, offset = fw.norm_params(p)
         layer = nnx.BatchNorm(
             channels, momentum=BN_MOMENTUM, epsilon=BN_EPS, dtype=scale.dtype, rngs=rngs
         )
         mean, var = (s[n].astype(getattr(layer, n).dtype) for n in ("mean", "var"))
-        return nnx_set(layer, scale=scale, bias=offset, mean=mean, var=var)
+        return fw.nnx_set(layer, scale=scale, bias=offset, mean=mean, var=var)
 
     class Block(nnx.Module):
         def __init__(self, cin: int, cout: int, stride: int, p: Any, s: Any) -> None:
@@ -487,7 +468,7 @@ def _resnet_nnx_model(ref: Reference) -> Any:
             self.blocks = nnx.List(
                 [Block(cin, cout, stride, p[name], s[name]) for name, cin, cout, stride in blocks]
             )
-            self.head = nnx_linear(p["head"]["w"], p["head"]["b"])
+            self.head = fw.nnx_linear(p["head"]["w"], p["head"]["b"])
 
         def __call__(self, x: jax.Array) -> jax.Array:
             x = nnx.relu(self.stem_bn(self.stem(x)))
@@ -515,7 +496,7 @@ def _resnet_equinox(ref: Reference) -> Impl:
         layer = eqx.nn.BatchNorm(
             channels, "batch", eps=BN_EPS, momentum=BN_MOMENTUM, mode="batch", dtype=dtype
         )
-        return eqx.tree_at(lambda b: (b.weight, b.bias), layer, norm_params(p))
+        return eqx.tree_at(lambda b: (b.weight, b.bias), layer, fw.norm_params(p))
 
     class Block(eqx.Module):
         conv_0: Any
@@ -553,7 +534,7 @@ def _resnet_equinox(ref: Reference) -> Impl:
             self.stem = conv(p["stem"]["w"].shape[2], width, 3, 1, p["stem"]["w"])
             self.stem_bn = bn(width, p["stem_bn"])
             self.blocks = [Block(cin, cout, stride, p[name]) for name, cin, cout, stride in blocks]
-            self.head = eqx_linear(p["head"]["w"], p["head"]["b"])
+            self.head = fw.eqx_linear(p["head"]["w"], p["head"]["b"])
 
         def __call__(self, x: jax.Array, state: Any) -> tuple[jax.Array, Any]:  # one image
             x, state = self.stem_bn(self.stem(x), state)
@@ -575,7 +556,7 @@ def _equinox_stateful_impl(model: Any, state: Any, ref: Reference) -> Impl:
         x, labels = batch
         batched = jax.vmap(model, axis_name="batch", in_axes=(0, None), out_axes=(0, None))
         logits, state = batched(x, state)
-        return cross_entropy(logits, labels), state
+        return fw.cross_entropy(logits, labels), state
 
     @eqx.filter_jit
     def step(model: Any, state: Any, opt_state: Any, batch: Any) -> tuple[Any, Any, Any, jax.Array]:
@@ -596,7 +577,7 @@ def _resnet_torch(ref: Reference) -> Impl:
     def conv(cin: int, cout: int, kernel: int, stride: int, w: jax.Array) -> torch.nn.Module:
         layer = torch.nn.Conv2d(cin, cout, kernel, stride, bias=False)
         with torch.no_grad():
-            layer.weight.copy_(to_torch(_oihw(w)))
+            layer.weight.copy_(fw.to_torch(_oihw(w)))
         if kernel == 1:
             return layer
         # XLA's "SAME" on even sizes: k - 1 zeros (stride 1) or k - 2 (stride 2), the odd
@@ -607,10 +588,10 @@ def _resnet_torch(ref: Reference) -> Impl:
 
     def bn(channels: int, q: Any) -> torch.nn.Module:
         layer = torch.nn.BatchNorm2d(channels, eps=BN_EPS, momentum=1 - BN_MOMENTUM)
-        scale, offset = norm_params(q)
+        scale, offset = fw.norm_params(q)
         with torch.no_grad():
-            layer.weight.copy_(to_torch(scale))
-            layer.bias.copy_(to_torch(offset))
+            layer.weight.copy_(fw.to_torch(scale))
+            layer.bias.copy_(fw.to_torch(offset))
         return layer
 
     class Block(torch.nn.Module):
@@ -640,13 +621,13 @@ def _resnet_torch(ref: Reference) -> Impl:
             self.blocks = torch.nn.Sequential(
                 *[Block(cin, cout, stride, p[name]) for name, cin, cout, stride in blocks]
             )
-            self.head = torch_linear(p["head"]["w"], p["head"]["b"])
+            self.head = fw.torch_linear(p["head"]["w"], p["head"]["b"])
 
         def forward(self, x: Any) -> Any:
             x = self.blocks(torch.relu(self.stem_bn(self.stem(x))))
             return self.head(x.mean(dim=(2, 3)))
 
-    return torch_impl(ResNetTorch(), ref, _nchw(ref))
+    return fw.torch_impl(ResNetTorch(), ref, _nchw(ref))
 
 
 register(
@@ -656,10 +637,10 @@ register(
         32,
         _resnet_setup,
         {
-            "nn_jax": nn_jax_builder,
+            "nn_jax": fw.nn_jax_builder,
             "jax": _resnet_jax,
             "flax_linen": _resnet_linen,
-            **nnx_builders(_resnet_nnx_model),
+            **fw.nnx_builders(_resnet_nnx_model),
             "equinox": _resnet_equinox,
             "haiku": _resnet_haiku,
             "torch": _resnet_torch,

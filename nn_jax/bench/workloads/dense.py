@@ -16,20 +16,7 @@ from typing import Any
 
 import jax
 
-from nn_jax.bench.frameworks import (
-    equinox_impl,
-    eqx_linear,
-    functional_impl,
-    haiku_impl,
-    linen_impl,
-    loss_of,
-    make_reference,
-    nn_jax_builder,
-    nnx_builders,
-    nnx_linear,
-    torch_impl,
-    torch_linear,
-)
+from nn_jax.bench import frameworks as fw
 from nn_jax.bench.registry import Impl, Reference, Workload, register
 from nn_jax.models.mlp import MLP, SimpleNetwork
 
@@ -40,14 +27,16 @@ def _seed_setup(batch_size: int, dtype: str, key: jax.Array) -> Reference:
     kx, ky, kp = jax.random.split(key, 3)
     x = jax.random.normal(kx, (batch_size, 10)).astype(dtype)
     y = jax.random.bernoulli(ky, 0.5, (batch_size, 1)).astype(dtype)
-    return make_reference(SimpleNetwork(), (x, y), kp, dtype, lr=0.01, loss="bce", final="sigmoid")
+    return fw.make_reference(
+        SimpleNetwork(), (x, y), kp, dtype, lr=0.01, loss="bce", final="sigmoid"
+    )
 
 
 def _mlp_setup(batch_size: int, dtype: str, key: jax.Array) -> Reference:
     kx, ky, kp = jax.random.split(key, 3)
     x = jax.random.normal(kx, (batch_size, 784)).astype(dtype)
     y = jax.random.randint(ky, (batch_size,), 0, 10)
-    return make_reference(MLP((512, 512, 10)), (x, y), kp, dtype, lr=1e-3, final=None)
+    return fw.make_reference(MLP((512, 512, 10)), (x, y), kp, dtype, lr=1e-3, final=None)
 
 
 def pairs(ref: Reference) -> Pairs:
@@ -83,7 +72,7 @@ def _jax(ref: Reference) -> Impl:
         w, b = params[-1]
         return final(x @ w + b[None, :])
 
-    return functional_impl(loss_of(ref, predict), pairs(ref), ref)
+    return fw.functional_impl(fw.loss_of(ref, predict), pairs(ref), ref)
 
 
 def _linen(ref: Reference) -> Impl:
@@ -97,7 +86,7 @@ def _linen(ref: Reference) -> Impl:
             return _stack([nn.Dense(width) for width in widths], final, x)
 
     params = {f"Dense_{i}": {"kernel": w, "bias": b} for i, (w, b) in enumerate(pairs(ref))}
-    return linen_impl(Stack(), params, ref)
+    return fw.linen_impl(Stack(), params, ref)
 
 
 def _nnx_model(ref: Reference) -> Any:
@@ -107,7 +96,7 @@ def _nnx_model(ref: Reference) -> Any:
 
     class Stack(nnx.Module):
         def __init__(self, layers: Pairs) -> None:
-            self.layers = nnx.List([nnx_linear(w, b) for w, b in layers])
+            self.layers = nnx.List([fw.nnx_linear(w, b) for w, b in layers])
 
         def __call__(self, x: jax.Array) -> jax.Array:
             return _stack(self.layers, final, x)
@@ -127,7 +116,7 @@ def _equinox(ref: Reference) -> Impl:
         def __call__(self, x: jax.Array) -> jax.Array:
             return _stack(self.layers, final, x)
 
-    return equinox_impl(Stack([eqx_linear(w, b) for w, b in pairs(ref)]), ref)
+    return fw.equinox_impl(Stack([fw.eqx_linear(w, b) for w, b in pairs(ref)]), ref)
 
 
 def _haiku(ref: Reference) -> Impl:
@@ -140,7 +129,7 @@ def _haiku(ref: Reference) -> Impl:
 
     names = ["linear"] + [f"linear_{i}" for i in range(1, len(widths))]
     named = {name: {"w": w, "b": b} for name, (w, b) in zip(names, pairs(ref), strict=True)}
-    return haiku_impl(forward, named, ref)
+    return fw.haiku_impl(forward, named, ref)
 
 
 def _torch(ref: Reference) -> Impl:
@@ -148,16 +137,16 @@ def _torch(ref: Reference) -> Impl:
 
     layers: list[torch.nn.Module] = []
     for w, b in pairs(ref):
-        layers += [torch_linear(w, b), torch.nn.ReLU()]
+        layers += [fw.torch_linear(w, b), torch.nn.ReLU()]
     layers[-1] = torch.nn.Sigmoid() if ref.config["final"] == "sigmoid" else torch.nn.Identity()
-    return torch_impl(torch.nn.Sequential(*layers), ref)
+    return fw.torch_impl(torch.nn.Sequential(*layers), ref)
 
 
 BUILDERS = {
-    "nn_jax": nn_jax_builder,
+    "nn_jax": fw.nn_jax_builder,
     "jax": _jax,
     "flax_linen": _linen,
-    **nnx_builders(_nnx_model),
+    **fw.nnx_builders(_nnx_model),
     "equinox": _equinox,
     "haiku": _haiku,
     "torch": _torch,

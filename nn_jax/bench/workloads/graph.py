@@ -19,21 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nn_jax.bench.frameworks import (
-    call,
-    equinox_impl,
-    functional_impl,
-    haiku_impl,
-    leaf,
-    linen_impl,
-    loss_of,
-    make_reference,
-    nn_jax_builder,
-    nnx_builders,
-    nnx_linear,
-    to_torch,
-    torch_impl,
-)
+from nn_jax.bench import frameworks as fw
 from nn_jax.bench.registry import Impl, Reference, Workload, register
 from nn_jax.graph import Graph, batch_graphs
 from nn_jax.models.gnn import GCN
@@ -62,7 +48,7 @@ def _gcn_setup(batch_size: int, dtype: str, key: jax.Array) -> Reference:
     seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
     g = random_graph(nodes, FEATURES, edges, seed, dtype)
     labels = jax.random.randint(jax.random.fold_in(key, 1), (nodes,), 0, CLASSES)
-    return make_reference(GCN((HIDDEN, CLASSES)), (g, labels), key, dtype, lr=LR)
+    return fw.make_reference(GCN((HIDDEN, CLASSES)), (g, labels), key, dtype, lr=LR)
 
 
 def propagate(h: jax.Array, senders: jax.Array, receivers: jax.Array) -> jax.Array:
@@ -75,8 +61,8 @@ def propagate(h: jax.Array, senders: jax.Array, receivers: jax.Array) -> jax.Arr
 
 
 def _pairs(ref: Reference) -> list[tuple[jax.Array, jax.Array]]:
-    """Each layer's ``(w, b)``, wherever the nn_jax layer keeps them (``leaf``)."""
-    return [(leaf(ref.params[n], "w"), leaf(ref.params[n], "b")) for n in LAYERS]
+    """Each layer's ``(w, b)``, wherever the nn_jax layer keeps them (``fw.leaf``)."""
+    return [(fw.leaf(ref.params[n], "w"), fw.leaf(ref.params[n], "b")) for n in LAYERS]
 
 
 def _gcn_jax(ref: Reference) -> Impl:
@@ -85,7 +71,7 @@ def _gcn_jax(ref: Reference) -> Impl:
         h = jax.nn.relu(propagate(g.nodes @ w0, g.senders, g.receivers) + b0[None, :])
         return propagate(h @ w1, g.senders, g.receivers) + b1[None, :]
 
-    return functional_impl(loss_of(ref, predict), _pairs(ref), ref)
+    return fw.functional_impl(fw.loss_of(ref, predict), _pairs(ref), ref)
 
 
 def _gcn_linen(ref: Reference) -> Impl:
@@ -110,7 +96,7 @@ def _gcn_linen(ref: Reference) -> Impl:
         n: {"dense": {"kernel": w}, "bias": b}
         for n, (w, b) in zip(LAYERS, _pairs(ref), strict=True)
     }
-    return linen_impl(GCNLinen(), params, ref)
+    return fw.linen_impl(GCNLinen(), params, ref)
 
 
 def _gcn_nnx_model(ref: Reference) -> Any:
@@ -118,7 +104,7 @@ def _gcn_nnx_model(ref: Reference) -> Any:
 
     class GCNLayer(nnx.Module):
         def __init__(self, w: jax.Array, b: jax.Array) -> None:
-            self.dense = nnx_linear(w)
+            self.dense = fw.nnx_linear(w)
             self.bias = nnx.Param(b)
 
         def __call__(self, x: jax.Array, g: Any) -> jax.Array:
@@ -152,7 +138,7 @@ def _gcn_equinox(ref: Reference) -> Impl:
             return self.layers[1](jax.nn.relu(self.layers[0](g.nodes, g)), g)
 
     model = GCNEqx([GCNLayer(w.T, b) for w, b in _pairs(ref)])
-    return equinox_impl(model, ref, predict=call)
+    return fw.equinox_impl(model, ref, predict=fw.call)
 
 
 def _gcn_haiku(ref: Reference) -> Impl:
@@ -176,7 +162,7 @@ def _gcn_haiku(ref: Reference) -> Impl:
     for n, (w, b) in zip(LAYERS, _pairs(ref), strict=True):
         named[n] = {"b": b}
         named[f"{n}/linear"] = {"w": w}
-    return haiku_impl(forward, named, ref)
+    return fw.haiku_impl(forward, named, ref)
 
 
 def _gcn_torch(ref: Reference) -> Impl:
@@ -188,13 +174,13 @@ def _gcn_torch(ref: Reference) -> Impl:
         def __init__(self) -> None:
             super().__init__()
             self.weights = torch.nn.ParameterList(
-                [torch.nn.Parameter(to_torch(w)) for w, _ in _pairs(ref)]
+                [torch.nn.Parameter(fw.to_torch(w)) for w, _ in _pairs(ref)]
             )
             self.biases = torch.nn.ParameterList(
-                [torch.nn.Parameter(to_torch(b)) for _, b in _pairs(ref)]
+                [torch.nn.Parameter(fw.to_torch(b)) for _, b in _pairs(ref)]
             )
-            self.register_buffer("senders", to_torch(g.senders))
-            self.register_buffer("receivers", to_torch(g.receivers))
+            self.register_buffer("senders", fw.to_torch(g.senders))
+            self.register_buffer("receivers", fw.to_torch(g.receivers))
 
         def propagate(self, h: Any) -> Any:
             s, r = self.senders, self.receivers
@@ -210,7 +196,7 @@ def _gcn_torch(ref: Reference) -> Impl:
             h = torch.relu(self.propagate(x @ self.weights[0]) + self.biases[0])
             return self.propagate(h @ self.weights[1]) + self.biases[1]
 
-    return torch_impl(GCNTorch(), ref, (g.nodes, labels))
+    return fw.torch_impl(GCNTorch(), ref, (g.nodes, labels))
 
 
 def _gcn_flops(ref: Reference) -> float:
@@ -227,10 +213,10 @@ register(
         2708,
         _gcn_setup,
         {
-            "nn_jax": nn_jax_builder,
+            "nn_jax": fw.nn_jax_builder,
             "jax": _gcn_jax,
             "flax_linen": _gcn_linen,
-            **nnx_builders(_gcn_nnx_model),
+            **fw.nnx_builders(_gcn_nnx_model),
             "equinox": _gcn_equinox,
             "haiku": _gcn_haiku,
             "torch": _gcn_torch,

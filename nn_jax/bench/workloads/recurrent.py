@@ -21,23 +21,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from nn_jax.bench.frameworks import (
-    cross_entropy,
-    equinox_impl,
-    eqx_linear,
-    functional_impl,
-    haiku_impl,
-    leaf,
-    linen_impl,
-    make_reference,
-    nn_jax_builder,
-    nnx_builders,
-    nnx_linear,
-    nnx_set,
-    to_torch,
-    torch_impl,
-    torch_linear,
-)
+from nn_jax.bench import frameworks as fw
 from nn_jax.bench.registry import Impl, Reference, Workload, register
 from nn_jax.models.rnn import RNNClassifier
 
@@ -49,14 +33,14 @@ def _lstm_setup(batch_size: int, dtype: str, key: jax.Array) -> Reference:
     x = jax.random.normal(kx, (batch_size, STEPS, FEATURES)).astype(dtype)
     y = jax.random.randint(ky, (batch_size,), 0, CLASSES)
     model = RNNClassifier(CLASSES, cell="lstm", hidden=HIDDEN)
-    return make_reference(model, (x, y), kp, dtype, lr=LR)
+    return fw.make_reference(model, (x, y), kp, dtype, lr=LR)
 
 
 def weights(ref: Reference) -> dict[str, jax.Array]:
     """``w_i (F, 4H)``, ``w_h (H, 4H)``, ``b (4H,)`` and the head's ``w_o (H, C)``, ``b_o``."""
     rnn, head = ref.params["rnn"], ref.params["head"]
-    cell = {name: leaf(rnn, name) for name in ("w_i", "w_h", "b")}
-    return cell | {"w_o": leaf(head, "w"), "b_o": leaf(head, "b")}
+    cell = {name: fw.leaf(rnn, name) for name in ("w_i", "w_h", "b")}
+    return cell | {"w_o": fw.leaf(head, "w"), "b_o": fw.leaf(head, "b")}
 
 
 def _gates(a: jax.Array) -> dict[str, jax.Array]:
@@ -126,9 +110,9 @@ def lstm_jax_impl(ref: Reference, *, hoist: str = "none", unroll: int = 1) -> Im
     def loss_fn(p: dict[str, jax.Array], batch: Any) -> jax.Array:
         x, labels = batch
         h = lstm_last_hidden(p, x, hoist=hoist, unroll=unroll)
-        return cross_entropy(h @ p["w_o"] + p["b_o"][None, :], labels)
+        return fw.cross_entropy(h @ p["w_o"] + p["b_o"][None, :], labels)
 
-    return functional_impl(loss_fn, weights(ref), ref)
+    return fw.functional_impl(loss_fn, weights(ref), ref)
 
 
 def _lstm_linen(ref: Reference) -> Impl:
@@ -150,7 +134,7 @@ def _lstm_linen(ref: Reference) -> Impl:
         cell[f"i{gate}"] = {"kernel": wi[gate]}
         cell[f"h{gate}"] = {"kernel": wh[gate], "bias": b[gate]}
     params = {"cell": cell, "head": {"kernel": p["w_o"], "bias": p["b_o"]}}
-    return linen_impl(LSTMLinen(), params, ref)
+    return fw.linen_impl(LSTMLinen(), params, ref)
 
 
 def _lstm_nnx_model(ref: Reference) -> Any:
@@ -161,10 +145,10 @@ def _lstm_nnx_model(ref: Reference) -> Any:
     class LSTMNNX(nnx.Module):
         def __init__(self) -> None:
             cell = nnx.OptimizedLSTMCell(FEATURES, HIDDEN, rngs=nnx.Rngs(0))
-            nnx_set(cell.dense_i, kernel=p["w_i"])
-            nnx_set(cell.dense_h, kernel=p["w_h"], bias=p["b"])
+            fw.nnx_set(cell.dense_i, kernel=p["w_i"])
+            fw.nnx_set(cell.dense_h, kernel=p["w_h"], bias=p["b"])
             self.rnn = nnx.RNN(cell, return_carry=True)
-            self.head = nnx_linear(p["w_o"], p["b_o"])
+            self.head = fw.nnx_linear(p["w_o"], p["b_o"])
 
         def __call__(self, x: jax.Array) -> jax.Array:
             zeros = jnp.zeros((x.shape[0], HIDDEN), x.dtype)  # the carry in the input's dtype
@@ -194,7 +178,7 @@ def _lstm_equinox(ref: Reference) -> Impl:
     cell = eqx.tree_at(
         lambda c: (c.weight_ih, c.weight_hh, c.bias), cell, (p["w_i"].T, p["w_h"].T, p["b"])
     )
-    return equinox_impl(LSTMEqx(cell, eqx_linear(p["w_o"], p["b_o"])), ref)
+    return fw.equinox_impl(LSTMEqx(cell, fw.eqx_linear(p["w_o"], p["b_o"])), ref)
 
 
 def _lstm_haiku(ref: Reference) -> Impl:
@@ -219,7 +203,7 @@ def _lstm_haiku(ref: Reference) -> Impl:
     )
     bias = jnp.concatenate([b[g] - (1 if g == "f" else 0) for g in order]).astype(p["b"].dtype)
     named = {"lstm/linear": {"w": w, "b": bias}, "head": {"w": p["w_o"], "b": p["b_o"]}}
-    return haiku_impl(forward, named, ref)
+    return fw.haiku_impl(forward, named, ref)
 
 
 def _lstm_torch(ref: Reference) -> Impl:
@@ -231,11 +215,11 @@ def _lstm_torch(ref: Reference) -> Impl:
         def __init__(self) -> None:
             super().__init__()
             self.lstm = torch.nn.LSTM(FEATURES, HIDDEN, batch_first=True)
-            self.head = torch_linear(p["w_o"], p["b_o"])
+            self.head = fw.torch_linear(p["w_o"], p["b_o"])
             with torch.no_grad():
-                self.lstm.weight_ih_l0.copy_(to_torch(p["w_i"].T))
-                self.lstm.weight_hh_l0.copy_(to_torch(p["w_h"].T))
-                self.lstm.bias_ih_l0.copy_(to_torch(p["b"]))
+                self.lstm.weight_ih_l0.copy_(fw.to_torch(p["w_i"].T))
+                self.lstm.weight_hh_l0.copy_(fw.to_torch(p["w_h"].T))
+                self.lstm.bias_ih_l0.copy_(fw.to_torch(p["b"]))
                 self.lstm.bias_hh_l0.zero_()
             # One bias vector, as everywhere else (Adam would move two copies twice as fast).
             self.lstm.bias_hh_l0.requires_grad_(False)
@@ -244,7 +228,7 @@ def _lstm_torch(ref: Reference) -> Impl:
             _, (h, _) = self.lstm(x)
             return self.head(h[0])
 
-    return torch_impl(LSTMTorch(), ref)
+    return fw.torch_impl(LSTMTorch(), ref)
 
 
 def _lstm_flops(ref: Reference) -> float:
@@ -265,10 +249,10 @@ register(
         64,
         _lstm_setup,
         {
-            "nn_jax": nn_jax_builder,
+            "nn_jax": fw.nn_jax_builder,
             "jax": lstm_jax_impl,
             "flax_linen": _lstm_linen,
-            **nnx_builders(_lstm_nnx_model),
+            **fw.nnx_builders(_lstm_nnx_model),
             "equinox": _lstm_equinox,
             "haiku": _lstm_haiku,
             "torch": _lstm_torch,

@@ -26,24 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nn_jax.bench.frameworks import (
-    FLAX_NAMES,
-    cross_entropy,
-    equinox_impl,
-    eqx_linear,
-    functional_impl,
-    haiku_impl,
-    haiku_norm,
-    linen_impl,
-    make_reference,
-    nn_jax_builder,
-    nnx_builders,
-    norm_params,
-    rename,
-    to_torch,
-    torch_impl,
-    torch_linear,
-)
+from nn_jax.bench import frameworks as fw
 from nn_jax.bench.registry import Impl, Reference, Workload, register
 from nn_jax.models.transformer import TransformerEncoder, TransformerLM
 
@@ -82,7 +65,7 @@ def _setup(spec: Spec, batch_size: int, dtype: str, key: jax.Array) -> Reference
         model = TransformerEncoder(spec.classes, vocab_size=spec.vocab, **kw)
         tokens = jax.random.randint(kx, (batch_size, spec.seq), 0, spec.vocab)
         batch = (tokens, jax.random.randint(ky, (batch_size,), 0, spec.classes))
-    return make_reference(model, batch, kp, dtype, lr=LR, spec=spec)
+    return fw.make_reference(model, batch, kp, dtype, lr=LR, spec=spec)
 
 
 def _spec(ref: Reference) -> Spec:
@@ -122,7 +105,7 @@ def _layer_norm(x: jax.Array, p: Any) -> jax.Array:
     mean = jnp.mean(xs, axis=-1, keepdims=True)
     var = jnp.mean(jnp.square(xs - mean), axis=-1, keepdims=True)
     y = ((xs - mean) * jax.lax.rsqrt(var + EPS)).astype(x.dtype)
-    scale, offset = norm_params(p)
+    scale, offset = fw.norm_params(p)
     return y * scale[None, None, :] + offset[None, None, :]
 
 
@@ -185,9 +168,9 @@ def _transformer_jax(ref: Reference) -> Impl:
             logits = h @ params["head"]["w"]
         else:
             logits = jnp.mean(h, axis=1) @ params["head"]["w"] + params["head"]["b"][None, :]
-        return cross_entropy(logits, targets)
+        return fw.cross_entropy(logits, targets)
 
-    return functional_impl(loss_fn, params, ref)
+    return fw.functional_impl(loss_fn, params, ref)
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,16 +185,16 @@ def _flax_params(ref: Reference) -> dict[str, Any]:
         b = p[f"block_{i}"]
         a = b["attention"]
         out[f"block_{i}"] = {
-            "attention_norm": rename(b["attention_norm"], FLAX_NAMES),
+            "attention_norm": fw.rename(b["attention_norm"], fw.FLAX_NAMES),
             "attention": {
                 name: {"kernel": a[f"w_{n}"], "bias": a[f"b_{n}"]}
                 for name, n in (("query", "q"), ("key", "k"), ("value", "v"), ("out", "o"))
             },
-            "mlp_norm": rename(b["mlp_norm"], FLAX_NAMES),
-            **rename(b["mlp"], FLAX_NAMES),
+            "mlp_norm": fw.rename(b["mlp_norm"], fw.FLAX_NAMES),
+            **fw.rename(b["mlp"], fw.FLAX_NAMES),
         }
-    out["final_norm"] = rename(p["final_norm"], FLAX_NAMES)
-    out["head"] = rename(p["head"], FLAX_NAMES)
+    out["final_norm"] = fw.rename(p["final_norm"], fw.FLAX_NAMES)
+    out["head"] = fw.rename(p["head"], fw.FLAX_NAMES)
     return out
 
 
@@ -271,7 +254,7 @@ def _transformer_linen(ref: Reference) -> Impl:
                 h = jnp.mean(h, axis=1)
             return nn.Dense(spec.out, use_bias=not spec.causal, name="head")(h)
 
-    return linen_impl(Model(), _flax_params(ref), ref)
+    return fw.linen_impl(Model(), _flax_params(ref), ref)
 
 
 def _transformer_nnx_model(ref: Reference) -> Any:
@@ -387,12 +370,12 @@ def _transformer_haiku(ref: Reference) -> Impl:
         for hk_name, n in (("query", "q"), ("key", "k"), ("value", "v"), ("linear", "o")):
             named[f"{name}_attention/{hk_name}"] = dict(zip("wb", projections(a)[n], strict=True))
         for norm_name in ("attention_norm", "mlp_norm"):
-            named[f"{name}_{norm_name}"] = haiku_norm(b[norm_name])
+            named[f"{name}_{norm_name}"] = fw.haiku_norm(b[norm_name])
         named[f"{name}_up"] = b["mlp"]["up"]
         named[f"{name}_down"] = b["mlp"]["down"]
-    named["final_norm"] = haiku_norm(p["final_norm"])
+    named["final_norm"] = fw.haiku_norm(p["final_norm"])
     named["head"] = p["head"]
-    return haiku_impl(forward, named, ref)
+    return fw.haiku_impl(forward, named, ref)
 
 
 # --------------------------------------------------------------------------------------------
@@ -410,7 +393,7 @@ def _eqx_attention(spec: Spec, a: Any, dtype: Any) -> Any:
     return eqx.tree_at(
         lambda m: (m.query_proj, m.key_proj, m.value_proj, m.output_proj),
         layer,
-        tuple(eqx_linear(*projections(a)[n]) for n in "qkvo"),
+        tuple(fw.eqx_linear(*projections(a)[n]) for n in "qkvo"),
     )
 
 
@@ -423,7 +406,7 @@ def _transformer_equinox(ref: Reference) -> Impl:
 
     def norm(q: Any) -> eqx.nn.LayerNorm:
         layer = eqx.nn.LayerNorm(spec.d, eps=EPS, dtype=dtype)
-        return eqx.tree_at(lambda n: (n.weight, n.bias), layer, norm_params(q))
+        return eqx.tree_at(lambda n: (n.weight, n.bias), layer, fw.norm_params(q))
 
     def attention(a: Any) -> eqx.nn.MultiheadAttention:
         return _eqx_attention(spec, a, dtype)
@@ -442,8 +425,8 @@ def _transformer_equinox(ref: Reference) -> Impl:
             self.attention_norm = norm(b["attention_norm"])
             self.attention = attention(b["attention"])
             self.mlp_norm = norm(b["mlp_norm"])
-            self.up = eqx_linear(b["mlp"]["up"]["w"], b["mlp"]["up"]["b"])
-            self.down = eqx_linear(b["mlp"]["down"]["w"], b["mlp"]["down"]["b"])
+            self.up = fw.eqx_linear(b["mlp"]["up"]["w"], b["mlp"]["up"]["b"])
+            self.down = fw.eqx_linear(b["mlp"]["down"]["w"], b["mlp"]["down"]["b"])
 
         def __call__(self, x: jax.Array, mask: Any) -> jax.Array:
             h = jax.vmap(self.attention_norm)(x)
@@ -464,7 +447,7 @@ def _transformer_equinox(ref: Reference) -> Impl:
             self.embedding = eqx.nn.Embedding(weight=table)
             self.blocks = [Block(p[f"block_{i}"]) for i in range(spec.layers)]
             self.final_norm = norm(p["final_norm"])
-            self.head = eqx_linear(*_head(ref))
+            self.head = fw.eqx_linear(*_head(ref))
 
         def __call__(self, tokens: jax.Array) -> jax.Array:  # one sequence (T,)
             h = jax.vmap(self.embedding)(tokens) * math.sqrt(spec.d)
@@ -480,7 +463,7 @@ def _transformer_equinox(ref: Reference) -> Impl:
                 return jax.vmap(self.head)(h)
             return self.head(jnp.mean(h, axis=0))
 
-    return equinox_impl(Model(), ref)
+    return fw.equinox_impl(Model(), ref)
 
 
 # --------------------------------------------------------------------------------------------
@@ -498,10 +481,10 @@ def _transformer_torch(ref: Reference) -> Impl:
 
     def norm(q: Any) -> torch.nn.LayerNorm:
         layer = torch.nn.LayerNorm(spec.d, eps=EPS)
-        scale, offset = norm_params(q)
+        scale, offset = fw.norm_params(q)
         with torch.no_grad():
-            layer.weight.copy_(to_torch(scale))
-            layer.bias.copy_(to_torch(offset))
+            layer.weight.copy_(fw.to_torch(scale))
+            layer.bias.copy_(fw.to_torch(offset))
         return layer
 
     class Block(torch.nn.Module):
@@ -509,9 +492,9 @@ def _transformer_torch(ref: Reference) -> Impl:
             super().__init__()
             a = b["attention"]
             self.attention_norm, self.mlp_norm = norm(b["attention_norm"]), norm(b["mlp_norm"])
-            self.q, self.k, self.v, self.o = (torch_linear(*projections(a)[n]) for n in "qkvo")
-            self.up = torch_linear(b["mlp"]["up"]["w"], b["mlp"]["up"]["b"])
-            self.down = torch_linear(b["mlp"]["down"]["w"], b["mlp"]["down"]["b"])
+            self.q, self.k, self.v, self.o = (fw.torch_linear(*projections(a)[n]) for n in "qkvo")
+            self.up = fw.torch_linear(b["mlp"]["up"]["w"], b["mlp"]["up"]["b"])
+            self.down = fw.torch_linear(b["mlp"]["down"]["w"], b["mlp"]["down"]["b"])
             self.register_buffer("cos", torch.from_numpy(np.cos(angles)))
             self.register_buffer("sin", torch.from_numpy(np.sin(angles)))
 
@@ -539,10 +522,10 @@ def _transformer_torch(ref: Reference) -> Impl:
             super().__init__()
             self.embedding = torch.nn.Embedding(spec.vocab, spec.d)
             with torch.no_grad():
-                self.embedding.weight.copy_(to_torch(p["embedding"]["table"]))
+                self.embedding.weight.copy_(fw.to_torch(p["embedding"]["table"]))
             self.blocks = torch.nn.Sequential(*[Block(p[f"block_{i}"]) for i in range(spec.layers)])
             self.final_norm = norm(p["final_norm"])
-            self.head = torch_linear(*_head(ref))
+            self.head = fw.torch_linear(*_head(ref))
             self.register_buffer("pe", torch.from_numpy(sinusoidal(spec.seq, spec.d)))
 
         def forward(self, tokens: Any) -> Any:
@@ -552,14 +535,14 @@ def _transformer_torch(ref: Reference) -> Impl:
             h = self.final_norm(self.blocks(h))
             return self.head(h if spec.causal else h.mean(dim=1))
 
-    return torch_impl(Model(), ref)
+    return fw.torch_impl(Model(), ref)
 
 
 BUILDERS = {
-    "nn_jax": nn_jax_builder,
+    "nn_jax": fw.nn_jax_builder,
     "jax": _transformer_jax,
     "flax_linen": _transformer_linen,
-    **nnx_builders(_transformer_nnx_model),
+    **fw.nnx_builders(_transformer_nnx_model),
     "equinox": _transformer_equinox,
     "haiku": _transformer_haiku,
     "torch": _transformer_torch,
