@@ -285,6 +285,17 @@ def haiku_impl(forward: Callable[..., Any], named: Mapping[str, Any], ref: Refer
 # PyTorch.
 
 
+def torch_norm(layer: Any, q: Any) -> Any:
+    """A torch norm ``layer`` given the scale and offset of the nn_jax norm params ``q``."""
+    import torch
+
+    scale, offset = norm_params(q)
+    with torch.no_grad():
+        layer.weight.copy_(to_torch(scale))
+        layer.bias.copy_(to_torch(offset))
+    return layer
+
+
 def to_torch(a: Any, device: str = "cpu") -> Any:
     """A JAX array as a torch tensor: same float dtype (bfloat16 via float32), integers as int64."""
     import torch
@@ -466,6 +477,7 @@ __all__ = [
     "rename",
     "stateful_functional_impl",
     "to_torch",
+    "torch_norm",
     "torch_impl",
     "torch_linear",
     "vmap_call",

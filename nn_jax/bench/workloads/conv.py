@@ -588,11 +588,7 @@ def _resnet_torch(ref: Reference) -> Impl:
 
     def bn(channels: int, q: Any) -> torch.nn.Module:
         layer = torch.nn.BatchNorm2d(channels, eps=BN_EPS, momentum=1 - BN_MOMENTUM)
-        scale, offset = fw.norm_params(q)
-        with torch.no_grad():
-            layer.weight.copy_(fw.to_torch(scale))
-            layer.bias.copy_(fw.to_torch(offset))
-        return layer
+        return fw.torch_norm(layer, q)
 
     class Block(torch.nn.Module):
         def __init__(self, cin: int, cout: int, stride: int, q: Any) -> None:

@@ -480,12 +480,7 @@ def _transformer_torch(ref: Reference) -> Impl:
     angles = np.arange(spec.seq, dtype=np.float32)[:, None] * inv_freq[None, :]
 
     def norm(q: Any) -> torch.nn.LayerNorm:
-        layer = torch.nn.LayerNorm(spec.d, eps=EPS)
-        scale, offset = fw.norm_params(q)
-        with torch.no_grad():
-            layer.weight.copy_(fw.to_torch(scale))
-            layer.bias.copy_(fw.to_torch(offset))
-        return layer
+        return fw.torch_norm(torch.nn.LayerNorm(spec.d, eps=EPS), q)
 
     class Block(torch.nn.Module):
         def __init__(self, b: Any) -> None:
