@@ -477,8 +477,8 @@ __all__ = [
     "rename",
     "stateful_functional_impl",
     "to_torch",
-    "torch_norm",
     "torch_impl",
     "torch_linear",
+    "torch_norm",
     "vmap_call",
 ]
