@@ -25,6 +25,7 @@ from nn_jax.activations import (
 )
 from nn_jax.attention import MultiHeadAttention, attention_weights, dot_product_attention
 from nn_jax.combinators import Branch, Parallel, Residual, Sequential
+from nn_jax.config import from_config, from_json, register_layer, to_config, to_json
 from nn_jax.conv import Conv, ConvTranspose
 from nn_jax.core import (
     ApplyFn,
@@ -57,6 +58,7 @@ from nn_jax.graph import (
     SAGEConv,
     batch_graphs,
 )
+from nn_jax.history import History, Record
 from nn_jax.inspect import (
     apply_with_intermediates,
     flatten_params,
@@ -64,6 +66,7 @@ from nn_jax.inspect import (
     summary,
     unflatten_params,
 )
+from nn_jax.loggers import JsonlLogger, TensorBoardLogger, read_jsonl
 from nn_jax.masks import (
     causal_mask,
     combine_masks,
@@ -71,7 +74,9 @@ from nn_jax.masks import (
     masked_mean_over_time,
     sequence_mask,
 )
+from nn_jax.monitor import Monitor, activation_health, layer_norms
 from nn_jax.normalization import BatchNorm, GroupNorm, InstanceNorm, LayerNorm, RMSNorm
+from nn_jax.plots import HistoryLike, plot_history
 from nn_jax.pooling import AdaptiveAvgPool, AvgPool, GlobalAvgPool, GlobalMaxPool, MaxPool
 from nn_jax.positional import (
     LearnedPositionalEmbedding,
@@ -93,11 +98,16 @@ from nn_jax.regularization import Dropout, DropPath, SpatialDropout
 from nn_jax.resize import Upsample
 from nn_jax.segment import segment_count, segment_max, segment_mean, segment_softmax, segment_sum
 from nn_jax.train import (
-    History,
+    Batch,
+    EarlyStopping,
+    Objective,
+    Supervised,
     TrainState,
     fit,
+    make_eval_step,
     make_predict,
     make_stateful_train_step,
+    make_step,
     make_train_step,
     split_batch,
 )
@@ -110,6 +120,7 @@ __all__ = [
     "AdaptiveAvgPool",
     "ApplyFn",
     "AvgPool",
+    "Batch",
     "BatchNorm",
     "Bidirectional",
     "Block",
@@ -121,6 +132,7 @@ __all__ = [
     "Dense",
     "DropPath",
     "Dropout",
+    "EarlyStopping",
     "Embedding",
     "FeedForward",
     "Flatten",
@@ -134,8 +146,10 @@ __all__ = [
     "GraphPool",
     "GroupNorm",
     "History",
+    "HistoryLike",
     "InitFn",
     "InstanceNorm",
+    "JsonlLogger",
     "LSTMCell",
     "Lambda",
     "Layer",
@@ -144,13 +158,16 @@ __all__ = [
     "Linear",
     "MaxPool",
     "MessagePassing",
+    "Monitor",
     "MultiHeadAttention",
     "NNJaxError",
+    "Objective",
     "Parallel",
     "ParameterFree",
     "Params",
     "ParamsError",
     "RMSNorm",
+    "Record",
     "RecurrentCell",
     "Reshape",
     "Residual",
@@ -166,11 +183,14 @@ __all__ = [
     "SpatialDropout",
     "StackedRNN",
     "State",
+    "Supervised",
     "Taps",
+    "TensorBoardLogger",
     "TrainState",
     "TransformerDecoderBlock",
     "TransformerEncoderBlock",
     "Upsample",
+    "activation_health",
     "activations",
     "apply_with_intermediates",
     "as_layer",
@@ -183,22 +203,30 @@ __all__ = [
     "elu",
     "fit",
     "flatten_params",
+    "from_config",
+    "from_json",
     "gelu",
     "get_activation",
     "identity",
     "initializers",
+    "layer_norms",
     "leaky_relu",
     "log_softmax",
     "losses",
     "make_attention_mask",
+    "make_eval_step",
     "make_predict",
     "make_stateful_train_step",
+    "make_step",
     "make_train_step",
     "masked_mean_over_time",
     "metrics",
     "models",
     "nested",
     "param_count",
+    "plot_history",
+    "read_jsonl",
+    "register_layer",
     "relu",
     "rotary_embedding",
     "segment_count",
@@ -219,5 +247,7 @@ __all__ = [
     "tanh",
     "tap",
     "tapping",
+    "to_config",
+    "to_json",
     "unflatten_params",
 ]

@@ -550,6 +550,10 @@ class Lambda(ParameterFree):
 
     fn: Callable[[Any], Any]
 
+    def __post_init__(self) -> None:
+        if not callable(self.fn):
+            raise ConfigError(f"Lambda: fn must be a callable, e.g. jax.nn.relu, given {self.fn!r}")
+
     def transform(self, x: Any, call: Call) -> Any:
         return self.fn(x)
 

@@ -12,8 +12,9 @@ import optax
 
 from nn_jax import losses, metrics
 from nn_jax.data import load_digits
+from nn_jax.history import History
 from nn_jax.models import MLP
-from nn_jax.train import History, fit, make_predict
+from nn_jax.train import fit, make_predict
 
 
 def train_digits(
@@ -52,11 +53,11 @@ def train_digits(
     result = {
         "model": f"MLP{widths}",
         "test_accuracy": float(metrics.accuracy(logits, split.y_test)),
-        "final_train_loss": history.losses[-1],
+        "final_train_loss": history.train[-1]["loss"],
         "train_examples": len(split.x_train),
         "test_examples": len(split.x_test),
         "epochs": epochs,
-        "steps": history.steps[-1],
+        "steps": history.train[-1]["step"],
         "train_seconds": round(seconds, 2),
         "loss_curve": str(out / "loss_curve.png"),
     }
@@ -72,7 +73,7 @@ def _plot_loss(history: History, path: Path, *, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(history.steps, history.losses)
+    ax.plot(*history.series("loss"))
     ax.set(xlabel="step", ylabel="training loss", yscale="log", title=title)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()

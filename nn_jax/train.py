@@ -1,36 +1,66 @@
-"""Training with ``jax.grad`` + optax: jit-compiled step builders and a thin ``fit`` loop.
+"""Training with ``jax.grad`` + optax: objectives, jit-compiled step builders and ``fit``.
 
-Two step shapes, built on one gradient step:
+An **objective** is ``objective(params, state, batch, *, rng, train) -> (loss, (state, metrics))``:
+any such function can be trained (a penalty on params, a VAE's ELBO, auxiliary outputs as
+metrics). :class:`Supervised` is the short form built from ``loss_fn(predictions, targets)`` and
+metric functions ``fn(predictions, targets)`` (``nn_jax.metrics.accuracy``, ...).
+
+The steps, all jitted, nothing synced with the host:
 
 * :func:`make_train_step` - ``step(params, opt_state, batch) -> (params, opt_state, loss)`` for
   stateless, deterministic models (the seed network, MLPs).
-* :func:`make_stateful_train_step` - ``step(ts, batch) -> (ts, loss)`` over a :class:`TrainState`
-  that also carries layer state (batch-norm statistics) and an rng (dropout), for any model.
+* :func:`make_step` / :func:`make_stateful_train_step` - ``step(ts, batch) -> (ts, logs)`` over
+  a :class:`TrainState` (params, layer state, optimizer state, rng, step) for any objective;
+  ``logs`` holds the loss, the metrics and what the :class:`~nn_jax.monitor.Monitor` measures.
+* :func:`make_eval_step` - ``evaluate(params, state, batch) -> metrics`` in eval mode.
 
 ``batch`` is ``(inputs, targets)`` or ``(inputs, targets, side)``, where ``side`` is the model's
 side inputs (``{"lengths": (B,) ints}``, ``{"key_mask": (B, T) bools}``, ...; see
-:mod:`nn_jax.core`), given to ``model.apply(..., side=side)``. ``loss_fn(predictions, targets)``
-returns a scalar. Nothing in a step syncs host and device; ``fit`` reads the loss only on the
-steps it logs.
+:mod:`nn_jax.core`). Gradient clipping, schedules, weight decay and gradient accumulation are
+optax's: ``optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule))``,
+``optax.MultiSteps(opt, every_k_schedule=4)``.
+
+:func:`fit` is a thin loop over these steps (validation, early stopping, callbacks, resume,
+checkpoints, several steps per dispatch); see its docstring.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, NamedTuple
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from tqdm import tqdm
 
-from nn_jax.core import Array, Layer, Params, PRNGKey, Side, State
-from nn_jax.data import batches
+from nn_jax.core import Array, Layer, Params, PRNGKey, Side, State, tapping
 from nn_jax.errors import ConfigError
+from nn_jax.history import History, Record
+from nn_jax.monitor import Monitor, activation_health, layer_norms
+
+if TYPE_CHECKING:
+    from nn_jax.checkpoint import Checkpointer
 
 LossFn = Callable[[Any, Any], Array]
+MetricFn = Callable[[Any, Any], Array]
+Metrics = dict[str, Array]
 Batch = tuple[Any, ...]
 """``(inputs, targets)`` or ``(inputs, targets, side)``."""
+Callback = Callable[["TrainState", Record], "bool | None"]
+"""``callback(ts, record)`` after each logged train or validation record; True stops ``fit``."""
+
+
+class Objective(Protocol):
+    """``objective(params, state, batch, *, rng, train) -> (loss, (new_state, metrics))``."""
+
+    def __call__(
+        self, params: Params, state: State, batch: Any, *, rng: PRNGKey | None, train: bool
+    ) -> tuple[Array, tuple[State, Metrics]]: ...
 
 
 def split_batch(batch: Batch) -> tuple[Any, Any, Side | None]:
@@ -44,25 +74,172 @@ def split_batch(batch: Batch) -> tuple[Any, Any, Side | None]:
     return inputs, targets, (rest[0] if rest else None)
 
 
-def _gradient_step(
+@dataclasses.dataclass(frozen=True)
+class Supervised:
+    """The objective ``loss_fn(model(x), y) [+ penalty(params)]``, with metrics on the way.
+
+    Args:
+        model: the layer to train.
+        loss_fn: ``loss_fn(predictions, targets) -> scalar``.
+        metrics: ``{name: fn(predictions, targets) -> scalar}``, e.g.
+            ``{"accuracy": nn_jax.metrics.accuracy}``; computed on device in the step.
+        penalty: ``penalty(params) -> scalar`` added to the loss (e.g. an L1 term); logged as
+            ``"penalty"``.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from nn_jax import Dense, losses
+    >>> objective = Supervised(Dense(1), losses.mse)
+    >>> params, state = Dense(1).init(jax.random.key(0), jnp.zeros((4, 2)))
+    >>> loss, (state, metrics) = objective(
+    ...     params, state, (jnp.ones((4, 2)), jnp.ones((4, 1))), rng=None, train=True)
+    """
+
+    model: Layer
+    loss_fn: LossFn
+    metrics: Mapping[str, MetricFn] | None = None
+    penalty: Callable[[Params], Array] | None = None
+
+    def __call__(
+        self, params: Params, state: State, batch: Any, *, rng: PRNGKey | None, train: bool
+    ) -> tuple[Array, tuple[State, Metrics]]:
+        inputs, targets, side = split_batch(batch)
+        predictions, new_state = self.model.apply(
+            params, state, inputs, side=side, rng=rng, train=train
+        )
+        loss = self.loss_fn(predictions, targets)
+        metrics = {name: fn(predictions, targets) for name, fn in (self.metrics or {}).items()}
+        if self.penalty is not None:
+            metrics["penalty"] = self.penalty(params)
+            loss = loss + metrics["penalty"]
+        return loss, (new_state, metrics)
+
+
+class TrainState(NamedTuple):
+    """Everything a training step reads and writes, as one pytree."""
+
+    params: Params
+    state: State
+    opt_state: optax.OptState
+    rng: PRNGKey
+    step: Array
+
+    @classmethod
+    def create(
+        cls,
+        model: Layer,
+        optimizer: optax.GradientTransformation,
+        key: PRNGKey,
+        x: Any,
+        *,
+        side: Side | None = None,
+    ) -> TrainState:
+        """Initialize ``model`` for inputs shaped like ``x`` and ``optimizer`` for its params."""
+        del side  # init never reads side inputs (see nn_jax.core); accepted for symmetry
+        init_key, rng = jax.random.split(key)
+        params, state = model.init(init_key, x)
+        return cls(params, state, optimizer.init(params), rng, jnp.zeros((), "int32"))
+
+
+# --------------------------------------------------------------------------------------------
+# Steps.
+
+
+class _Traced:
+    """What a step learns while tracing: the tapped activation paths, in execution order."""
+
+    def __init__(self) -> None:
+        self.activation_paths: list[str] = []
+
+
+def _train_body(
+    objective: Objective,
+    optimizer: optax.GradientTransformation,
+    monitor: Monitor,
+    traced: _Traced,
+    ts: TrainState,
+    batch: Any,
+    halted: Array | bool = False,
+) -> tuple[TrainState, Metrics]:
+    """One optimizer step on ``batch`` and what it logs; skipped when non-finite or halted."""
+    rng = jax.random.fold_in(ts.rng, ts.step)
+
+    def loss_and_aux(params: Params) -> tuple[Array, tuple[State, Metrics]]:
+        if not monitor.activations:
+            return objective(params, ts.state, batch, rng=rng, train=True)
+        with tapping(capture="*") as taps:
+            loss, (state, metrics) = objective(params, ts.state, batch, rng=rng, train=True)
+        stats, traced.activation_paths, nonfinite = activation_health(taps.values, taps.layers)
+        return loss, (state, {**metrics, **stats, "_nonfinite_activations": nonfinite})
+
+    (loss, (state, logs)), grads = jax.value_and_grad(loss_and_aux, has_aux=True)(ts.params)
+    updates, opt_state = optimizer.update(grads, ts.opt_state, ts.params)
+    params = optax.apply_updates(ts.params, updates)
+    finite = jnp.isfinite(loss) & jnp.all(
+        jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)] or [jnp.bool_(True)])
+    )
+    logs = {"loss": loss, **logs, "grad_norm": optax.tree.norm(grads), "nonfinite": ~finite}
+    if monitor.per_layer:
+        param_norms = layer_norms(ts.params)
+        for layer, norm in layer_norms(grads).items():
+            logs[f"grad_norm/{layer}"] = norm
+        for layer, norm in layer_norms(updates).items():
+            logs[f"update_ratio/{layer}"] = norm / (param_norms[layer] + 1e-12)
+    new = TrainState(params, state, opt_state, ts.rng, ts.step + 1)
+    if monitor.on_nonfinite != "ignore":
+        keep_new = finite & ~jnp.asarray(halted)
+        new = TrainState(
+            *jax.tree.map(lambda a, b: jnp.where(keep_new, a, b), tuple(new[:3]), tuple(ts[:3])),
+            ts.rng,
+            ts.step + 1,
+        )
+    return new, logs
+
+
+def make_step(
+    objective: Objective,
+    optimizer: optax.GradientTransformation,
+    *,
+    monitor: Monitor | None = None,
+) -> Callable[[TrainState, Any], tuple[TrainState, Metrics]]:
+    """A jitted ``step(ts, batch) -> (ts, logs)`` for any :class:`Objective`.
+
+    ``logs`` holds ``"loss"``, the objective's metrics, ``"grad_norm"``, ``"nonfinite"`` and what
+    ``monitor`` asks for (default :class:`~nn_jax.monitor.Monitor`: a non-finite step is
+    skipped). The step's rng is ``fold_in(ts.rng, ts.step)``: a fresh key per step,
+    reproducible.
+    """
+    monitor = monitor or Monitor()
+    traced = _Traced()
+
+    @jax.jit
+    def step(ts: TrainState, batch: Any) -> tuple[TrainState, Metrics]:
+        ts, logs = _train_body(objective, optimizer, monitor, traced, ts, batch)
+        logs.pop("_nonfinite_activations", None)
+        return ts, logs
+
+    return step
+
+
+def make_stateful_train_step(
     model: Layer,
     loss_fn: LossFn,
     optimizer: optax.GradientTransformation,
-    params: Params,
-    state: State,
-    opt_state: optax.OptState,
-    batch: Batch,
-    rng: PRNGKey | None,
-) -> tuple[Params, State, optax.OptState, Array]:
-    inputs, targets, side = split_batch(batch)
+    *,
+    metrics: Mapping[str, MetricFn] | None = None,
+    monitor: Monitor | None = None,
+) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
+    """``make_step(Supervised(model, loss_fn, metrics), optimizer)``: the short form.
 
-    def objective(p: Params) -> tuple[Array, State]:
-        predictions, new_state = model.apply(p, state, inputs, side=side, rng=rng, train=True)
-        return loss_fn(predictions, targets), new_state
-
-    (loss, new_state), grads = jax.value_and_grad(objective, has_aux=True)(params)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), new_state, opt_state, loss
+    >>> import jax, jax.numpy as jnp, optax
+    >>> from nn_jax import Dense, losses
+    >>> model, opt = Dense(1), optax.sgd(0.1)
+    >>> ts = TrainState.create(model, opt, jax.random.key(0), jnp.zeros((4, 2)))
+    >>> step = make_stateful_train_step(model, losses.mse, opt)
+    >>> ts, logs = step(ts, (jnp.ones((4, 2)), jnp.ones((4, 1))))
+    >>> sorted(logs)
+    ['grad_norm', 'loss', 'nonfinite']
+    """
+    return make_step(Supervised(model, loss_fn, metrics), optimizer, monitor=monitor)
 
 
 def make_train_step(
@@ -80,55 +257,31 @@ def make_train_step(
     >>> batch = (jnp.ones((4, 2)), jnp.ones((4, 1)))
     >>> params, opt_state, loss = step(params, opt.init(params), batch)
     """
+    objective = Supervised(model, loss_fn)
 
     @jax.jit
     def step(
         params: Params, opt_state: optax.OptState, batch: Batch
     ) -> tuple[Params, optax.OptState, Array]:
-        params, _, opt_state, loss = _gradient_step(
-            model, loss_fn, optimizer, params, {}, opt_state, batch, None
-        )
-        return params, opt_state, loss
+        def loss(p: Params) -> Array:
+            return objective(p, {}, batch, rng=None, train=True)[0]
+
+        value, grads = jax.value_and_grad(loss)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
 
     return step
 
 
-class TrainState(NamedTuple):
-    """Everything a training step reads and writes, as one pytree."""
-
-    params: Params
-    state: State
-    opt_state: optax.OptState
-    rng: PRNGKey
-    step: Array
-
-    @classmethod
-    def create(
-        cls, model: Layer, optimizer: optax.GradientTransformation, key: PRNGKey, x: Any
-    ) -> TrainState:
-        """Initialize ``model`` for inputs shaped like ``x`` and ``optimizer`` for its params."""
-        init_key, rng = jax.random.split(key)
-        params, state = model.init(init_key, x)
-        return cls(params, state, optimizer.init(params), rng, jax.numpy.zeros((), "int32"))
-
-
-def make_stateful_train_step(
-    model: Layer, loss_fn: LossFn, optimizer: optax.GradientTransformation
-) -> Callable[[TrainState, Batch], tuple[TrainState, Array]]:
-    """A jitted ``step(ts, batch) -> (ts, loss)`` threading layer state and a per-step rng.
-
-    The step's rng is ``fold_in(ts.rng, ts.step)``: a fresh key per step, reproducible.
-    """
+def make_eval_step(objective: Objective) -> Callable[[Params, State, Any], Metrics]:
+    """A jitted ``evaluate(params, state, batch) -> {"loss": ..., **metrics}`` in eval mode."""
 
     @jax.jit
-    def step(ts: TrainState, batch: Batch) -> tuple[TrainState, Array]:
-        rng = jax.random.fold_in(ts.rng, ts.step)
-        params, state, opt_state, loss = _gradient_step(
-            model, loss_fn, optimizer, ts.params, ts.state, ts.opt_state, batch, rng
-        )
-        return TrainState(params, state, opt_state, ts.rng, ts.step + 1), loss
+    def evaluate(params: Params, state: State, batch: Any) -> Metrics:
+        loss, (_, metrics) = objective(params, state, batch, rng=None, train=False)
+        return {"loss": loss, **metrics}
 
-    return step
+    return evaluate
 
 
 def make_predict(model: Layer) -> Callable[..., Any]:
@@ -141,67 +294,520 @@ def make_predict(model: Layer) -> Callable[..., Any]:
     return predict
 
 
-class History(NamedTuple):
-    """Losses read back on the logged steps (one host sync each)."""
+# --------------------------------------------------------------------------------------------
+# fit.
 
-    steps: list[int]
-    losses: list[float]
+
+@dataclasses.dataclass(frozen=True)
+class EarlyStopping:
+    """Stop when ``monitor`` has not improved for ``patience`` validations in a row.
+
+    Args:
+        monitor: a validation record key (``"loss"``, ``"accuracy"``, ...).
+        patience: validations without improvement before stopping.
+        mode: ``"min"`` or ``"max"`` (improvement direction).
+        min_delta: the least change that counts as an improvement.
+        restore_best: return the train state of the best validation, not the last.
+    """
+
+    monitor: str = "loss"
+    patience: int = 5
+    mode: Literal["min", "max"] = "min"
+    min_delta: float = 0.0
+    restore_best: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("min", "max"):
+            raise ConfigError(f"EarlyStopping: mode must be 'min' or 'max', given {self.mode!r}")
+        if not isinstance(self.patience, int) or self.patience < 1:
+            raise ConfigError(
+                f"EarlyStopping: patience must be an int >= 1, given {self.patience!r}"
+            )
+
+    def improved(self, value: float, best: float | None) -> bool:
+        """Whether ``value`` beats ``best`` by more than ``min_delta``."""
+        if not math.isfinite(value):
+            return False
+        if best is None:
+            return True
+        return (
+            value < best - self.min_delta if self.mode == "min" else value > best + self.min_delta
+        )
+
+
+class _InMemory:
+    """Arrays on device, batched by index: seeded per-epoch shuffles, position = step."""
+
+    def __init__(
+        self, data: Any, batch_size: int, *, shuffle: bool, drop_last: bool, key: PRNGKey
+    ) -> None:
+        leaves = jax.tree.leaves(data)
+        sizes = {len(a) for a in leaves}
+        if len(sizes) != 1:
+            raise ConfigError(
+                f"fit: every array of the data must have one row per example, given leading "
+                f"sizes {[len(a) for a in leaves]}"
+            )
+        self.n = sizes.pop()
+        _check_batch_size(batch_size, self.n, drop_last)
+        self.batch_size, self.shuffle, self.key = batch_size, shuffle, key
+        self.steps_per_epoch = self.n // batch_size if drop_last else -(-self.n // batch_size)
+        self.data = jax.device_put(jax.tree.map(np.asarray, data))
+        self._order: tuple[int, np.ndarray] | None = None
+
+    def indices(self, epoch: int, start: int, count: int) -> np.ndarray:
+        """Row indices of batches ``start .. start+count`` of ``epoch``: ``(count, B)``, or
+        ``(1, b)`` for a last short batch."""
+        if self._order is None or self._order[0] != epoch:
+            order = (
+                np.asarray(jax.random.permutation(jax.random.fold_in(self.key, epoch), self.n))
+                if self.shuffle
+                else np.arange(self.n)
+            )
+            self._order = (epoch, order.astype(np.int32))
+        rows = self._order[1][start * self.batch_size : (start + count) * self.batch_size]
+        return rows.reshape(count if len(rows) == count * self.batch_size else 1, -1)
+
+
+def _check_batch_size(batch_size: int, n: int, drop_last: bool) -> None:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ConfigError(f"fit: batch_size must be a positive int, given {batch_size!r}")
+    if drop_last and batch_size > n:
+        raise ConfigError(
+            f"fit: batch_size {batch_size} is larger than the {n} examples (with drop_last no "
+            f"batch would be formed)"
+        )
+
+
+def _positive(name: str, value: int | None) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise ConfigError(f"fit: {name} must be a positive int, given {value!r}")
 
 
 def fit(
     model: Layer,
-    loss_fn: LossFn,
+    loss_fn: LossFn | None,
     optimizer: optax.GradientTransformation,
-    data: Batch,
+    data: Batch | Iterable[Any],
     *,
     key: PRNGKey,
-    epochs: int,
-    batch_size: int,
+    epochs: int | None = None,
+    steps: int | None = None,
+    batch_size: int | None = None,
+    shuffle: bool = True,
+    drop_last: bool = True,
+    objective: Objective | None = None,
+    metrics: Mapping[str, MetricFn] | None = None,
+    validation: Batch | None = None,
+    val_every: int | None = None,
+    val_batch_size: int | None = None,
+    early_stopping: EarlyStopping | None = None,
+    monitor: Monitor | None = None,
+    steps_per_dispatch: int = 1,
     log_every: int = 10,
+    callbacks: Sequence[Callback] = (),
+    init: TrainState | None = None,
+    checkpoint: Checkpointer | None = None,
+    checkpoint_every: int | None = None,
     progress: bool = True,
-    callback: Callable[[int, TrainState], None] | None = None,
 ) -> tuple[TrainState, History]:
-    """Train ``model`` on ``data = (inputs, targets[, side])`` with shuffled mini-batches.
+    """Train ``model``: a thin loop over :func:`make_step` and :func:`make_eval_step`.
 
-    Every array of ``data`` (side inputs included) has one row per example and is batched along
-    its first axis.
+    Args:
+        model, loss_fn, optimizer: what :class:`Supervised` takes (``loss_fn=None`` when an
+            ``objective`` is given instead).
+        data: ``(inputs, targets[, side])`` arrays with one row per example (kept on device and
+            batched there), or any iterable of such batches (NumPy or JAX; ``epochs`` then
+            re-iterates it, ``steps`` draws that many batches; see
+            :func:`nn_jax.data.prefetch_to_device`).
+        key: seeds init (unless ``init`` is given), the per-step rng and the shuffles.
+        epochs, steps: how long, in passes over ``data`` or in optimizer steps (one of them).
+            With ``init`` (or a checkpoint) these are totals: training continues to them.
+        batch_size: rows per batch for in-memory ``data``.
+        shuffle: a seeded permutation per epoch (``False``: batches in order).
+        drop_last: drop the last short batch of each epoch (every step compiles once).
+        objective: a general :class:`Objective` instead of ``loss_fn``.
+        metrics: ``{name: fn(predictions, targets)}``, on device, averaged over each log window.
+        validation: ``(inputs, targets[, side])`` arrays evaluated in eval mode every
+            ``val_every`` steps (default: each epoch, or at the end for ``steps`` runs).
+        early_stopping: stop (and by default restore the best params) on a validation metric.
+        monitor: what each step measures and what a non-finite step does (:class:`Monitor`).
+        steps_per_dispatch: run this many steps per call with ``lax.scan`` over stacked
+            batches, for small models bound by Python dispatch (in-memory data only).
+        log_every: read the averaged train metrics back every this many steps (the only
+            host-device sync in the loop).
+        callbacks: ``callback(ts, record)`` after each record; returning True stops training.
+            :class:`nn_jax.loggers.JsonlLogger` and ``TensorBoardLogger`` are callbacks.
+        init: a :class:`TrainState` to start from (resume, fine-tune).
+        checkpoint: a :class:`nn_jax.checkpoint.Checkpointer`. When it holds a checkpoint,
+            training resumes from its latest one (train state, history, data position);
+            it saves every ``checkpoint_every`` steps (default: at each validation, or
+            epoch), with the validation metrics (for keeping the best) and at the end.
+        progress: a tqdm bar with the loss, metrics and examples per second.
 
-    A thin convenience over :func:`make_stateful_train_step`; ``callback(epoch, ts)`` runs after
-    each epoch (e.g. to evaluate). Returns the final :class:`TrainState` and the logged losses.
+    Returns the final (or, with ``early_stopping.restore_best``, the best) :class:`TrainState`
+    and the :class:`~nn_jax.history.History`. Resuming gives bit-identical params to an
+    uninterrupted run on CPU: batches, shuffles and rngs are functions of the step number.
     """
-    x, _, _ = split_batch(data)
+    if (loss_fn is None) == (objective is None):
+        raise ConfigError("fit: give exactly one of loss_fn and objective=")
+    if (epochs is None) == (steps is None):
+        raise ConfigError(f"fit: give exactly one of epochs and steps, given {epochs=}, {steps=}")
+    for name, value in [
+        ("epochs", epochs),
+        ("steps", steps),
+        ("val_every", val_every),
+        ("log_every", log_every),
+        ("steps_per_dispatch", steps_per_dispatch),
+        ("checkpoint_every", checkpoint_every),
+    ]:
+        _positive(name, value)
+    monitor = monitor or Monitor()
+    objective = objective or Supervised(model, loss_fn, metrics)  # type: ignore[arg-type]
     init_key, data_key = jax.random.split(key)
-    ts = TrainState.create(model, optimizer, init_key, _first(x, batch_size))
-    step_fn = make_stateful_train_step(model, loss_fn, optimizer)
-    history = History([], [])
-    steps_per_epoch = len(jax.tree.leaves(x)[0]) // batch_size
-    bar = tqdm(total=epochs * steps_per_epoch, disable=not progress, desc="train", unit="step")
-    step = 0
-    for epoch in range(epochs):
-        for batch in batches(tuple(data), batch_size, key=jax.random.fold_in(data_key, epoch)):
-            ts, loss = step_fn(ts, batch)
-            step += 1
-            if step % log_every == 0 or step == epochs * steps_per_epoch:
-                history.steps.append(step)
-                history.losses.append(float(loss))
-                bar.set_postfix(loss=f"{history.losses[-1]:.4f}")
-            bar.update(1)
-        if callback is not None:
-            callback(epoch, ts)
+
+    in_memory = isinstance(data, tuple | list)
+    source: _InMemory | None = None
+    if in_memory:
+        if batch_size is None:
+            raise ConfigError("fit: batch_size is required for in-memory data")
+        split_batch(tuple(data))
+        source = _InMemory(data, batch_size, shuffle=shuffle, drop_last=drop_last, key=data_key)
+        steps_per_epoch: int | None = source.steps_per_epoch
+        example = jax.tree.map(lambda a: a[: source.batch_size], source.data)
+    elif steps_per_dispatch != 1:
+        raise ConfigError("fit: steps_per_dispatch > 1 needs in-memory (inputs, targets) data")
+    else:
+        steps_per_epoch = _len_or_none(data)
+        example = None
+    if epochs is not None and steps_per_epoch is None:
+        raise ConfigError("fit: epochs= needs data whose length is known; give steps= instead")
+    total = steps if steps is not None else epochs * steps_per_epoch  # type: ignore[operator]
+    batches = _BatchStream(data, source, steps_per_epoch)
+
+    history = History()
+    if init is None:
+        if example is None:
+            example = batches.peek()
+        init = TrainState.create(model, optimizer, init_key, split_batch(example)[0])
+    ts = init
+    if checkpoint is not None and checkpoint.latest_step() is not None:
+        ts, metadata = checkpoint.restore(ts)
+        history = History.from_dict(metadata.get("history", {})).truncate(int(ts.step))
+    start = int(ts.step)
+    if start > total:
+        raise ConfigError(f"fit: the train state is at step {start}, past the requested {total}")
+
+    traced = _Traced()
+    chunk = jax.jit(
+        lambda ts, acc, payload, kind: _run_chunk(
+            objective, optimizer, monitor, traced, ts, acc, kind, payload
+        ),
+        static_argnames="kind",
+    )
+    evaluate = make_eval_step(objective)
+    acc = _zero_accumulator(
+        jax.eval_shape(
+            lambda ts, b: _train_body(objective, optimizer, monitor, traced, ts, b)[1],
+            ts,
+            batches.example_batch(example),
+        )
+    )
+    if val_every is None and validation is not None:
+        val_every = steps_per_epoch if epochs is not None else total
+    if checkpoint_every is None:
+        checkpoint_every = val_every or steps_per_epoch or total
+
+    best: tuple[float, TrainState] | None = None
+    stale = 0
+    bar = tqdm(total=total, initial=start, disable=not progress, desc="train", unit="step")
+    window_start, window_time = start, time.perf_counter()
+    step, stop = start, False
+    while step < total and not stop:
+        boundaries = [total, _next(step, log_every), _next(step, steps_per_dispatch)]
+        boundaries += [_next(step, n) for n in (val_every, checkpoint_every, steps_per_epoch) if n]
+        count = min(boundaries) - step
+        kind, payload = batches.take(step, count)
+        ts, acc = chunk(ts, acc, payload, kind=kind)
+        step += count
+        bar.update(count)
+        logged: list[Record] = []
+        if step % log_every == 0 or step == total:
+            record, acc = _read_window(acc, step, steps_per_epoch)
+            elapsed = time.perf_counter() - window_time
+            examples = (step - window_start) * (batch_size or 0)
+            window_start, window_time = step, time.perf_counter()
+            history.train.append(record)
+            logged.append(record)
+            event = _nonfinite_event(record, traced)
+            if event is not None:
+                history.events.append(event)
+                stop = monitor.on_nonfinite == "stop"
+            bar.set_postfix(_postfix(record, examples / elapsed if examples else None))
+        if validation is not None and (step % val_every == 0 or step == total):  # type: ignore[operator]
+            record = _validate(evaluate, ts, validation, val_batch_size or batch_size, step)
+            record["epoch"] = _epoch(step, steps_per_epoch)
+            train_loss = _window_train_loss(history, step)
+            if train_loss is not None:
+                record["gap"] = record["loss"] - train_loss
+            history.validation.append(record)
+            logged.append(record)
+            if early_stopping is not None:
+                value = record.get(early_stopping.monitor, float("nan"))
+                if early_stopping.improved(value, best[0] if best else None):
+                    best, stale = (value, ts), 0
+                else:
+                    stale += 1
+                    if stale >= early_stopping.patience:
+                        history.events.append(
+                            {
+                                "step": step,
+                                "kind": "early_stop",
+                                "monitor": early_stopping.monitor,
+                                "best": best[0] if best else None,
+                            }
+                        )
+                        stop = True
+        for record in logged:
+            stop = any([bool(cb(ts, record)) for cb in callbacks]) or stop
+        if checkpoint is not None and (step % checkpoint_every == 0 or step == total or stop):
+            checkpoint.save(
+                ts,
+                metadata={
+                    "history": history.to_dict(),
+                    "position": _position(step, steps_per_epoch),
+                },
+                metrics={
+                    f"validation/{k}": v
+                    for k, v in history.validation[-1].items()
+                    if isinstance(v, float)
+                }
+                if history.validation
+                else None,
+            )
     bar.close()
+    if early_stopping is not None and early_stopping.restore_best and best is not None and stop:
+        ts = best[1]
     return ts, history
 
 
-def _first(x: Any, n: int) -> Any:
-    return jax.tree.map(lambda a: np.asarray(a[:n]), x)
+class _BatchStream:
+    """The batches of step ``s``: device-side gathers for in-memory data, else the iterable."""
+
+    def __init__(self, data: Any, source: _InMemory | None, steps_per_epoch: int | None) -> None:
+        self.data, self.source, self.steps_per_epoch = data, source, steps_per_epoch
+        self._iterator: Iterator[Any] | None = None
+        self._position = 0
+        self._peeked: list[Any] = []
+
+    def peek(self) -> Any:
+        """The next batch of an iterable, kept for the next :meth:`take`."""
+        if not self._peeked:
+            self._peeked.append(self._next_from_iterable())
+        return self._peeked[0]
+
+    def example_batch(self, example: Any) -> Any:
+        """A batch shaped like the ones the steps see (for tracing the log structure)."""
+        return example if self.source is not None else self.peek()
+
+    def take(self, step: int, count: int) -> tuple[str, Any]:
+        """Batches ``step .. step + count``: ``("rows", (data, indices))`` or ``("batch", b)``."""
+        if self.source is not None:
+            spe = self.source.steps_per_epoch
+            epoch, offset = divmod(step, spe)
+            return ("rows", (self.source.data, self.source.indices(epoch, offset, count)))
+        if self._position < step:  # resuming: skip what the earlier run consumed
+            for _ in range(step - self._position):
+                self._next_from_iterable()
+        return ("batch", self._peeked.pop(0) if self._peeked else self._next_from_iterable())
+
+    def _next_from_iterable(self) -> Any:
+        if self._iterator is None:
+            self._iterator = iter(self.data)
+        try:
+            batch = next(self._iterator)
+        except StopIteration:
+            self._iterator = iter(self.data)
+            try:
+                batch = next(self._iterator)
+            except StopIteration:
+                raise ConfigError("fit: the data iterable yielded no batches") from None
+        self._position += 1
+        return tuple(batch) if isinstance(batch, list) else batch
+
+
+def _run_chunk(
+    objective: Objective,
+    optimizer: optax.GradientTransformation,
+    monitor: Monitor,
+    traced: _Traced,
+    ts: TrainState,
+    acc: dict[str, Any],
+    kind: str,
+    payload: Any,
+) -> tuple[TrainState, dict[str, Any]]:
+    """Steps over one chunk of batches (a ``lax.scan`` when several), accumulating the logs.
+
+    ``payload`` is a batch (``kind="batch"``) or ``(data, row indices (k, B))`` (``"rows"``).
+    """
+
+    def one(carry: tuple[TrainState, dict[str, Any]], batch: Any) -> Any:
+        ts, acc = carry
+        new_ts, logs = _train_body(objective, optimizer, monitor, traced, ts, batch, acc["halted"])
+        return (new_ts, _accumulate(acc, logs, ts.step, monitor)), None
+
+    if kind == "batch":
+        return one((ts, acc), payload)[0]
+    data, indices = payload
+
+    def gather(rows: Array) -> Any:
+        return tuple(jax.tree.map(lambda a: a[rows], tuple(data)))
+
+    if indices.shape[0] == 1:
+        return one((ts, acc), gather(indices[0]))[0]
+    return jax.lax.scan(lambda c, rows: one(c, gather(rows)), (ts, acc), indices)[0]
+
+
+def _zero_accumulator(logs: Mapping[str, jax.ShapeDtypeStruct]) -> dict[str, Any]:
+    sums = {k: jnp.zeros(v.shape, jnp.float32) for k, v in logs.items() if not k.startswith("_")}
+    n_act = logs["_nonfinite_activations"].shape if "_nonfinite_activations" in logs else (0,)
+    return {
+        "sums": sums,
+        "count": jnp.zeros((), jnp.int32),
+        "halted": jnp.zeros((), bool),
+        "first_bad_step": jnp.full((), -1, jnp.int32),
+        "first_bad_activations": jnp.zeros(n_act, bool),
+    }
+
+
+def _accumulate(
+    acc: dict[str, Any], logs: Metrics, step: Array, monitor: Monitor
+) -> dict[str, Any]:
+    bad = logs["nonfinite"]
+    first = (acc["first_bad_step"] < 0) & bad
+    acc = dict(acc)
+    acc["sums"] = {  # a skipped step's numbers stay out of the window's means
+        k: s + (bad if k == "nonfinite" else jnp.where(bad, 0.0, logs[k])).astype(jnp.float32)
+        for k, s in acc["sums"].items()
+    }
+    acc["count"] = acc["count"] + 1
+    acc["first_bad_step"] = jnp.where(first, step, acc["first_bad_step"])
+    if "_nonfinite_activations" in logs:
+        acc["first_bad_activations"] = jnp.where(
+            first, logs["_nonfinite_activations"], acc["first_bad_activations"]
+        )
+    acc["halted"] = acc["halted"] | (bad & (monitor.on_nonfinite == "stop"))
+    return acc
+
+
+def _read_window(
+    acc: dict[str, Any], step: int, steps_per_epoch: int | None
+) -> tuple[Record, dict[str, Any]]:
+    """The window's means as a record (one device-to-host transfer), and a reset accumulator."""
+    host = jax.device_get(acc)
+    count = max(int(host["count"]), 1)
+    nonfinite = int(host["sums"]["nonfinite"])
+    good = max(count - nonfinite, 1)
+    record: Record = {"step": step, "epoch": _epoch(step, steps_per_epoch), "split": "train"}
+    for name, total in host["sums"].items():
+        value = float(total)
+        record[name] = int(value) if name == "nonfinite" else value / good
+    if nonfinite == count:
+        record["loss"] = float("nan")
+    if int(host["first_bad_step"]) >= 0:
+        record["first_nonfinite_step"] = int(host["first_bad_step"])
+        record["_activations"] = [bool(b) for b in host["first_bad_activations"]]
+    reset = dict(acc)
+    reset["sums"] = jax.tree.map(jnp.zeros_like, acc["sums"])
+    reset["count"] = jnp.zeros((), jnp.int32)
+    reset["first_bad_step"] = jnp.full((), -1, jnp.int32)
+    reset["first_bad_activations"] = jnp.zeros_like(acc["first_bad_activations"])
+    return record, reset
+
+
+def _nonfinite_event(record: Record, traced: _Traced) -> Record | None:
+    flags = record.pop("_activations", None)
+    if "first_nonfinite_step" not in record:
+        return None
+    event: Record = {"step": record.pop("first_nonfinite_step"), "kind": "nonfinite"}
+    if flags is not None and any(flags):
+        event["layer"] = traced.activation_paths[flags.index(True)]
+    return event
+
+
+def _validate(
+    evaluate: Callable[[Params, State, Any], Metrics],
+    ts: TrainState,
+    validation: Batch,
+    batch_size: int | None,
+    step: int,
+) -> Record:
+    """Eval-mode means over the validation data, in order, weighted by batch size."""
+    n = len(jax.tree.leaves(validation)[0])
+    size = min(batch_size or n, n)
+    sums: dict[str, Array] | None = None
+    for start in range(0, n, size):
+        batch = jax.tree.map(lambda a, s=start: a[s : s + size], tuple(validation))
+        logs = evaluate(ts.params, ts.state, batch)
+        rows = len(jax.tree.leaves(batch)[0])
+        weighted = {k: v * rows for k, v in logs.items()}
+        sums = weighted if sums is None else jax.tree.map(jnp.add, sums, weighted)
+    means = jax.device_get(sums) or {}
+    return {"step": step, "split": "validation", **{k: float(v) / n for k, v in means.items()}}
+
+
+def _window_train_loss(history: History, step: int) -> float | None:
+    """The mean train loss logged since the previous validation (the gap's reference)."""
+    previous = history.validation[-1]["step"] if history.validation else -1
+    rows = [r for r in history.train if previous < r["step"] <= step and "loss" in r]
+    values = [r["loss"] for r in rows if math.isfinite(r["loss"])]
+    return float(np.mean(values)) if values else None
+
+
+def _postfix(record: Record, rate: float | None) -> dict[str, str]:
+    shown = {
+        k: f"{v:.4g}"
+        for k, v in record.items()
+        if isinstance(v, float) and "/" not in k and k != "grad_norm"
+    }
+    if rate:
+        shown["ex/s"] = f"{rate:.3g}"
+    return shown
+
+
+def _next(step: int, every: int) -> int:
+    return (step // every + 1) * every
+
+
+def _epoch(step: int, steps_per_epoch: int | None) -> int | None:
+    return None if not steps_per_epoch else (step - 1) // steps_per_epoch
+
+
+def _position(step: int, steps_per_epoch: int | None) -> dict[str, int | None]:
+    if not steps_per_epoch:
+        return {"step": step, "epoch": None, "batch": step}
+    epoch, batch = divmod(step, steps_per_epoch)
+    return {"step": step, "epoch": epoch, "batch": batch}
+
+
+def _len_or_none(data: Any) -> int | None:
+    try:
+        return len(data)
+    except TypeError:
+        return None
 
 
 __all__ = [
-    "History",
+    "Batch",
+    "EarlyStopping",
+    "Objective",
+    "Supervised",
     "TrainState",
     "fit",
+    "make_eval_step",
     "make_predict",
     "make_stateful_train_step",
+    "make_step",
     "make_train_step",
     "split_batch",
 ]

@@ -161,8 +161,8 @@ def _train(model, loss_fn, optimizer, x, y, *, epochs, batch_size, seed=0):
         order = rng.permutation(len(x))
         for start in range(0, len(x) - batch_size + 1, batch_size):
             idx = order[start : start + batch_size]
-            ts, loss = step(ts, (x[idx], y[idx]))
-            history.append(loss)
+            ts, logs = step(ts, (x[idx], y[idx]))
+            history.append(logs["loss"])
     assert step._cache_size() == 1
     return ts, np.asarray(jnp.stack(history)), initial_state
 

@@ -45,7 +45,7 @@ def _imported_top_level_packages() -> set[str]:
 
 def test_runtime_dependencies_are_what_nn_jax_imports_at_module_level():
     declared = {re.split(r"[<>=!~ \[]", d)[0] for d in PYPROJECT["project"]["dependencies"]}
-    lazily_imported_extras = {"matplotlib", "sklearn", "mnist1d", "networkx"}  # the jobs' extras
+    lazily_imported_extras = {"matplotlib", "sklearn", "mnist1d", "networkx", "tensorboardX", "torch"}
     assert declared == _imported_top_level_packages() - lazily_imported_extras
     assert PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"] == ["nn_jax*"]
 

@@ -200,7 +200,7 @@ def nn_jax_builder(ref: Reference) -> Impl:
         jax.random.key(0),
         jnp.zeros((), "int32"),
     )
-    return Impl(stateful_step, (ts,), ref.batch)
+    return Impl(stateful_step, (ts,), ref.batch, to_float=lambda logs: float(logs["loss"]))
 
 
 def equinox_impl(

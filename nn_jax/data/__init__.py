@@ -1,4 +1,5 @@
-"""Data that ships with packages or is generated locally (never downloaded), and batching."""
+"""Data that ships with packages or is generated locally (never downloaded), splitting,
+batching and prefetching to the device."""
 
 from nn_jax.data.batching import batches
 from nn_jax.data.digits import Split, load_digits
@@ -12,7 +13,10 @@ from nn_jax.data.graphs import (
     make_cycles_and_paths,
 )
 from nn_jax.data.mnist1d import load_mnist1d
+from nn_jax.data.prefetch import prefetch_to_device
 from nn_jax.data.sequences import adding_problem, copy_task, reverse_task
+from nn_jax.data.splits import Splits, split_dataset, with_validation
+from nn_jax.data.synthetic import make_classification, make_regression, regression_target
 
 __all__ = [
     "KARATE_SEEDS",
@@ -21,6 +25,7 @@ __all__ = [
     "GraphSet",
     "KarateClub",
     "Split",
+    "Splits",
     "adding_problem",
     "batch_graphs",
     "batches",
@@ -29,6 +34,12 @@ __all__ = [
     "load_digits",
     "load_karate_club",
     "load_mnist1d",
+    "make_classification",
     "make_cycles_and_paths",
+    "make_regression",
+    "prefetch_to_device",
+    "regression_target",
     "reverse_task",
+    "split_dataset",
+    "with_validation",
 ]
