@@ -24,6 +24,7 @@ from nn_jax.activations import (
     tanh,
 )
 from nn_jax.attention import MultiHeadAttention, attention_weights, dot_product_attention
+from nn_jax.checkpoint import Checkpointer
 from nn_jax.combinators import Branch, Parallel, Residual, Sequential
 from nn_jax.config import from_config, from_json, register_layer, to_config, to_json
 from nn_jax.conv import Conv, ConvTranspose
@@ -116,7 +117,6 @@ from nn_jax.transformer import FeedForward, TransformerDecoderBlock, Transformer
 __version__ = "0.1.0"
 
 __all__ = [
-    "RNN",
     "AdaptiveAvgPool",
     "ApplyFn",
     "AvgPool",
@@ -126,6 +126,7 @@ __all__ = [
     "Block",
     "Branch",
     "Call",
+    "Checkpointer",
     "ConfigError",
     "Conv",
     "ConvTranspose",
@@ -167,6 +168,7 @@ __all__ = [
     "Params",
     "ParamsError",
     "RMSNorm",
+    "RNN",
     "Record",
     "RecurrentCell",
     "Reshape",

@@ -17,10 +17,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["History", "Record", "Split"]
+__all__ = ["History", "Record"]
 
 Record = dict[str, Any]
-Split = Literal["train", "validation"]
+SplitName = Literal["train", "validation"]
 
 
 @dataclasses.dataclass
@@ -31,13 +31,13 @@ class History:
     validation: list[Record] = dataclasses.field(default_factory=list)
     events: list[Record] = dataclasses.field(default_factory=list)
 
-    def records(self, split: Split = "train") -> list[Record]:
+    def records(self, split: SplitName = "train") -> list[Record]:
         """The records of ``split``."""
         if split not in ("train", "validation"):
             raise ValueError(f"split must be 'train' or 'validation', given {split!r}")
         return self.train if split == "train" else self.validation
 
-    def series(self, name: str, split: Split = "train") -> tuple[np.ndarray, np.ndarray]:
+    def series(self, name: str, split: SplitName = "train") -> tuple[np.ndarray, np.ndarray]:
         """``(steps, values)`` of one logged quantity, e.g. ``history.series("loss")``."""
         rows = [r for r in self.records(split) if name in r]
         steps = np.array([r["step"] for r in rows], dtype=np.int64)

@@ -187,11 +187,10 @@ def _train_body(
     new = TrainState(params, state, opt_state, ts.rng, ts.step + 1)
     if monitor.on_nonfinite != "ignore":
         keep_new = finite & ~jnp.asarray(halted)
-        new = TrainState(
-            *jax.tree.map(lambda a, b: jnp.where(keep_new, a, b), tuple(new[:3]), tuple(ts[:3])),
-            ts.rng,
-            ts.step + 1,
+        params, state, opt_state = jax.tree.map(
+            lambda a, b: jnp.where(keep_new, a, b), tuple(new[:3]), tuple(ts[:3])
         )
+        new = TrainState(params, state, opt_state, ts.rng, ts.step + 1)
     return new, logs
 
 
@@ -350,23 +349,41 @@ class _InMemory:
             )
         self.n = sizes.pop()
         _check_batch_size(batch_size, self.n, drop_last)
-        self.batch_size, self.shuffle, self.key = batch_size, shuffle, key
+        self.batch_size, self.shuffle = batch_size, shuffle
+        self.short_last = not drop_last and self.n % batch_size != 0
         self.steps_per_epoch = self.n // batch_size if drop_last else -(-self.n // batch_size)
         self.data = jax.device_put(jax.tree.map(np.asarray, data))
-        self._order: tuple[int, np.ndarray] | None = None
+        self._entropy = [int(v) for v in np.asarray(jax.random.key_data(key)).ravel()]
+        self._orders: dict[int, np.ndarray] = {}
+        self._block = max(1, min(64, 2**20 // self.n))
 
-    def indices(self, epoch: int, start: int, count: int) -> np.ndarray:
-        """Row indices of batches ``start .. start+count`` of ``epoch``: ``(count, B)``, or
-        ``(1, b)`` for a last short batch."""
-        if self._order is None or self._order[0] != epoch:
-            order = (
-                np.asarray(jax.random.permutation(jax.random.fold_in(self.key, epoch), self.n))
-                if self.shuffle
-                else np.arange(self.n)
+    def order(self, epoch: int) -> np.ndarray:
+        """The row order of ``epoch``: a seeded NumPy permutation, or 0..n-1.
+
+        Permutations are drawn a block of epochs at a time from a generator seeded by (key,
+        block), so any epoch's order is reproducible on its own (resume) and small data sets
+        with one batch per epoch do not pay a generator per step.
+        """
+        if not self.shuffle:
+            return np.arange(self.n, dtype=np.int32)
+        block, row = divmod(epoch, self._block)
+        if block not in self._orders:
+            self._orders = {}  # only the current block is kept
+            rng = np.random.default_rng([*self._entropy, block])
+            rows = np.tile(np.arange(self.n, dtype=np.int32), (self._block, 1))
+            self._orders[block] = rng.permuted(rows, axis=1)
+        return self._orders[block][row]
+
+    def indices(self, step: int, count: int) -> np.ndarray:
+        """Row indices of the batches of steps ``step .. step+count``: ``(count, B)``, or
+        ``(1, b)`` for an epoch's last short batch (its own chunk)."""
+        rows = []
+        for s in range(step, step + count):
+            epoch, offset = divmod(s, self.steps_per_epoch)
+            rows.append(
+                self.order(epoch)[offset * self.batch_size : (offset + 1) * self.batch_size]
             )
-            self._order = (epoch, order.astype(np.int32))
-        rows = self._order[1][start * self.batch_size : (start + count) * self.batch_size]
-        return rows.reshape(count if len(rows) == count * self.batch_size else 1, -1)
+        return np.stack(rows)
 
 
 def _check_batch_size(batch_size: int, n: int, drop_last: bool) -> None:
@@ -513,10 +530,9 @@ def fit(
             batches.example_batch(example),
         )
     )
-    if val_every is None and validation is not None:
-        val_every = steps_per_epoch if epochs is not None else total
-    if checkpoint_every is None:
-        checkpoint_every = val_every or steps_per_epoch or total
+    every_validation = val_every or (steps_per_epoch if epochs is not None else total) or total
+    every_checkpoint = checkpoint_every or (every_validation if validation else None)
+    every_checkpoint = every_checkpoint or steps_per_epoch or total
 
     best: tuple[float, TrainState] | None = None
     stale = 0
@@ -525,7 +541,13 @@ def fit(
     step, stop = start, False
     while step < total and not stop:
         boundaries = [total, _next(step, log_every), _next(step, steps_per_dispatch)]
-        boundaries += [_next(step, n) for n in (val_every, checkpoint_every, steps_per_epoch) if n]
+        if checkpoint is not None:
+            boundaries.append(_next(step, every_checkpoint))
+        if validation is not None:
+            boundaries.append(_next(step, every_validation))
+        if source is not None and source.short_last:  # the short batch gets its own chunk
+            spe = source.steps_per_epoch
+            boundaries.append(_next(step, spe) - 1 if (step + 1) % spe else step + 1)
         count = min(boundaries) - step
         kind, payload = batches.take(step, count)
         ts, acc = chunk(ts, acc, payload, kind=kind)
@@ -544,7 +566,7 @@ def fit(
                 history.events.append(event)
                 stop = monitor.on_nonfinite == "stop"
             bar.set_postfix(_postfix(record, examples / elapsed if examples else None))
-        if validation is not None and (step % val_every == 0 or step == total):  # type: ignore[operator]
+        if validation is not None and (step % every_validation == 0 or step == total):
             record = _validate(evaluate, ts, validation, val_batch_size or batch_size, step)
             record["epoch"] = _epoch(step, steps_per_epoch)
             train_loss = _window_train_loss(history, step)
@@ -570,7 +592,7 @@ def fit(
                         stop = True
         for record in logged:
             stop = any([bool(cb(ts, record)) for cb in callbacks]) or stop
-        if checkpoint is not None and (step % checkpoint_every == 0 or step == total or stop):
+        if checkpoint is not None and (step % every_checkpoint == 0 or step == total or stop):
             checkpoint.save(
                 ts,
                 metadata={
@@ -613,9 +635,7 @@ class _BatchStream:
     def take(self, step: int, count: int) -> tuple[str, Any]:
         """Batches ``step .. step + count``: ``("rows", (data, indices))`` or ``("batch", b)``."""
         if self.source is not None:
-            spe = self.source.steps_per_epoch
-            epoch, offset = divmod(step, spe)
-            return ("rows", (self.source.data, self.source.indices(epoch, offset, count)))
+            return ("rows", (self.source.data, self.source.indices(step, count)))
         if self._position < step:  # resuming: skip what the earlier run consumed
             for _ in range(step - self._position):
                 self._next_from_iterable()

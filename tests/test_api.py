@@ -18,8 +18,9 @@ import nn_jax
 NAMESPACE_MODULES = {"activations", "data", "initializers", "losses", "metrics", "models"}
 # Namespace modules whose names are re-exported at the top level too (``nn.relu``).
 REEXPORTED_NAMESPACES = {"activations"}
-# The command line (``nn-jax``), the jobs and benchmarks it runs: a program, not library API.
-PROGRAM_MODULES = {"bench", "cli", "jobs"}
+# The command line (``nn-jax``), the jobs, benchmarks and reproductions it runs: a program, not
+# library API.
+PROGRAM_MODULES = {"bench", "cli", "jobs", "reproduce"}
 
 
 def _public_modules():
