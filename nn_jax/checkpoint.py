@@ -41,12 +41,21 @@ from typing import Any, Literal
 import jax
 import numpy as np
 
-# orbax ships no py.typed marker.
-import orbax.checkpoint as ocp  # type: ignore[import-untyped]
-from orbax.checkpoint import checkpoint_managers as ocp_managers
-
 from nn_jax.errors import ConfigError, NNJaxError, ParamsError
 from nn_jax.train import TrainState
+
+
+class _Orbax:
+    """``orbax.checkpoint``, imported on first use: it takes about 0.5 s to import, which every
+    ``import nn_jax`` (and every ``nn-jax`` command) would otherwise pay."""
+
+    def __getattr__(self, name: str) -> Any:
+        import orbax.checkpoint  # type: ignore[import-untyped]  # no py.typed marker
+
+        return getattr(orbax.checkpoint, name)
+
+
+ocp = _Orbax()
 
 __all__ = ["Checkpointer"]
 
@@ -93,13 +102,13 @@ class Checkpointer:
             )
         self.keep, self.best, self.mode = keep, best, mode
 
-        policies: list[Any] = [ocp_managers.LatestN(n=keep)]
+        policies: list[Any] = [ocp.checkpoint_managers.LatestN(n=keep)]
         best_fn = None
         if best is not None:
             best_fn = _metric_getter(best)
             # Without metrics a step is kept by LatestN only (not forever, as orbax's default).
             policies.append(
-                ocp_managers.BestN(
+                ocp.checkpoint_managers.BestN(
                     get_metric_fn=best_fn,
                     reverse=(mode == "min"),
                     n=1,
@@ -109,7 +118,7 @@ class Checkpointer:
         options = ocp.CheckpointManagerOptions(
             # Last `keep` OR the best one; orbax's max_to_keep + best_fn would keep the best
             # `keep` instead. best_fn/best_mode still drive `best_step()`.
-            preservation_policy=ocp_managers.AnyPreservationPolicy(policies),
+            preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
             best_fn=best_fn,
             best_mode=mode,
             keep_checkpoints_without_metrics=False,
