@@ -86,6 +86,7 @@ from nn_jax.positional import (
     rotary_embedding,
     sinusoidal_encoding,
 )
+from nn_jax.presets import MapLayers, map_layers, pytorch_defaults, pytorch_layer_defaults
 from nn_jax.recurrent import (
     RNN,
     Bidirectional,
@@ -117,6 +118,7 @@ from nn_jax.transformer import FeedForward, TransformerDecoderBlock, Transformer
 __version__ = "0.1.0"
 
 __all__ = [
+    "RNN",
     "AdaptiveAvgPool",
     "ApplyFn",
     "AvgPool",
@@ -157,6 +159,7 @@ __all__ = [
     "LayerNorm",
     "LearnedPositionalEmbedding",
     "Linear",
+    "MapLayers",
     "MaxPool",
     "MessagePassing",
     "Monitor",
@@ -168,7 +171,6 @@ __all__ = [
     "Params",
     "ParamsError",
     "RMSNorm",
-    "RNN",
     "Record",
     "RecurrentCell",
     "Reshape",
@@ -221,12 +223,15 @@ __all__ = [
     "make_stateful_train_step",
     "make_step",
     "make_train_step",
+    "map_layers",
     "masked_mean_over_time",
     "metrics",
     "models",
     "nested",
     "param_count",
     "plot_history",
+    "pytorch_defaults",
+    "pytorch_layer_defaults",
     "read_jsonl",
     "register_layer",
     "relu",

@@ -212,7 +212,13 @@ class MultiHeadAttention(Layer, DtypeOptions):
             steps written so far (causally if ``causal``), and advances the index. Writing past
             ``L`` is not checked under ``jit`` and gives wrong results.
         w_init, b_init: initializers, applied to the 2-D ``(F_in, H*D)`` / ``(H*D, F_out)``
-            views of the kernels (LeCun normal, zeros).
+            views of the kernels (LeCun normal, zeros). A fan-in initializer
+            (:class:`~nn_jax.initializers.FanInInitializer`) gets the view's rows: ``F_q``
+            (``w_q``, ``b_q``), ``F_kv`` (``w_k``, ``w_v``, ``b_k``, ``b_v``), ``H*D`` (``w_o``,
+            ``b_o``).
+        w_o_init: initializer of the output kernel ``w_o`` (default ``None``: ``w_init``).
+            PyTorch's ``nn.MultiheadAttention`` initializes its packed input projection with
+            ``xavier_uniform_`` and its output projection as an ``nn.Linear`` weight.
         dtype, param_dtype, precision: as for :class:`~nn_jax.dense.Dense`.
 
     Side inputs (all optional; the masks combine with the causal mask by logical *and*, and a
@@ -260,6 +266,7 @@ class MultiHeadAttention(Layer, DtypeOptions):
     decode: bool = False
     w_init: Initializer = _KERNEL_INIT
     b_init: Initializer = initializers.zeros
+    w_o_init: Initializer | None = None
 
     def __post_init__(self) -> None:
         for name in ("num_heads", "num_kv_heads", "head_dim", "out_features"):
@@ -331,18 +338,23 @@ class MultiHeadAttention(Layer, DtypeOptions):
         f_out = self.out_features or fq
         keys = jax.random.split(key, 8)
         dt = self.param_dtype
+        w_o_init = self.w_init if self.w_o_init is None else self.w_o_init
+
+        def draw(init: Initializer, i: int, shape: tuple[int, ...], fan_in: int) -> Array:
+            return initializers.initialize(init, keys[i], shape, dt, fan_in=fan_in)
+
         params = {
-            "w_q": self.w_init(keys[0], (fq, h * d), dt).reshape(fq, h, d),
-            "w_k": self.w_init(keys[1], (fkv, kv * d), dt).reshape(fkv, kv, d),
-            "w_v": self.w_init(keys[2], (fkv, kv * d), dt).reshape(fkv, kv, d),
-            "w_o": self.w_init(keys[3], (h * d, f_out), dt).reshape(h, d, f_out),
+            "w_q": draw(self.w_init, 0, (fq, h * d), fq).reshape(fq, h, d),
+            "w_k": draw(self.w_init, 1, (fkv, kv * d), fkv).reshape(fkv, kv, d),
+            "w_v": draw(self.w_init, 2, (fkv, kv * d), fkv).reshape(fkv, kv, d),
+            "w_o": draw(w_o_init, 3, (h * d, f_out), h * d).reshape(h, d, f_out),
         }
         if self.use_bias:
             params |= {
-                "b_q": self.b_init(keys[4], (h * d,), dt).reshape(h, d),
-                "b_k": self.b_init(keys[5], (kv * d,), dt).reshape(kv, d),
-                "b_v": self.b_init(keys[6], (kv * d,), dt).reshape(kv, d),
-                "b_o": self.b_init(keys[7], (f_out,), dt),
+                "b_q": draw(self.b_init, 4, (h * d,), fq).reshape(h, d),
+                "b_k": draw(self.b_init, 5, (kv * d,), fkv).reshape(kv, d),
+                "b_v": draw(self.b_init, 6, (kv * d,), fkv).reshape(kv, d),
+                "b_o": draw(self.b_init, 7, (f_out,), h * d),
             }
         state: State = {}
         if self.decode:

@@ -172,7 +172,9 @@ class Checkpointer:
             ts: the train state; its ``rng`` (a typed key) is stored as ``key_data``.
             metadata: anything JSON-serializable: the model's config, the data iterator's
                 position, the history, ... Returned by :meth:`restore`.
-            metrics: scalars for best-step tracking; must contain ``best`` if it is set.
+            metrics: scalars for best-step tracking; must contain ``best`` if it is set. A step
+                whose ``best`` metric is not finite is saved without metrics (it is kept while
+                it is among the last ``keep``, and is never the best).
             force: replace an existing checkpoint of the same step, or save a step older than
                 the latest. Replacing is not atomic: the old step is deleted first.
 
@@ -342,7 +344,9 @@ def _metric_getter(name: str) -> Any:
     return get
 
 
-def _check_metrics(metrics: Mapping[str, Any], best: str | None) -> dict[str, float]:
+def _check_metrics(metrics: Mapping[str, Any], best: str | None) -> dict[str, float] | None:
+    """The metrics as floats; ``None`` (a step that can never be the best) if the best-step
+    metric is NaN or infinite, so a diverged evaluation does not end the run."""
     try:
         values = {str(k): float(v) for k, v in metrics.items()}
     except (TypeError, ValueError) as e:
@@ -354,7 +358,7 @@ def _check_metrics(metrics: Mapping[str, Any], best: str | None) -> dict[str, fl
                 f"given keys {sorted(values)}"
             )
         if not math.isfinite(values[best]):
-            raise ConfigError(f"Checkpointer.save: metric {best!r} is {values[best]}, not finite")
+            return None
     return values
 
 

@@ -237,7 +237,8 @@ class Conv(_ConvBase):
         dtype: computation dtype; ``None`` uses the promoted dtype of input and params.
         param_dtype: storage dtype of ``w`` and ``b``.
         w_init, b_init: initializers with the ``(key, shape, dtype)`` signature (LeCun normal,
-            fan-in ``prod(kernel_size) * C_in / groups``, and zeros).
+            fan-in ``prod(kernel_size) * C_in / groups``, and zeros). A
+            :class:`~nn_jax.initializers.FanInInitializer` gets that fan-in as ``fan_in=``.
         precision: passed to ``jax.lax.conv_general_dilated``.
 
     Input ``(*batch, *spatial, C_in)`` -> output ``(*batch, *out_spatial, F)``.
@@ -308,6 +309,13 @@ class ConvTranspose(_ConvBase):
         output_padding: int or one int per spatial axis, see above.
         w_init: kernel initializer; default LeCun normal with fan-in
             ``prod(kernel_size) * C_in`` (``in_axis=-1``).
+
+    Fan-in initializers (:class:`~nn_jax.initializers.FanInInitializer`, for ``w_init`` and
+    ``b_init``) get ``fan_in = prod(kernel_size) * F / groups``: the kernel without its last
+    axis, as for :class:`Conv`. This is PyTorch's fan-in for ``nn.ConvTranspose*d`` (its weight
+    is ``(C_in, F / groups, *k)`` and the fan-in is read from axis 1), so
+    ``b_init=uniform_fan_in()`` is PyTorch's default bias; it is not the default kernel's
+    ``prod(kernel_size) * C_in``.
 
     There is no ``input_dilation``: a transposed convolution *is* the input-dilated convolution
     (its strides become the lhs dilation); use :class:`Conv` with ``input_dilation`` to get one

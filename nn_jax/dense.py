@@ -37,11 +37,17 @@ def weight_and_bias(layer: Any, key: PRNGKey, w_shape: tuple[int, ...]) -> Param
 
     For layers with the fields ``features``, ``use_bias`` (no ``b`` when false), ``w_init``,
     ``b_init`` and ``param_dtype`` (the storage dtype), as :class:`Dense` and the convolutions.
+    Initializers that take the fan-in (:class:`~nn_jax.initializers.FanInInitializer`) get
+    ``fan_in = prod(w_shape[:-1])``: the kernel read with JAX's default axes (``in_axis=-2``,
+    the rest receptive field).
     """
     w_key, b_key = jax.random.split(key)
-    params = {"w": layer.w_init(w_key, w_shape, layer.param_dtype)}
+    fan_in = math.prod(w_shape[:-1])
+    dtype = layer.param_dtype
+    params = {"w": initializers.initialize(layer.w_init, w_key, w_shape, dtype, fan_in=fan_in)}
     if layer.use_bias:
-        params["b"] = layer.b_init(b_key, (layer.features,), layer.param_dtype)
+        shape = (layer.features,)
+        params["b"] = initializers.initialize(layer.b_init, b_key, shape, dtype, fan_in=fan_in)
     return params
 
 
@@ -54,7 +60,10 @@ class Dense(Layer, DtypeOptions):
         use_bias: add ``b``.
         dtype: computation dtype; ``None`` uses the promoted dtype of input and params.
         param_dtype: storage dtype of ``w`` and ``b``.
-        w_init, b_init: initializers with the ``(key, shape, dtype)`` signature.
+        w_init, b_init: initializers with the ``(key, shape, dtype)`` signature (default LeCun
+            normal and zeros); a :class:`~nn_jax.initializers.FanInInitializer` also gets
+            ``fan_in=D``. PyTorch's defaults are ``w_init=variance_scaling(1/3, "fan_in",
+            "uniform")`` and ``b_init=uniform_fan_in()`` (see :mod:`nn_jax.presets`).
         precision: passed to ``jax.lax.dot_general``.
 
     Input ``(..., D)`` -> output ``(..., F)``. Params: ``w: (D, F)``, ``b: (F,)``.

@@ -37,7 +37,8 @@ class Embedding(Layer):
         dtype: output dtype; ``None`` keeps the table's.
         param_dtype: storage dtype of the table.
         table_init: ``(key, shape, dtype)`` initializer of the table (default normal,
-            variance ``1 / D``).
+            variance ``1 / D``; PyTorch's ``nn.Embedding`` draws ``normal(stddev=1.0)``). No
+            fan-in is passed.
 
     Input ``(...)`` integer indices -> ``(..., D)``. Params ``table: (V, D)``. No side inputs.
 

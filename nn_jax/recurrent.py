@@ -99,9 +99,13 @@ def _matmul(x: Array, w: Array, precision: Any) -> Array:
 def _gate_blocks(
     init: Initializer, key: PRNGKey, rows: int, hidden: int, gates: int, dtype: Any
 ) -> Array:
-    """``gates`` independent ``(rows, hidden)`` draws of ``init``, side by side: ``(rows, G*H)``."""
+    """``gates`` independent ``(rows, hidden)`` draws of ``init``, side by side: ``(rows, G*H)``.
+
+    A fan-in initializer gets ``fan_in=rows``.
+    """
     keys = jax.random.split(key, gates)
-    return jnp.concatenate([init(k, (rows, hidden), dtype) for k in keys], axis=1)
+    blocks = [initializers.initialize(init, k, (rows, hidden), dtype, fan_in=rows) for k in keys]
+    return jnp.concatenate(blocks, axis=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,7 +178,10 @@ class _DenseCell(RecurrentCell, DtypeOptions):
     """A cell with ``num_gates`` stacked pre-activations ``x @ w_i + h @ w_h + b``.
 
     Params: ``w_i: (F, G*H)``, ``w_h: (H, G*H)``, ``b: (G*H,)``; gate ``g`` occupies columns
-    ``[g*H, (g+1)*H)``. The initializers are applied to each gate's block separately.
+    ``[g*H, (g+1)*H)``. The weight initializers are applied to each gate's block separately;
+    ``b_init`` draws the whole ``(G*H,)``. Fan-in initializers
+    (:class:`~nn_jax.initializers.FanInInitializer`) get ``fan_in`` ``F`` (``w_i``), ``H``
+    (``w_h``) and ``F + H`` (``b``).
     """
 
     hidden: int
@@ -199,10 +206,11 @@ class _DenseCell(RecurrentCell, DtypeOptions):
         features = inputs.shape[-1]
         g, h = self.num_gates, self.hidden
         ki, kh, kb = jax.random.split(key, 3)
+        dtype = self.param_dtype
         params = {
-            "w_i": _gate_blocks(self.w_i_init, ki, features, h, g, self.param_dtype),
-            "w_h": _gate_blocks(self.w_h_init, kh, h, h, g, self.param_dtype),
-            "b": self.b_init(kb, (g * h,), self.param_dtype),
+            "w_i": _gate_blocks(self.w_i_init, ki, features, h, g, dtype),
+            "w_h": _gate_blocks(self.w_h_init, kh, h, h, g, dtype),
+            "b": initializers.initialize(self.b_init, kb, (g * h,), dtype, fan_in=features + h),
         }
         return params, {}
 
@@ -350,8 +358,9 @@ class GRUCell(_DenseCell):
 
     Args:
         hidden: size ``H``.
-        w_i_init, w_h_init, b_init: initializers (LeCun normal, orthogonal per gate, zeros;
-            ``b_init`` also initializes ``b_hn``).
+        w_i_init, w_h_init, b_init: initializers (LeCun normal, orthogonal per gate, zeros).
+        b_hn_init: initializer of ``b_hn`` (default ``None``: ``b_init``); a fan-in
+            initializer gets ``fan_in=H``.
         dtype, param_dtype, precision: as for :class:`~nn_jax.dense.Dense`.
 
     Input ``(h, x_t)`` with ``h: (*batch, H)``, ``x_t: (*batch, F)`` -> ``(h', h')``.
@@ -364,11 +373,18 @@ class GRUCell(_DenseCell):
     {'b': (12,), 'b_hn': (4,), 'w_h': (4, 12), 'w_i': (3, 12)}
     """
 
+    _: KW_ONLY
+    b_hn_init: Initializer | None = None
+
     num_gates = 3
 
     def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
         params, state = super().init(key, x)
-        params["b_hn"] = self.b_init(jax.random.fold_in(key, 3), (self.hidden,), self.param_dtype)
+        init = self.b_init if self.b_hn_init is None else self.b_hn_init
+        h = self.hidden
+        params["b_hn"] = initializers.initialize(
+            init, jax.random.fold_in(key, 3), (h,), self.param_dtype, fan_in=h
+        )
         return params, state
 
     def step(self, params: Params, carry: Carry, projected: Any) -> tuple[Carry, Array]:

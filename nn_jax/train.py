@@ -39,6 +39,7 @@ import optax
 from tqdm import tqdm
 
 from nn_jax.core import Array, Layer, Params, PRNGKey, Side, State, tapping
+from nn_jax.data.prefetch import prefetch_to_device
 from nn_jax.errors import ConfigError
 from nn_jax.history import History, Record
 from nn_jax.monitor import Monitor, activation_health, layer_norms
@@ -433,10 +434,11 @@ def fit(
     Args:
         model, loss_fn, optimizer: what :class:`Supervised` takes (``loss_fn=None`` when an
             ``objective`` is given instead).
-        data: ``(inputs, targets[, side])`` arrays with one row per example (kept on device and
-            batched there), or any iterable of such batches (NumPy or JAX; ``epochs`` then
-            re-iterates it, ``steps`` draws that many batches; see
-            :func:`nn_jax.data.prefetch_to_device`).
+        data: a tuple ``(inputs, targets[, side])`` of arrays with one row per example (kept
+            on device and batched there), or any other iterable of such batches (a list, a
+            generator, a ``grain`` loader; NumPy or JAX arrays), sent to the device two batches
+            ahead (:func:`nn_jax.data.prefetch_to_device`); ``epochs`` re-iterates it,
+            ``steps`` draws that many batches, cycling.
         key: seeds init (unless ``init`` is given), the per-step rng and the shuffles.
         epochs, steps: how long, in passes over ``data`` or in optimizer steps (one of them).
             With ``init`` (or a checkpoint) these are totals: training continues to them.
@@ -483,7 +485,11 @@ def fit(
     objective = objective or Supervised(model, loss_fn, metrics)  # type: ignore[arg-type]
     init_key, data_key = jax.random.split(key)
 
-    in_memory = isinstance(data, tuple | list)
+    if checkpoint is not None and checkpoint.best is not None and validation is None:
+        raise ConfigError(
+            f"fit: the checkpointer keeps the best {checkpoint.best!r}, which needs validation="
+        )
+    in_memory = isinstance(data, tuple)
     source: _InMemory | None = None
     if in_memory:
         if batch_size is None:
@@ -599,13 +605,7 @@ def fit(
                     "history": history.to_dict(),
                     "position": _position(step, steps_per_epoch),
                 },
-                metrics={
-                    f"validation/{k}": v
-                    for k, v in history.validation[-1].items()
-                    if isinstance(v, float)
-                }
-                if history.validation
-                else None,
+                metrics=_checkpoint_metrics(history, step),
             )
     bar.close()
     if early_stopping is not None and early_stopping.restore_best and best is not None and stop:
@@ -643,15 +643,19 @@ class _BatchStream:
 
     def _next_from_iterable(self) -> Any:
         if self._iterator is None:
-            self._iterator = iter(self.data)
+            self._iterator = prefetch_to_device(iter(self.data), size=2)
         try:
             batch = next(self._iterator)
         except StopIteration:
-            self._iterator = iter(self.data)
+            self._iterator = prefetch_to_device(iter(self.data), size=2)
             try:
                 batch = next(self._iterator)
             except StopIteration:
-                raise ConfigError("fit: the data iterable yielded no batches") from None
+                raise ConfigError(
+                    f"fit: the data ran out after {self._position} batches; give an iterable "
+                    f"that can be iterated again (a list, a loader), not a one-shot iterator, "
+                    f"or fewer steps"
+                ) from None
         self._position += 1
         return tuple(batch) if isinstance(batch, list) else batch
 
@@ -762,9 +766,13 @@ def _validate(
     batch_size: int | None,
     step: int,
 ) -> Record:
-    """Eval-mode means over the validation data, in order, weighted by batch size."""
+    """Eval-mode means over the validation data, in order, weighted by batch size.
+
+    Data whose arrays do not share a leading size (a graph batch: nodes and edges) is one batch.
+    """
     n = len(jax.tree.leaves(validation)[0])
-    size = min(batch_size or n, n)
+    row_aligned = all(len(a) == n for a in jax.tree.leaves(validation))
+    size = min(batch_size or n, n) if row_aligned else n
     sums: dict[str, Array] | None = None
     for start in range(0, n, size):
         batch = jax.tree.map(lambda a, s=start: a[s : s + size], tuple(validation))
@@ -774,6 +782,15 @@ def _validate(
         sums = weighted if sums is None else jax.tree.map(jnp.add, sums, weighted)
     means = jax.device_get(sums) or {}
     return {"step": step, "split": "validation", **{k: float(v) / n for k, v in means.items()}}
+
+
+def _checkpoint_metrics(history: History, step: int) -> dict[str, float] | None:
+    """This step's validation record as ``{"validation/<key>": value}`` (``None`` if the step
+    was not validated: such a checkpoint can only be kept as one of the latest)."""
+    last = history.validation[-1] if history.validation else {}
+    if last.get("step") != step:
+        return None
+    return {f"validation/{k}": v for k, v in last.items() if isinstance(v, float)}
 
 
 def _window_train_loss(history: History, step: int) -> float | None:

@@ -118,6 +118,9 @@ def test_keeps_last_k_plus_best(tmp_path):
     # A new process sees the same steps and best (metrics are read back from disk).
     with Checkpointer(tmp_path, keep=2, best="val/loss", mode="min") as ckpt:
         assert ckpt.steps() == [1, 3, 4] and ckpt.best_step() == 1
+        # A diverged evaluation is saved without metrics: one of the latest, never the best.
+        ckpt.save(_with_step(ts, 5), metrics={"val/loss": float("nan")})
+        assert ckpt.steps() == [1, 4, 5] and ckpt.best_step() == 1
 
 
 def test_best_mode_max_and_keep_only(tmp_path):

@@ -31,6 +31,7 @@ CASES = all_cases()
 
 ZOO = [
     models.MLP((4, 2)),
+    nn_jax.pytorch_defaults(models.MLP((4, 2))),  # a MapLayers
     models.SimpleNetwork(),
     models.LeNet(),
     models.BasicBlock(8, strides=2),

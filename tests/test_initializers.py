@@ -200,6 +200,9 @@ NAMESAKE_ARGUMENTS = {
 }
 NAMESAKE_SHAPE = (3, 3, 4, 6)  # a conv kernel (delta_orthogonal needs one); small and shared
 NOT_FACTORIES = {"Initializer", "JaxInitializer", "ones", "zeros"}
+# nn_jax's own (PyTorch's initialization; tests/test_presets.py checks them from first principles)
+NOT_FACTORIES |= {"FanInInitializer", "UniformFanIn", "UniformSymmetric", "initialize"}
+NOT_FACTORIES |= {"uniform_fan_in", "uniform_symmetric"}
 
 
 def test_every_factory_is_checked_against_its_namesake():

@@ -10,7 +10,7 @@ import jax
 
 from nn_jax.activations import get_activation
 from nn_jax.combinators import Sequential
-from nn_jax.core import Block, Scope
+from nn_jax.core import Block, Lambda, Scope
 from nn_jax.dense import Dense
 from nn_jax.errors import ConfigError
 
@@ -48,7 +48,9 @@ class MLP(Block):
         activation: between layers (a callable or a name such as ``"relu"``).
         final_activation: after the last layer (``None``: logits).
 
-    Params: ``{"dense_0": {"w", "b"}, ..., "dense_{n-1}": {...}}``.
+    Params: ``{"dense_0": {"w", "b"}, ..., "dense_{n-1}": {...}}``. The activations are
+    parameter-free children ``activation_0``, ... (and ``final_activation``), so their outputs
+    are tapped by path (``apply_with_intermediates``, the dead-ReLU monitor).
     """
 
     widths: tuple[int, ...]
@@ -64,12 +66,12 @@ class MLP(Block):
             get_activation(self.final_activation)
 
     def forward(self, scope: Scope, x: Any) -> Any:
-        act = get_activation(self.activation)
+        act = Lambda(get_activation(self.activation))
         last = len(self.widths) - 1
         for i, width in enumerate(self.widths):
             x = scope(f"dense_{i}", Dense(width), x)
             if i < last:
-                x = act(x)
+                x = scope(f"activation_{i}", act, x)
         if self.final_activation is not None:
-            x = get_activation(self.final_activation)(x)
+            x = scope("final_activation", Lambda(get_activation(self.final_activation)), x)
         return x
