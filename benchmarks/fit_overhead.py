@@ -9,12 +9,13 @@ hand-written baseline) in the same run, interleaved over rounds:
   per dispatch, default monitoring) should add next to nothing.
 
 ``fit``'s per-step time is measured between its second and last logged records (each log is a
-device-to-host sync), so compiling is left out, as it is for the warmed-up bare loop. Run: ``python benchmarks/fit_overhead.py``; it
-writes ``benchmarks/results/fit_overhead.{json,md}``.
+device-to-host sync), so compiling is left out, as it is for the warmed-up bare loop.
+Run ``python benchmarks/fit_overhead.py``; it writes ``benchmarks/results/fit_overhead.{json,md}``.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import platform
 import statistics
@@ -32,20 +33,25 @@ from nn_jax.models import MLP, SimpleNetwork
 RESULTS = Path(__file__).parent / "results"
 
 
-def _bare_loop_seconds(step, carry, batch, n):
-    """Seconds per step of ``carry = step(*carry, batch)`` in a Python loop (after warm-up)."""
-    out = step(*carry, batch)
+def _bare_loop_seconds(step, carry, batches, n, window):
+    """Seconds per step of ``carry = step(*carry, batch)`` in a Python loop (after warm-up),
+    cycling through ``batches`` (device arrays, so the loop moves no data): the median over
+    windows of ``window`` steps, each ending in a sync (as ``fit``'s logs do)."""
+    out = step(*carry, batches[0])
     jax.block_until_ready(out)
-    start = time.perf_counter()
-    for _ in range(n):
-        out = step(*out[:-1], batch)
-    jax.block_until_ready(out)
-    return (time.perf_counter() - start) / n
+    times = []
+    for w in range(n // window):
+        start = time.perf_counter()
+        for i in range(w * window, (w + 1) * window):
+            out = step(*out[:-1], batches[i % len(batches)])
+        jax.block_until_ready(out)
+        times.append((time.perf_counter() - start) / window)
+    return statistics.median(times)
 
 
 def _fit_seconds(model, loss, opt, data, batch_size, n, *, log_every, **kwargs):
-    """Seconds per step of ``fit`` in steady state: the time between its second and last
-    logged records (each log reads the metrics back, a sync), so compiling is left out."""
+    """Seconds per step of ``fit`` in steady state: the median over the windows between its
+    logged records (each log reads the metrics back, a sync), the first (compiling) left out."""
     stamps = []
 
     def clock(ts, record):
@@ -64,8 +70,9 @@ def _fit_seconds(model, loss, opt, data, batch_size, n, *, log_every, **kwargs):
         callbacks=[clock],
         **kwargs,
     )
-    (s0, t0), (s1, t1) = stamps[1], stamps[-1]
-    return (t1 - t0) / (s1 - s0)
+    return statistics.median(
+        (t1 - t0) / (s1 - s0) for (s0, t0), (s1, t1) in itertools.pairwise(stamps)
+    )
 
 
 def seed_network(rounds: int, n: int) -> dict:
@@ -75,20 +82,22 @@ def seed_network(rounds: int, n: int) -> dict:
     y = (rng.random((8, 1)) > 0.5).astype(np.float32)
     params, _ = model.init(jax.random.key(0), x)
     step = nn.make_train_step(model, loss, opt)
-    batch = (jnp.asarray(x), jnp.asarray(y))
-    rows: dict[str, list[float]] = {"bare step loop": []}
-    ks = (1, 10, 100, 1000)
-    for k in ks:
-        rows[f"fit, steps_per_dispatch={k}"] = []
+    batches = [(jnp.asarray(x), jnp.asarray(y))]
+    variants = {f"fit, steps_per_dispatch={k}": {"steps_per_dispatch": k} for k in (1, 10, 100)}
+    variants["fit, steps_per_dispatch=1000"] = {"steps_per_dispatch": 1000}
+    variants["fit, steps_per_dispatch=1000, on_nonfinite='ignore'"] = {
+        "steps_per_dispatch": 1000,
+        "monitor": nn.Monitor(on_nonfinite="ignore"),  # no skip guard, as the bare step
+    }
+    rows: dict[str, list[float]] = {"bare step loop": []} | {name: [] for name in variants}
     for _ in range(rounds):
         rows["bare step loop"].append(
-            _bare_loop_seconds(step, (params, opt.init(params)), batch, n)
+            _bare_loop_seconds(step, (params, opt.init(params)), batches, n, n // 10)
         )
-        for k in ks:
-            rows[f"fit, steps_per_dispatch={k}"].append(
-                _fit_seconds(
-                    model, loss, opt, (x, y), 8, n, steps_per_dispatch=k, log_every=max(k, 100)
-                )
+        for name, options in variants.items():
+            log_every = max(options["steps_per_dispatch"], n // 10)
+            rows[name].append(
+                _fit_seconds(model, loss, opt, (x, y), 8, 4 * n, log_every=log_every, **options)
             )
     return _summary(rows, "bare step loop")
 
@@ -101,7 +110,9 @@ def mlp(rounds: int, n: int) -> dict:
     y = rng.integers(0, 10, 256 * 8).astype(np.int32)
     ts = nn.TrainState.create(model, opt, jax.random.key(0), x[:256])
     step = nn.make_stateful_train_step(model, loss, opt)
-    batch = (jnp.asarray(x[:256]), jnp.asarray(y[:256]))
+    batches = [
+        (jnp.asarray(x[i : i + 256]), jnp.asarray(y[i : i + 256])) for i in range(0, 2048, 256)
+    ]
 
     def bare(ts, batch):
         ts, logs = step(ts, batch)
@@ -109,7 +120,7 @@ def mlp(rounds: int, n: int) -> dict:
 
     rows: dict[str, list[float]] = {"bare step loop": [], "fit (log_every=50)": []}
     for _ in range(rounds):
-        rows["bare step loop"].append(_bare_loop_seconds(bare, (ts,), batch, n))
+        rows["bare step loop"].append(_bare_loop_seconds(bare, (ts,), batches, n, 50))
         rows["fit (log_every=50)"].append(
             _fit_seconds(model, loss, opt, (x, y), 256, n, log_every=50)
         )
@@ -138,7 +149,7 @@ def main() -> None:
             "python": platform.python_version(),
         },
         "seed_network_10_32_16_1_batch_8": seed_network(rounds=5, n=2000),
-        "mlp_784_512_512_10_batch_256": mlp(rounds=5, n=100),
+        "mlp_784_512_512_10_batch_256": mlp(rounds=5, n=400),
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "fit_overhead.json").write_text(json.dumps(results, indent=2) + "\n")

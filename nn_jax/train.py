@@ -38,6 +38,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
+from nn_jax.config import to_config
 from nn_jax.core import Array, Layer, Params, PRNGKey, Side, State, tapping
 from nn_jax.data.prefetch import prefetch_to_device
 from nn_jax.errors import ConfigError
@@ -146,10 +147,11 @@ class TrainState(NamedTuple):
 
 
 class _Traced:
-    """What a step learns while tracing: the tapped activation paths, in execution order."""
+    """What a step learns while tracing: the paths behind its non-finite flag vectors (the
+    tapped activations in execution order, the param layers in tree order)."""
 
     def __init__(self) -> None:
-        self.activation_paths: list[str] = []
+        self.paths: dict[str, list[str]] = {"activations": [], "gradients": []}
 
 
 def _train_body(
@@ -169,16 +171,23 @@ def _train_body(
             return objective(params, ts.state, batch, rng=rng, train=True)
         with tapping(capture="*") as taps:
             loss, (state, metrics) = objective(params, ts.state, batch, rng=rng, train=True)
-        stats, traced.activation_paths, nonfinite = activation_health(taps.values, taps.layers)
-        return loss, (state, {**metrics, **stats, "_nonfinite_activations": nonfinite})
+        stats, traced.paths["activations"], bad = activation_health(taps.values, taps.layers)
+        return loss, (state, {**metrics, **stats, "_nonfinite/activations": bad})
 
     (loss, (state, logs)), grads = jax.value_and_grad(loss_and_aux, has_aux=True)(ts.params)
     updates, opt_state = optimizer.update(grads, ts.opt_state, ts.params)
     params = optax.apply_updates(ts.params, updates)
-    finite = jnp.isfinite(loss) & jnp.all(
-        jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)] or [jnp.bool_(True)])
+    # One reduction per gradient array gives both the global norm and which arrays hold a
+    # NaN or inf (a non-finite value makes its sum of squares non-finite).
+    leaves = jax.tree_util.tree_leaves_with_path(grads)
+    traced.paths["gradients"] = [_path(path) for path, _ in leaves]
+    squares = jnp.stack(
+        [jnp.sum(jnp.square(g.astype(jnp.float32))) for _, g in leaves] or [jnp.float32(0)]
     )
-    logs = {"loss": loss, **logs, "grad_norm": optax.tree.norm(grads), "nonfinite": ~finite}
+    bad_grads = ~jnp.isfinite(squares)
+    finite = jnp.isfinite(loss) & ~jnp.any(bad_grads)
+    logs = {"loss": loss, **logs, "grad_norm": jnp.sqrt(jnp.sum(squares)), "nonfinite": ~finite}
+    logs["_nonfinite/gradients"] = bad_grads
     if monitor.per_layer:
         param_norms = layer_norms(ts.params)
         for layer, norm in layer_norms(grads).items():
@@ -214,8 +223,7 @@ def make_step(
     @jax.jit
     def step(ts: TrainState, batch: Any) -> tuple[TrainState, Metrics]:
         ts, logs = _train_body(objective, optimizer, monitor, traced, ts, batch)
-        logs.pop("_nonfinite_activations", None)
-        return ts, logs
+        return ts, {k: v for k, v in logs.items() if not k.startswith("_")}
 
     return step
 
@@ -358,33 +366,42 @@ class _InMemory:
         self._orders: dict[int, np.ndarray] = {}
         self._block = max(1, min(64, 2**20 // self.n))
 
-    def order(self, epoch: int) -> np.ndarray:
-        """The row order of ``epoch``: a seeded NumPy permutation, or 0..n-1.
+    def orders(self, block: int) -> np.ndarray:
+        """The row orders of a block of epochs, ``(epochs per block, n)``: seeded NumPy
+        permutations (or 0..n-1 in order).
 
-        Permutations are drawn a block of epochs at a time from a generator seeded by (key,
-        block), so any epoch's order is reproducible on its own (resume) and small data sets
-        with one batch per epoch do not pay a generator per step.
+        Drawn a block at a time from a generator seeded by (key, block), so any epoch's order is
+        reproducible on its own (resume) and a data set of one batch does not pay a generator
+        per step.
         """
         if not self.shuffle:
-            return np.arange(self.n, dtype=np.int32)
-        block, row = divmod(epoch, self._block)
+            return np.broadcast_to(np.arange(self.n, dtype=np.int32), (self._block, self.n))
         if block not in self._orders:
             self._orders = {}  # only the current block is kept
             rng = np.random.default_rng([*self._entropy, block])
             rows = np.tile(np.arange(self.n, dtype=np.int32), (self._block, 1))
             self._orders[block] = rng.permuted(rows, axis=1)
-        return self._orders[block][row]
+        return self._orders[block]
 
     def indices(self, step: int, count: int) -> np.ndarray:
         """Row indices of the batches of steps ``step .. step+count``: ``(count, B)``, or
         ``(1, b)`` for an epoch's last short batch (its own chunk)."""
-        rows = []
-        for s in range(step, step + count):
-            epoch, offset = divmod(s, self.steps_per_epoch)
-            rows.append(
-                self.order(epoch)[offset * self.batch_size : (offset + 1) * self.batch_size]
-            )
-        return np.stack(rows)
+        size = self.batch_size
+        if count == 1:  # the common case without lax.scan: no array bookkeeping
+            block, row = divmod(step // self.steps_per_epoch, self._block)
+            start = step % self.steps_per_epoch * size
+            return self.orders(block)[row, start : start + size][None]
+        epochs, offsets = np.divmod(np.arange(step, step + count), self.steps_per_epoch)
+        if self.short_last and offsets[-1] == self.steps_per_epoch - 1:
+            block, row = divmod(int(epochs[-1]), self._block)
+            return self.orders(block)[row, int(offsets[-1]) * size :][None]
+        columns = offsets[:, None] * size + np.arange(size)
+        out = np.empty((count, size), np.int32)
+        for block in np.unique(epochs // self._block):
+            chosen = epochs // self._block == block
+            rows = (epochs[chosen] % self._block)[:, None]
+            out[chosen] = self.orders(int(block))[rows, columns[chosen]]
+        return out
 
 
 def _check_batch_size(batch_size: int, n: int, drop_last: bool) -> None:
@@ -458,7 +475,9 @@ def fit(
         callbacks: ``callback(ts, record)`` after each record; returning True stops training.
             :class:`nn_jax.loggers.JsonlLogger` and ``TensorBoardLogger`` are callbacks.
         init: a :class:`TrainState` to start from (resume, fine-tune).
-        checkpoint: a :class:`nn_jax.checkpoint.Checkpointer`. When it holds a checkpoint,
+        checkpoint: a :class:`nn_jax.checkpoint.Checkpointer`. Each save holds the train
+            state, the history, the data position and the model's JSON config
+            (:func:`nn_jax.config.to_config`). When it holds a checkpoint,
             training resumes from its latest one (train state, history, data position);
             it saves every ``checkpoint_every`` steps (default: at each validation, or
             epoch), with the validation metrics (for keeping the best) and at the end.
@@ -540,11 +559,13 @@ def fit(
     every_checkpoint = checkpoint_every or (every_validation if validation else None)
     every_checkpoint = every_checkpoint or steps_per_epoch or total
 
-    best: tuple[float, TrainState] | None = None
-    stale = 0
+    watch = _Watch(early_stopping) if early_stopping is not None else None
+    stop = False
+    if watch is not None:  # a resumed run picks up where its early stopping was
+        stop = any([watch.update(r, None) for r in history.validation])
     bar = tqdm(total=total, initial=start, disable=not progress, desc="train", unit="step")
     window_start, window_time = start, time.perf_counter()
-    step, stop = start, False
+    step = start
     while step < total and not stop:
         boundaries = [total, _next(step, log_every), _next(step, steps_per_dispatch)]
         if checkpoint is not None:
@@ -580,22 +601,9 @@ def fit(
                 record["gap"] = record["loss"] - train_loss
             history.validation.append(record)
             logged.append(record)
-            if early_stopping is not None:
-                value = record.get(early_stopping.monitor, float("nan"))
-                if early_stopping.improved(value, best[0] if best else None):
-                    best, stale = (value, ts), 0
-                else:
-                    stale += 1
-                    if stale >= early_stopping.patience:
-                        history.events.append(
-                            {
-                                "step": step,
-                                "kind": "early_stop",
-                                "monitor": early_stopping.monitor,
-                                "best": best[0] if best else None,
-                            }
-                        )
-                        stop = True
+            if watch is not None and watch.update(record, ts):
+                history.events.append(watch.event(step))
+                stop = True
         for record in logged:
             stop = any([bool(cb(ts, record)) for cb in callbacks]) or stop
         if checkpoint is not None and (step % every_checkpoint == 0 or step == total or stop):
@@ -604,13 +612,54 @@ def fit(
                 metadata={
                     "history": history.to_dict(),
                     "position": _position(step, steps_per_epoch),
+                    "config": _config_or_none(model),
                 },
                 metrics=_checkpoint_metrics(history, step),
             )
     bar.close()
-    if early_stopping is not None and early_stopping.restore_best and best is not None and stop:
-        ts = best[1]
+    if watch is not None and watch.rule.restore_best and stop:
+        ts = watch.best_state(ts, checkpoint)
     return ts, history
+
+
+class _Watch:
+    """Early stopping's running state: the best value, its step and train state, and how many
+    validations have passed without improving on it."""
+
+    def __init__(self, rule: EarlyStopping) -> None:
+        self.rule = rule
+        self.value: float | None = None
+        self.step: int | None = None
+        self.ts: TrainState | None = None
+        self.stale = 0
+
+    def update(self, record: Record, ts: TrainState | None) -> bool:
+        """Take one validation record (``ts`` is ``None`` when replaying a resumed history);
+        True when training should stop."""
+        value = record.get(self.rule.monitor, float("nan"))
+        if self.rule.improved(value, self.value):
+            self.value, self.step, self.ts, self.stale = value, record["step"], ts, 0
+            return False
+        self.stale += 1
+        return self.stale >= self.rule.patience
+
+    def event(self, step: int) -> Record:
+        return {
+            "step": step,
+            "kind": "early_stop",
+            "monitor": self.rule.monitor,
+            "best": self.value,
+            "best_step": self.step,
+        }
+
+    def best_state(self, ts: TrainState, checkpoint: Checkpointer | None) -> TrainState:
+        """The best train state: kept in memory, or (after a resume) read from the checkpoint
+        folder when it kept that step (``Checkpointer(best="validation/<monitor>")``)."""
+        if self.ts is not None:
+            return self.ts
+        if checkpoint is not None and self.step in checkpoint.steps():
+            return checkpoint.restore(ts, step=self.step)[0]
+        return ts
 
 
 class _BatchStream:
@@ -693,14 +742,13 @@ def _run_chunk(
 
 
 def _zero_accumulator(logs: Mapping[str, jax.ShapeDtypeStruct]) -> dict[str, Any]:
-    sums = {k: jnp.zeros(v.shape, jnp.float32) for k, v in logs.items() if not k.startswith("_")}
-    n_act = logs["_nonfinite_activations"].shape if "_nonfinite_activations" in logs else (0,)
+    """Running sums of a log window, and the flags of its first non-finite step."""
     return {
-        "sums": sums,
+        "sums": {k: jnp.zeros(v.shape, jnp.float32) for k, v in logs.items() if k[0] != "_"},
         "count": jnp.zeros((), jnp.int32),
         "halted": jnp.zeros((), bool),
         "first_bad_step": jnp.full((), -1, jnp.int32),
-        "first_bad_activations": jnp.zeros(n_act, bool),
+        "first_bad_flags": {k: jnp.zeros(v.shape, bool) for k, v in logs.items() if k[0] == "_"},
     }
 
 
@@ -716,10 +764,9 @@ def _accumulate(
     }
     acc["count"] = acc["count"] + 1
     acc["first_bad_step"] = jnp.where(first, step, acc["first_bad_step"])
-    if "_nonfinite_activations" in logs:
-        acc["first_bad_activations"] = jnp.where(
-            first, logs["_nonfinite_activations"], acc["first_bad_activations"]
-        )
+    acc["first_bad_flags"] = {
+        k: jnp.where(first, logs[k], flags) for k, flags in acc["first_bad_flags"].items()
+    }
     acc["halted"] = acc["halted"] | (bad & (monitor.on_nonfinite == "stop"))
     return acc
 
@@ -740,22 +787,27 @@ def _read_window(
         record["loss"] = float("nan")
     if int(host["first_bad_step"]) >= 0:
         record["first_nonfinite_step"] = int(host["first_bad_step"])
-        record["_activations"] = [bool(b) for b in host["first_bad_activations"]]
-    reset = dict(acc)
-    reset["sums"] = jax.tree.map(jnp.zeros_like, acc["sums"])
-    reset["count"] = jnp.zeros((), jnp.int32)
+        record["_flags"] = {k: [bool(b) for b in v] for k, v in host["first_bad_flags"].items()}
+    reset = jax.tree.map(jnp.zeros_like, {**acc, "halted": None})
+    reset["halted"] = acc["halted"]
     reset["first_bad_step"] = jnp.full((), -1, jnp.int32)
-    reset["first_bad_activations"] = jnp.zeros_like(acc["first_bad_activations"])
     return record, reset
 
 
 def _nonfinite_event(record: Record, traced: _Traced) -> Record | None:
-    flags = record.pop("_activations", None)
+    """The window's first non-finite step: its number, the first layer whose output was
+    non-finite (with activation monitoring) and the params whose gradients were."""
+    flags = record.pop("_flags", {})
     if "first_nonfinite_step" not in record:
         return None
     event: Record = {"step": record.pop("first_nonfinite_step"), "kind": "nonfinite"}
-    if flags is not None and any(flags):
-        event["layer"] = traced.activation_paths[flags.index(True)]
+    activations = flags.get("_nonfinite/activations", [])
+    if any(activations):
+        event["layer"] = traced.paths["activations"][activations.index(True)]
+    gradients = flags.get("_nonfinite/gradients", [])
+    event["gradients"] = [
+        p for p, bad in zip(traced.paths["gradients"], gradients, strict=True) if bad
+    ]
     return event
 
 
@@ -825,6 +877,18 @@ def _position(step: int, steps_per_epoch: int | None) -> dict[str, int | None]:
         return {"step": step, "epoch": None, "batch": step}
     epoch, batch = divmod(step, steps_per_epoch)
     return {"step": step, "epoch": epoch, "batch": batch}
+
+
+def _config_or_none(model: Layer) -> dict[str, Any] | None:
+    """The model's JSON config for the checkpoint (``None`` if it holds, e.g., a lambda)."""
+    try:
+        return to_config(model)
+    except ConfigError:
+        return None
+
+
+def _path(path: tuple[Any, ...]) -> str:
+    return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
 
 
 def _len_or_none(data: Any) -> int | None:

@@ -129,29 +129,41 @@ def test_several_steps_per_dispatch_give_the_same_run():
     np.testing.assert_allclose(h1.series("loss")[1], h8.series("loss")[1], rtol=1e-5)
 
 
-def test_early_stopping_stops_after_patience_and_restores_the_best():
-    ts, history = fit(
-        MODEL,
-        LOSS,
-        optax.adam(0.3),
-        (X, Y),
-        key=KEY,
-        epochs=60,
-        batch_size=24,
-        validation=(XV, YV),
-        val_every=5,
-        progress=False,
-        early_stopping=EarlyStopping("loss", patience=3),
-    )
+def test_early_stopping_stops_after_patience_and_restores_the_best(tmp_path):
+    from nn_jax import Checkpointer
+
+    def run():
+        with Checkpointer(tmp_path, keep=1, best="validation/loss") as checkpoint:
+            return fit(
+                MODEL,
+                LOSS,
+                optax.adam(0.3),
+                (X, Y),
+                key=KEY,
+                epochs=60,
+                batch_size=24,
+                validation=(XV, YV),
+                val_every=5,
+                progress=False,
+                checkpoint=checkpoint,
+                early_stopping=EarlyStopping("loss", patience=3),
+            )
+
+    ts, history = run()
     losses_v = [r["loss"] for r in history.validation]
     best = int(np.argmin(losses_v))
     stop = history.events[-1]
     assert stop["kind"] == "early_stop" and stop["step"] == history.validation[-1]["step"]
+    assert stop["best_step"] == history.validation[best]["step"]
     assert len(losses_v) == best + 4  # three validations after the best, none better
     assert all(v >= losses_v[best] for v in losses_v[best + 1 :])
     assert int(ts.step) == history.validation[best]["step"]
     logits = MODEL.apply(ts.params, ts.state, XV)[0]
     np.testing.assert_allclose(LOSS(logits, YV), losses_v[best], rtol=1e-5)
+    # Run again on the folder: it has already stopped, so nothing trains and the best
+    # (kept by the checkpointer) comes back.
+    again, history_again = run()
+    assert _equal(again.params, ts.params) and history_again.events == history.events
 
 
 def test_a_callback_can_stop_training():
@@ -203,7 +215,9 @@ def _poisoned_fit(steps, on_nonfinite, log_every=5):
 def test_a_nan_step_is_reported_with_its_step_and_first_layer_and_skipped():
     before, _ = _poisoned_fit(POISON_AT, "skip")
     skipped, history = _poisoned_fit(POISON_AT + 1, "skip")
-    assert history.events == [{"step": POISON_AT, "kind": "nonfinite", "layer": "2"}]
+    (event,) = history.events
+    assert event["step"] == POISON_AT and event["layer"] == "2"  # after Dense "0" and relu "1"
+    assert event["gradients"] == ["0/b", "0/w", "3/b", "3/w"]  # NaN flows back to every layer
     assert history.train[-1]["nonfinite"] == 1 and np.isfinite(history.train[-1]["loss"])
     assert _equal(before.params, skipped.params) and _equal(before.opt_state, skipped.opt_state)
     stopped, history = _poisoned_fit(20, "stop")

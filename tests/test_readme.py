@@ -38,3 +38,24 @@ def test_ci_runs_the_readme_test_command():
     commands = re.findall(r"```bash\n(python3 -m venv .*?)\n```", README)
     assert len(commands) == 2 and "nn-jax train" in commands[0]
     assert commands[1] in (ROOT / ".ci" / "run").read_text()
+
+
+def test_experiments_example_runs_and_resumes(tmp_path, monkeypatch):
+    """The Experiments section's fit: validation, early stopping, checkpoints, logs, curves;
+    run a second time it resumes from its checkpoint instead of starting over."""
+    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
+    (block,) = [b for b in blocks if "nn.Checkpointer(" in b]
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(block, namespace)
+    history = namespace["history"]
+    assert namespace["test_accuracy"] > 0.93
+    assert history.validation and all("gap" in r for r in history.validation)
+    assert any(k.startswith("dead_relu/") for k in history.train[-1])
+    assert (tmp_path / "runs/readme/curves.png").stat().st_size > 10_000
+    steps = int(namespace["ts"].step)
+    again: dict = {}
+    exec(block, again)  # resumes: the same final state, no step trained twice
+    assert int(again["ts"].step) == steps
+    lines = (tmp_path / "runs/readme/history.jsonl").read_text().splitlines()
+    assert len(lines) >= len(history.train) + len(history.validation)

@@ -8,8 +8,10 @@ protocol (its ``train.py``) with :func:`nn_jax.fit`: Adam with learning rate ``1
 of 100 taken in order (``shuffle=False``: batch ``i`` starts at ``(i * 100) % 4000``), 6,000
 steps, cross-entropy, and PyTorch's default initialization
 (:func:`nn_jax.presets.pytorch_defaults`), on :func:`nn_jax.data.load_mnist1d` (the published
-set: 4,000 train / 1,000 test signals). Each model is trained from several seeds and the mean
-is reported: one seed's MLP varies by about 4 points.
+set: 4,000 train / 1,000 test signals). As the paper's ``train.py`` does, the test set is
+evaluated every 250 steps; the table reports the final accuracy and, beside it, the best of
+those evaluations (which selects on the test set: a reference point, not a result). Each model
+is trained from several seeds and the mean is reported: one seed's MLP varies by about 4 points.
 
 The models (:func:`mnist1d_models`, from the paper's ``models.py``), all on ``(N, 40)`` inputs:
 
@@ -33,10 +35,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
-import numpy as np
 import optax
 
-from nn_jax import losses
+from nn_jax import losses, metrics
 from nn_jax.combinators import Sequential
 from nn_jax.conv import Conv
 from nn_jax.core import Layer
@@ -45,7 +46,7 @@ from nn_jax.dense import Dense, Flatten, Reshape
 from nn_jax.errors import ConfigError
 from nn_jax.presets import pytorch_defaults
 from nn_jax.recurrent import RNN, Bidirectional, GRUCell
-from nn_jax.train import fit, make_predict
+from nn_jax.train import fit
 
 __all__ = [
     "PAPER_MNIST1D",
@@ -63,6 +64,7 @@ QUICK: dict[str, Any] = {"steps": 1500, "seeds": (0,)}
 
 _BATCH = 100
 _LEARNING_RATE = 1e-2
+_EVAL_EVERY = 250
 
 
 def mnist1d_models() -> dict[str, Layer]:
@@ -111,7 +113,8 @@ def reproduce_mnist1d(
     Returns:
         One row per model of :func:`mnist1d_models`: ``{"model", "paper", "ours" (mean test
         accuracy over the seeds), "sd" (their standard deviation, 0 for one seed), "runs"
-        (each seed's accuracy), "steps", "seconds"}`` (accuracies as fractions; seconds of
+        (each seed's accuracy), "best" (the mean over seeds of the best test accuracy among
+        the evaluations every 250 steps), "steps", "seconds"}`` (accuracies as fractions; seconds of
         wall time for all seeds, compilation included).
     """
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
@@ -126,9 +129,9 @@ def reproduce_mnist1d(
     rows = []
     for name, model in mnist1d_models().items():
         start = time.perf_counter()
-        runs = []
+        runs, bests = [], []
         for seed in seeds:
-            ts, _ = fit(
+            _, history = fit(
                 model,
                 losses.softmax_cross_entropy_with_integer_labels,
                 optax.adam(_LEARNING_RATE),
@@ -138,11 +141,16 @@ def reproduce_mnist1d(
                 batch_size=_BATCH,
                 shuffle=False,
                 steps_per_dispatch=50,
-                log_every=max(50, steps // 20 // 50 * 50),
+                log_every=_EVAL_EVERY,
+                metrics={"accuracy": metrics.accuracy},
+                validation=(data.x_test, data.y_test),
+                val_every=_EVAL_EVERY,
+                val_batch_size=len(data.x_test),
                 progress=progress,
             )
-            logits = make_predict(model)(ts.params, ts.state, data.x_test)
-            runs.append(float(np.mean(np.argmax(logits, -1) == data.y_test)))
+            accuracy = history.series("accuracy", "validation")[1]
+            runs.append(float(accuracy[-1]))
+            bests.append(float(accuracy.max()))
         rows.append(
             {
                 "model": name,
@@ -150,6 +158,7 @@ def reproduce_mnist1d(
                 "ours": statistics.mean(runs),
                 "sd": statistics.stdev(runs) if len(runs) > 1 else 0.0,
                 "runs": runs,
+                "best": statistics.mean(bests),
                 "steps": steps,
                 "seconds": round(time.perf_counter() - start, 1),
             }
@@ -159,13 +168,14 @@ def reproduce_mnist1d(
 
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """The rows of :func:`reproduce_mnist1d` as a text table (accuracies in percent)."""
-    header = ("model", "paper", "ours (mean ± sd)", "runs", "steps", "seconds")
+    header = ("model", "paper", "ours (mean ± sd)", "runs", "best evaluation", "steps", "seconds")
     cells = [header] + [
         (
             row["model"],
             f"{100 * row['paper']:.0f}%",
             f"{100 * row['ours']:.1f}% ± {100 * row['sd']:.1f}",
             " ".join(f"{100 * a:.1f}" for a in row["runs"]),
+            f"{100 * row['best']:.1f}%",
             str(row["steps"]),
             f"{row['seconds']:.1f}",
         )
