@@ -12,7 +12,7 @@ from nn_jax import (
     Block,
     ConfigError,
     Dense,
-    Lambda,
+    Layer,
     NNJaxError,
     ParameterFree,
     ParamsError,
@@ -53,8 +53,8 @@ class Counter(Block):
 
 
 @dataclasses.dataclass(frozen=True)
-class CountCalls(Lambda):
-    fn: object = None
+class CountCalls(Layer):
+    """Counts its calls in its state."""
 
     def init(self, key, x):
         return {}, {"calls": jnp.zeros((), jnp.int32)}

@@ -97,12 +97,13 @@ def test_fit_with_side_data_matches_a_hand_written_step(data):
         batch_size=B,
         log_every=1,
         progress=False,
-        callback=lambda epoch, ts: after_epoch.append(ts),
+        callbacks=[lambda ts, record: after_epoch.append(ts)],
     )
-    assert history.steps == [1, 2]
+    steps, logged = history.series("loss")
+    assert list(steps) == [1, 2]
     first = after_epoch[0]
     hand_loss, grads = hand_loss_and_grads(first.params, x, y, lengths)
-    np.testing.assert_allclose(history.losses[1], hand_loss, rtol=1e-5)
+    np.testing.assert_allclose(logged[1], hand_loss, rtol=1e-5)
     hand_params = optax.apply_updates(first.params, opt.update(grads, first.opt_state)[0])
     assert_trees_close(ts.params, hand_params)
 

@@ -26,8 +26,15 @@ import jax
 import numpy as np
 import optax
 
+from nn_jax.checkpoint import Checkpointer
+from nn_jax.config import from_config, to_config
 from nn_jax.errors import ConfigError, NNJaxError
+from nn_jax.inspect import summary
 from nn_jax.jobs.recipes import Data, Recipe, find_recipe, input_spec
+from nn_jax.loggers import JsonlLogger, read_jsonl
+from nn_jax.monitor import Monitor
+from nn_jax.plots import plot_history
+from nn_jax.train import fit, make_eval_step
 
 __all__ = [
     "TrainOptions",
@@ -136,7 +143,6 @@ def _settings(recipe: Recipe, options: TrainOptions, data: Data) -> dict[str, An
 
 
 def _config(recipe: Recipe, model: Any, data: Data, settings: dict[str, Any]) -> dict[str, Any]:
-    from nn_jax.config import to_config
 
     example = data.train[0]
     if not recipe.full_batch:
@@ -189,7 +195,6 @@ def _check_resumable(out: Path, recipe: Recipe, settings: dict[str, Any]) -> Non
 
 def _trim_history(path: Path, step: int) -> None:
     """Keep the records of steps <= ``step`` (those saved with the checkpoint)."""
-    from nn_jax.loggers import read_jsonl
 
     if not path.exists():
         return
@@ -201,7 +206,6 @@ def _trim_history(path: Path, step: int) -> None:
 
 def evaluate(recipe: Recipe, model: Any, params: Any, state: Any, part: Any) -> dict[str, float]:
     """Eval-mode loss and metrics of ``recipe`` on one part of its data, in one batch."""
-    from nn_jax.train import make_eval_step
 
     values = make_eval_step(recipe.objective(model))(params, state, part)
     return {k: float(v) for k, v in jax.device_get(values).items()}
@@ -221,10 +225,6 @@ def train_run(
     model_name: str, dataset: str, out: str | os.PathLike[str], options: TrainOptions
 ) -> dict[str, Any]:
     """Train a recipe into the run folder ``out`` (resuming its checkpoint); the result dict."""
-    from nn_jax.checkpoint import Checkpointer
-    from nn_jax.loggers import JsonlLogger
-    from nn_jax.plots import plot_history
-    from nn_jax.train import fit
 
     recipe = find_recipe(model_name, dataset)
     out_dir = check_out_dir(out)
@@ -267,6 +267,8 @@ def train_run(
                 val_every=settings["val_every"],
                 callbacks=[logger],
                 checkpoint=checkpointer,
+                # the seed's failure modes: dead ReLUs, saturated units, where a NaN started
+                monitor=Monitor(activations=True),
                 progress=options.progress,
             )
     finally:
@@ -300,8 +302,6 @@ def train_run(
 
 def evaluate_run(out: str | os.PathLike[str]) -> dict[str, Any]:
     """Test metrics of the run folder ``out``'s latest checkpoint, from its files alone."""
-    from nn_jax.checkpoint import Checkpointer
-    from nn_jax.config import from_config
 
     out_dir = Path(out)
     if not out_dir.is_dir():
@@ -332,7 +332,6 @@ def evaluate_run(out: str | os.PathLike[str]) -> dict[str, Any]:
 
 def model_summary(model_name: str, dataset: str, batch_size: int | None = None) -> str:
     """:func:`nn_jax.inspect.summary` of the recipe's model on one batch of its dataset."""
-    from nn_jax.inspect import summary
 
     recipe = find_recipe(model_name, dataset)
     data = recipe.load(0)

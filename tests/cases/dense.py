@@ -2,7 +2,17 @@
 
 import jax
 
-from nn_jax import Branch, Dense, Flatten, Lambda, Parallel, Reshape, Residual, Sequential
+from nn_jax import (
+    Branch,
+    Dense,
+    Flatten,
+    Lambda,
+    Parallel,
+    Reshape,
+    Residual,
+    Sequential,
+    pytorch_defaults,
+)
 from nn_jax.models import MLP, SimpleNetwork
 from tests.cases import Case, normal
 
@@ -25,4 +35,6 @@ CASES = [
     ),
     Case("simple_network", SimpleNetwork(), normal(8, 10)),
     Case("mlp", MLP((6, 5, 3), activation="tanh"), normal(4, 7)),
+    # PyTorch's initialization wraps a Block in MapLayers: the same params, other draws.
+    Case("map_layers_pytorch_mlp", pytorch_defaults(MLP((6, 3))), normal(4, 7)),
 ]
