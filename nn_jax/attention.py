@@ -418,7 +418,7 @@ class MultiHeadAttention(Layer, DtypeOptions):
             mask=combine_masks(
                 structural,
                 None if key_valid is None else key_valid[..., None, None, :],
-                self.side_input(call, "mask"),
+                self._boolean_mask(call),
             ),
             scale=self.scale,
             precision=self.precision,
@@ -462,6 +462,22 @@ class MultiHeadAttention(Layer, DtypeOptions):
             )
         return positions
 
+    def _boolean_mask(self, call: Call) -> Array | None:
+        """The ``"mask"`` side input, checked to be booleans: a float *additive* mask (0 where
+        allowed, -inf where not, PyTorch's convention) cast to bool would be inverted."""
+        mask = self.side_input(call, "mask")
+        if mask is None:
+            return None
+        mask = jnp.asarray(mask)
+        if mask.dtype != jnp.bool_:
+            raise self.error(
+                ShapeError,
+                f"side input 'mask' must be booleans (True = may attend), given dtype "
+                f"{mask.dtype}; an additive float mask (0 = attend, -inf = not) converts with "
+                f"`mask == 0`",
+            )
+        return mask
+
     def _key_mask(self, call: Call, shape: tuple[int, ...], cross: bool) -> Array | None:
         """``(..., Tk)`` valid keys from the side inputs ``"key_mask"`` and ``"lengths"``."""
         key_mask = self.side_input(call, "key_mask")
@@ -490,6 +506,20 @@ class MultiHeadAttention(Layer, DtypeOptions):
                 f"decode cache has shape {cached_k.shape} (..., L, K, D), incompatible with new "
                 f"keys of shape {k.shape}; create the cache with init on an input of the batch "
                 "shape and maximum length",
+            )
+        # dynamic_update_slice clamps its start: steps past the cache would overwrite earlier
+        # entries silently. A block longer than the cache is caught when tracing; an overflow
+        # of a concrete (not jitted) cache index when called.
+        length, steps = cached_k.shape[-3], k.shape[-3]
+        overflow = steps > length
+        if not overflow and not isinstance(start, jax.core.Tracer):
+            overflow = int(start) + steps > length
+        if overflow:
+            raise self.error(
+                ShapeError,
+                f"decode cache holds {length} steps; {steps} new step(s) at cache index "
+                f"{start if not isinstance(start, jax.core.Tracer) else '(traced)'} do not fit. "
+                "Initialize the cache on an input as long as the whole sequence",
             )
         axis = k.ndim - 3
         cached_k = jax.lax.dynamic_update_slice_in_dim(

@@ -13,6 +13,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from nn_jax.core import Array
+from nn_jax.errors import ShapeError
 
 __all__ = [
     "causal_mask",
@@ -58,9 +59,16 @@ def make_attention_mask(query_mask: Any, key_mask: Any) -> Array:
 def combine_masks(*masks: Any) -> Array | None:
     """Logical *and* of the masks that are not ``None`` (right-aligned broadcasting).
 
-    Returns ``None`` when every mask is ``None``.
+    Returns ``None`` when every mask is ``None``. Masks must be booleans: casting a float
+    *additive* mask (0 = attend, -inf = not) to bool would invert it, so that is an error.
     """
-    present = [jnp.asarray(m, bool) for m in masks if m is not None]
+    present = [jnp.asarray(m) for m in masks if m is not None]
+    for m in present:
+        if m.dtype != jnp.bool_:
+            raise ShapeError(
+                f"combine_masks: masks must be booleans (True = attend), given dtype {m.dtype}; "
+                f"an additive float mask (0 = attend, -inf = not) converts with `mask == 0`"
+            )
     if not present:
         return None
     rank = max(m.ndim for m in present)

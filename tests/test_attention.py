@@ -108,6 +108,39 @@ def test_dot_product_attention_matches_numpy(heads):
             np.testing.assert_allclose(weights, ref_w, rtol=1e-12, atol=1e-12)
 
 
+def test_a_decode_cache_never_overflows_silently():
+    """A block longer than the cache fails when traced; steps past a concrete cache index fail
+    when called (dynamic_update_slice would clamp and overwrite the earlier entries)."""
+    decoder = MultiHeadAttention(2, causal=True, decode=True)
+    params, cache = decoder.init(KEY, jnp.zeros((1, 3, 4)))
+    with pytest.raises(ShapeError, match=r"decode cache holds 3 steps; 4 new step\(s\)"):
+        jax.jit(decoder.apply)(params, cache, jnp.ones((1, 4, 4)))
+    _, cache = decoder.apply(params, cache, jnp.ones((1, 2, 4)))
+    _, cache = decoder.apply(params, cache, jnp.ones((1, 1, 4)))  # fills the cache exactly
+    with pytest.raises(ShapeError, match=r"holds 3 steps; 1 new step\(s\) at cache index 3"):
+        decoder.apply(params, cache, jnp.ones((1, 1, 4)))
+
+
+def test_a_float_additive_mask_is_an_error_not_an_inverted_mask():
+    """PyTorch's additive masks (0 = attend, -inf = not) cast to bool would be inverted
+    (bool(-inf) is True): MHA names the layer and says how to convert; `mask == 0` gives the
+    boolean mask: for the kept queries it gives what the sequence without the masked step gives
+    (no positions in plain self-attention)."""
+    from nn_jax import Sequential
+
+    model = Sequential(attn=MultiHeadAttention(2))
+    x = np.random.default_rng(3).standard_normal((1, 3, 8)).astype(np.float32)
+    params, _ = model.init(KEY, x)
+    additive = np.array([0.0, -np.inf, 0.0], np.float32)[None, None, None, :]
+    with pytest.raises(ShapeError, match=r"MultiHeadAttention at 'attn'.*dtype float32.*mask == 0"):
+        model(params, x, side={"mask": additive})
+    with pytest.raises(ShapeError, match="combine_masks: masks must be booleans"):
+        combine_masks(causal_mask(3), additive)
+    out = model(params, x, side={"mask": additive == 0})
+    without_step_1 = model(params, x[:, [0, 2]])
+    np.testing.assert_allclose(out[:, [0, 2]], without_step_1, rtol=1e-5, atol=1e-6)
+
+
 def test_causal_and_padding_masks_combine_as_logical_and():
     rng = np.random.default_rng(1)
     q, k, v = qkv(rng, Tq=5, Tk=5)
