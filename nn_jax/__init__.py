@@ -24,6 +24,7 @@ from nn_jax.activations import (
     tanh,
 )
 from nn_jax.attention import MultiHeadAttention, attention_weights, dot_product_attention
+from nn_jax.checking import check_in_range, check_values, checked, checking, is_checking
 from nn_jax.checkpoint import Checkpointer
 from nn_jax.combinators import Branch, Parallel, Residual, Sequential
 from nn_jax.config import from_config, from_json, register_layer, to_config, to_json
@@ -48,7 +49,14 @@ from nn_jax.core import (
 )
 from nn_jax.dense import Dense, Flatten, Linear, Reshape
 from nn_jax.embedding import Embedding
-from nn_jax.errors import ConfigError, NNJaxError, ParamsError, RngError, ShapeError
+from nn_jax.errors import (
+    ConfigError,
+    NNJaxError,
+    ParamsError,
+    RngError,
+    ShapeError,
+    ValueRangeError,
+)
 from nn_jax.graph import (
     GATConv,
     GCNConv,
@@ -194,6 +202,7 @@ __all__ = [
     "TransformerDecoderBlock",
     "TransformerEncoderBlock",
     "Upsample",
+    "ValueRangeError",
     "activation_health",
     "activations",
     "apply_with_intermediates",
@@ -201,6 +210,10 @@ __all__ = [
     "attention_weights",
     "batch_graphs",
     "causal_mask",
+    "check_in_range",
+    "check_values",
+    "checked",
+    "checking",
     "combine_masks",
     "data",
     "dot_product_attention",
@@ -213,6 +226,7 @@ __all__ = [
     "get_activation",
     "identity",
     "initializers",
+    "is_checking",
     "layer_norms",
     "leaky_relu",
     "log_softmax",

@@ -42,6 +42,7 @@ from typing import Any, NamedTuple, Protocol, TypeAlias, TypeVar
 import jax
 import jax.numpy as jnp
 
+from nn_jax import checking
 from nn_jax.errors import ConfigError, NNJaxError, ParamsError, RngError, ShapeError
 
 __all__ = [
@@ -416,9 +417,21 @@ class Layer(abc.ABC):
 
     # Helpers for subclasses: validation that names the layer path, expected and given.
 
+    def where(self) -> str:
+        """This layer's type and path as errors begin, e.g. ``Dense at 'encoder/0'``."""
+        return f"{type(self).__name__} at {current_path()}"
+
     def error(self, cls: type[E], message: str) -> E:
         """An exception of type ``cls`` whose message starts with this layer's path and type."""
-        return cls(f"{type(self).__name__} at {current_path()}: {message}")
+        return cls(f"{self.where()}: {message}")
+
+    def check_range(
+        self, what: str, values: Any, low: float, high: float, *, closed: bool = False
+    ) -> None:
+        """Value check: ``values`` in ``[low, high)`` (``[low, high]`` if ``closed``), else a
+        ``ValueRangeError`` naming this layer: eagerly when concrete, under ``jit`` in checked
+        mode (see :mod:`nn_jax.checking`)."""
+        checking.check_in_range(self.where(), what, values, low, high, closed=closed)
 
     def side_input(self, call: Call, name: str) -> Any:
         """The side input ``name`` of this call, or ``None`` when it was not given."""

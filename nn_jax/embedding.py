@@ -25,8 +25,9 @@ default_embedding_init: Initializer = initializers.variance_scaling(
 class Embedding(Layer):
     """Look up rows of a ``(num_embeddings, features)`` table by integer index.
 
-    ``y[..., :] = table[x[...], :]``. Indices must lie in ``[0, num_embeddings)``; JAX cannot
-    check values under ``jit``, and ``jnp.take`` returns NaN rows for out-of-range indices.
+    ``y[..., :] = table[x[...], :]``. Indices must lie in ``[0, num_embeddings)``: others raise
+    ``ValueRangeError`` when called eagerly, and under ``jit`` in checked mode
+    (:func:`nn_jax.checked`); an unchecked jitted call would return NaN rows for them.
 
     :meth:`attend` is the tied output projection of a language model,
     ``logits = h @ table.T``: the same table maps tokens in and hidden states out.
@@ -81,6 +82,7 @@ class Embedding(Layer):
                 f"expected integer indices, given dtype {x.dtype} (shape {x.shape}); cast token "
                 "ids with x.astype(jnp.int32)",
             )
+        self.check_range("indices", x, 0, self.num_embeddings)
         return jnp.take(self._table(params), x, axis=0), {}
 
     def attend(self, params: Params, x: Any) -> Array:

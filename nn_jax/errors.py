@@ -8,6 +8,7 @@ __all__ = [
     "ParamsError",
     "RngError",
     "ShapeError",
+    "ValueRangeError",
 ]
 
 
@@ -29,3 +30,12 @@ class RngError(NNJaxError, ValueError):
 
 class ConfigError(NNJaxError, ValueError):
     """A layer's hyper-parameters are invalid (checked when the layer is constructed)."""
+
+
+class ValueRangeError(NNJaxError, ValueError):
+    """An input's *values* are out of range: ids past a vocabulary, labels past the class count,
+    indices past the node count, lengths past the sequence, probabilities outside [0, 1].
+
+    Raised eagerly for concrete inputs and, inside ``jit``, in checked mode
+    (:func:`nn_jax.checked`).
+    """
