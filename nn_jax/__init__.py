@@ -50,7 +50,9 @@ from nn_jax.core import (
 from nn_jax.dense import Dense, Flatten, Linear, Reshape
 from nn_jax.embedding import Embedding
 from nn_jax.errors import (
+    ArgumentError,
     ConfigError,
+    FileFormatError,
     NNJaxError,
     ParamsError,
     RngError,
@@ -129,6 +131,7 @@ __all__ = [
     "RNN",
     "AdaptiveAvgPool",
     "ApplyFn",
+    "ArgumentError",
     "AvgPool",
     "Batch",
     "BatchNorm",
@@ -146,6 +149,7 @@ __all__ = [
     "EarlyStopping",
     "Embedding",
     "FeedForward",
+    "FileFormatError",
     "Flatten",
     "GATConv",
     "GCNConv",

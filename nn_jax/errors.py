@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 __all__ = [
+    "ArgumentError",
     "ConfigError",
+    "FileFormatError",
     "NNJaxError",
     "ParamsError",
     "RngError",
@@ -39,3 +41,13 @@ class ValueRangeError(NNJaxError, ValueError):
     Raised eagerly for concrete inputs and, inside ``jit``, in checked mode
     (:func:`nn_jax.checked`).
     """
+
+
+class ArgumentError(NNJaxError, TypeError):
+    """A function was called with an argument of the wrong kind: a layer class for an instance,
+    a shape tuple for an array, an int for a PRNG key, a loss with the wrong signature."""
+
+
+class FileFormatError(NNJaxError, ValueError):
+    """A checkpoint, config or weight file is missing, truncated, corrupted or not the kind of
+    file expected; nothing was loaded from it."""
