@@ -59,3 +59,11 @@ def test_experiments_example_runs_and_resumes(tmp_path, monkeypatch):
     assert int(again["ts"].step) == steps
     lines = (tmp_path / "runs/readme/history.jsonl").read_text().splitlines()
     assert len(lines) >= len(history.train) + len(history.validation)
+
+
+def test_checked_mode_example_raises_the_printed_error(capsys):
+    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
+    (block,) = [b for b in blocks if "nn.checked(" in b]
+    exec(block, {})
+    printed = capsys.readouterr().out.strip()
+    assert printed == "Embedding at <root>: indices must lie in [0, 10), given values in [1, 12]"
