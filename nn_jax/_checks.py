@@ -1,8 +1,11 @@
-"""Input checks and the masked reduction shared by :mod:`nn_jax.losses` and :mod:`nn_jax.metrics`.
+"""Input checks shared by nn_jax modules, and the masked reduction of losses and metrics.
 
-A private module made for sharing between those two modules: its names are not part of the
-public API (nothing re-exports them) and may change without notice. The reduction rule is
-documented for users in the :mod:`nn_jax.losses` module docstring.
+A private module made for sharing: shape checks and the masked reduction of :mod:`nn_jax.losses`
+and :mod:`nn_jax.metrics`, and the masked *value* check :func:`check_range` that they,
+:mod:`nn_jax.segment` and :mod:`nn_jax.graph` use (labels past the class count, probabilities
+outside ``[0, 1]``, ids past the segment or node count; see :mod:`nn_jax.checking`). Its names
+are not part of the public API (nothing re-exports them) and may change without notice. The
+reduction rule is documented for users in the :mod:`nn_jax.losses` module docstring.
 """
 
 from __future__ import annotations
@@ -14,13 +17,17 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from nn_jax.checking import check_in_range, check_values, is_checking
 from nn_jax.errors import ConfigError, ShapeError
 
 __all__ = [
     "Reduction",
     "check_class_axis",
     "check_float",
+    "check_mask",
+    "check_range",
     "check_same_shape",
+    "escape",
     "masked_reduce",
     "scores_and_int_labels",
 ]
@@ -29,10 +36,80 @@ Reduction = Literal["mean", "sum", "none"]
 _REDUCTIONS: tuple[str, ...] = typing.get_args(Reduction)
 
 
+def escape(text: str) -> str:
+    """``text`` with braces doubled, for the message of :func:`nn_jax.checking.check_values`."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def check_range(
+    where: str,
+    what: str,
+    values: ArrayLike,
+    low: float,
+    high: float,
+    *,
+    closed: bool = False,
+    mask: ArrayLike | None = None,
+) -> None:
+    """Value check: ``values`` in ``[low, high)`` (``[low, high]`` if ``closed``), else a
+    ``ValueRangeError`` starting with ``where`` (a function name or ``layer.where()``).
+
+    With ``mask`` (broadcastable to ``values``' shape, same rank), only entries where it is
+    nonzero are checked: padding labels or ids there may hold anything. Concrete values are
+    checked now; traced ones only in checked mode, and outside it nothing is traced at all
+    (see :mod:`nn_jax.checking`).
+    """
+    if mask is None:
+        check_in_range(where, what, values, low, high, closed=closed)
+        return
+    values, mask = jnp.asarray(values), jnp.asarray(mask)
+    if values.size == 0 or not (is_checking() or _concrete(values, mask)):
+        return
+    keep = jnp.broadcast_to(mask, values.shape) != 0
+    if jnp.issubdtype(values.dtype, jnp.integer):
+        info = jnp.iinfo(values.dtype)
+        big, small = jnp.asarray(info.max, values.dtype), jnp.asarray(info.min, values.dtype)
+    else:
+        big, small = jnp.asarray(jnp.inf, values.dtype), jnp.asarray(-jnp.inf, values.dtype)
+    # Masked entries take the neutral extremes: all masked passes, and lo/hi are the real ones.
+    lo = jnp.min(jnp.where(keep, values, big))
+    hi = jnp.max(jnp.where(keep, values, small))
+    upper = hi <= high if closed else hi < high
+    interval = f"[{low}, {high}]" if closed else f"[{low}, {high})"
+    check_values(
+        (lo >= low) & upper,
+        f"{escape(where)}: {escape(what)} must lie in {interval}, given values in "
+        "[{lo!s}, {hi!s}]",
+        lo=lo,
+        hi=hi,
+    )
+
+
+def _concrete(*values: jax.Array) -> bool:
+    return not any(isinstance(v, jax.core.Tracer) for v in values)
+
+
+def check_mask(fn_name: str, mask: ArrayLike, shape: tuple[int, ...]) -> jax.Array:
+    """``mask`` as an array, or a ShapeError unless it has the rank of ``shape`` (the
+    per-element loss shape) and each axis equal to ``shape``'s or 1 (no rank promotion)."""
+    mask = jnp.asarray(mask)
+    if mask.ndim != len(shape) or any(
+        m not in (1, n) for m, n in zip(mask.shape, shape, strict=True)
+    ):
+        raise ShapeError(
+            f"{fn_name}: mask shape {mask.shape} does not fit the per-element loss shape "
+            f"{shape}; pass a mask of shape {shape} (axes of size 1 broadcast)"
+        )
+    return mask
+
+
 def masked_reduce(
     values: jax.Array, reduction: str, mask: ArrayLike | None, fn_name: str
 ) -> jax.Array:
-    """Reduce per-element ``values`` (masked/weighted) by the rule of :mod:`nn_jax.losses`."""
+    """Reduce per-element ``values`` (masked/weighted) by the rule of :mod:`nn_jax.losses`.
+
+    Float weights must be ``>= 0`` (a value check, see :func:`check_range`).
+    """
     if reduction not in _REDUCTIONS:
         raise ConfigError(
             f"{fn_name}: reduction must be one of {', '.join(map(repr, _REDUCTIONS))}; "
@@ -42,14 +119,9 @@ def masked_reduce(
         if reduction == "none":
             return values
         return jnp.sum(values) if reduction == "sum" else jnp.mean(values)
-    mask = jnp.asarray(mask)
-    if mask.ndim != values.ndim or any(
-        m not in (1, n) for m, n in zip(mask.shape, values.shape, strict=True)
-    ):
-        raise ShapeError(
-            f"{fn_name}: mask shape {mask.shape} does not fit the per-element loss shape "
-            f"{values.shape}; pass a mask of shape {values.shape} (axes of size 1 broadcast)"
-        )
+    mask = check_mask(fn_name, mask, values.shape)
+    if mask.dtype != jnp.bool_:
+        check_range(fn_name, "mask weights", mask, 0, jnp.inf, closed=True)
     weights = jnp.broadcast_to(mask, values.shape).astype(values.dtype)
     weighted = jnp.where(weights != 0, values, jnp.zeros_like(values)) * weights
     if reduction == "none":
@@ -86,9 +158,20 @@ def check_class_axis(fn_name: str, name: str, scores: jax.Array) -> None:
 
 
 def scores_and_int_labels(
-    fn_name: str, name: str, scores: ArrayLike, labels: ArrayLike
+    fn_name: str,
+    name: str,
+    scores: ArrayLike,
+    labels: ArrayLike,
+    *,
+    mask: ArrayLike | None = None,
+    num_classes: int | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """``scores`` of shape ``[..., C]`` and integer ``labels`` of shape ``[...]``, as arrays."""
+    """``scores`` of shape ``[..., C]`` and integer ``labels`` of shape ``[...]``, as arrays.
+
+    The labels are value-checked to lie in ``[0, num_classes)`` (default ``C``), those where
+    ``mask`` (shape-checked against ``[...]``) is nonzero only: a label past the class count
+    would give a meaningless loss or metric silently.
+    """
     scores, labels = jnp.asarray(scores), jnp.asarray(labels)
     check_class_axis(fn_name, name, scores)
     if not jnp.issubdtype(labels.dtype, jnp.integer) or labels.shape != scores.shape[:-1]:
@@ -97,4 +180,9 @@ def scores_and_int_labels(
             f"{scores.shape[:-1]} ({name} shape {scores.shape}); got labels of shape "
             f"{labels.shape} and dtype {labels.dtype}"
         )
+    if mask is not None:
+        mask = check_mask(fn_name, mask, labels.shape)
+    classes = scores.shape[-1] if num_classes is None else num_classes
+    what = f"labels (class indices for {name} of shape {scores.shape})"
+    check_range(fn_name, what, labels, 0, classes, mask=mask)
     return scores, labels

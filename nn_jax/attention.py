@@ -26,7 +26,9 @@ import jax
 import jax.numpy as jnp
 
 from nn_jax import initializers
+from nn_jax._checks import escape
 from nn_jax._options import DtypeOptions
+from nn_jax.checking import check_values
 from nn_jax.core import Array, Call, Initializer, Layer, Params, PRNGKey, State, tap
 from nn_jax.errors import ConfigError, RngError, ShapeError
 from nn_jax.masks import causal_mask, combine_masks, sequence_mask
@@ -42,18 +44,22 @@ __all__ = [
 _KERNEL_INIT: Initializer = initializers.lecun_normal()
 
 
+def _check_broadcast(what: str, given: tuple[int, ...], shape: tuple[int, ...], fn: str) -> None:
+    """A ShapeError starting with ``fn`` unless ``given`` broadcasts to ``shape`` (right-aligned,
+    no axis added on the left beyond ``shape``'s rank)."""
+    padded = (1,) * (len(shape) - len(given)) + tuple(given)
+    if len(given) > len(shape) or any(m not in (1, n) for m, n in zip(padded, shape, strict=True)):
+        raise ShapeError(
+            f"{fn}: {what} of shape {tuple(given)} does not broadcast to the attention weights' "
+            f"shape {shape} (..., heads, Tq, Tk)"
+        )
+
+
 def _explicit(what: str, a: Any, shape: tuple[int, ...], fn: str) -> Array:
     """``a`` left-padded to ``len(shape)`` axes and broadcast to ``shape``, or a ShapeError."""
     a = jnp.asarray(a)
-    try:
-        if a.ndim > len(shape):
-            raise ValueError
-        return jnp.broadcast_to(a.reshape((1,) * (len(shape) - a.ndim) + a.shape), shape)
-    except ValueError:
-        raise ShapeError(
-            f"{fn}: {what} of shape {a.shape} does not broadcast to the attention weights' shape "
-            f"{shape} (..., heads, Tq, Tk)"
-        ) from None
+    _check_broadcast(what, a.shape, shape, fn)
+    return jnp.broadcast_to(a.reshape((1,) * (len(shape) - a.ndim) + a.shape), shape)
 
 
 def _check_qkv(fn: str, query: Array, key: Array, value: Array | None = None) -> None:
@@ -100,7 +106,22 @@ def attention_weights(
         ``(..., Hq, Tq, Tk)`` weights in the query's dtype; rows sum to 1, fully masked rows
         are 0.
     """
-    fn = "attention_weights"
+    return _weights(
+        "attention_weights", query, key, mask=mask, bias=bias, scale=scale, precision=precision
+    )
+
+
+def _weights(
+    fn: str,
+    query: Any,
+    key: Any,
+    *,
+    mask: Any,
+    bias: Any,
+    scale: float | None,
+    precision: Any,
+) -> Array:
+    """:func:`attention_weights`, its errors starting with ``fn`` (a layer's path, in a layer)."""
     query, key = jnp.asarray(query), jnp.asarray(key)
     _check_qkv(fn, query, key)
     *batch, tq, hq, d = query.shape
@@ -176,7 +197,7 @@ def dot_product_attention(
     fn = "dot_product_attention"
     query, key, value = jnp.asarray(query), jnp.asarray(key), jnp.asarray(value)
     _check_qkv(fn, query, key, value)
-    weights = attention_weights(query, key, mask=mask, bias=bias, scale=scale, precision=precision)
+    weights = _weights(fn, query, key, mask=mask, bias=bias, scale=scale, precision=precision)
     weights = _dropout(weights, dropout_rate, dropout_rng)
     return _attend(weights, value, precision)
 
@@ -209,8 +230,11 @@ class MultiHeadAttention(Layer, DtypeOptions):
             length ``L`` creates the state ``{"cached_key": (..., L, K, D), "cached_value":
             (..., L, K, D), "cache_index": int32}`` (zeros); each ``apply`` on ``n`` new steps
             writes their keys/values at ``cache_index``, attends to the ``cache_index + n``
-            steps written so far (causally if ``causal``), and advances the index. Writing past
-            ``L`` is not checked under ``jit`` and gives wrong results.
+            steps written so far (causally if ``causal``), and advances the index. A block
+            longer than ``L`` is a ``ShapeError`` when traced; steps past ``L`` from the cache
+            index are a ``ValueRangeError`` at once for a concrete index, and under ``jit`` in
+            checked mode (:func:`nn_jax.checked`): an unchecked jitted call would overwrite
+            earlier entries silently.
         w_init, b_init: initializers, applied to the 2-D ``(F_in, H*D)`` / ``(H*D, F_out)``
             views of the kernels (LeCun normal, zeros). A fan-in initializer
             (:class:`~nn_jax.initializers.FanInInitializer`) gets the view's rows: ``F_q``
@@ -226,8 +250,9 @@ class MultiHeadAttention(Layer, DtypeOptions):
         ``"mask"``: bools broadcastable to ``(..., H, Tq, Tk)``, ``True`` = may attend.
         ``"key_mask"``: ``(..., Tk)`` bools marking the real keys (in decode mode ``Tk = L``,
         the cache length: the mask covers every cache slot, written or not).
-        ``"lengths"``: ``(...)`` ints, self-attention without ``decode`` only: keys
-        ``t >= lengths`` are padding (combined with ``"key_mask"`` by *and*). Not read by
+        ``"lengths"``: ``(...)`` ints in ``[0, Tk]`` (value-checked), self-attention without
+        ``decode`` only: keys ``t >= lengths`` are padding (combined with ``"key_mask"`` by
+        *and*). Not read by
         cross-attention (give the memory's ``"key_mask"``); with ``decode`` it is an error
         (give a ``"key_mask"`` over the cache).
         ``"positions"``: ``(..., Tq)`` ints, read only with ``rope``: the positions at which
@@ -412,14 +437,17 @@ class MultiHeadAttention(Layer, DtypeOptions):
         if self.causal:
             structural = causal_mask(tq, k.shape[-3], offset=start)
         key_valid = self._key_mask(call, k.shape[:-2], cross)
-        weights = attention_weights(
+        shape = (*q.shape[:-3], self.num_heads, tq, k.shape[-3])
+        weights = _weights(
+            self.where(),
             q,
             k,
             mask=combine_masks(
                 structural,
                 None if key_valid is None else key_valid[..., None, None, :],
-                self._boolean_mask(call),
+                self._boolean_mask(call, shape),
             ),
+            bias=None,
             scale=self.scale,
             precision=self.precision,
         )
@@ -462,9 +490,10 @@ class MultiHeadAttention(Layer, DtypeOptions):
             )
         return positions
 
-    def _boolean_mask(self, call: Call) -> Array | None:
-        """The ``"mask"`` side input, checked to be booleans: a float *additive* mask (0 where
-        allowed, -inf where not, PyTorch's convention) cast to bool would be inverted."""
+    def _boolean_mask(self, call: Call, shape: tuple[int, ...]) -> Array | None:
+        """The ``"mask"`` side input, checked to be booleans broadcastable to the weights'
+        ``shape``: a float *additive* mask (0 where allowed, -inf where not, PyTorch's
+        convention) cast to bool would be inverted."""
         mask = self.side_input(call, "mask")
         if mask is None:
             return None
@@ -476,6 +505,7 @@ class MultiHeadAttention(Layer, DtypeOptions):
                 f"{mask.dtype}; an additive float mask (0 = attend, -inf = not) converts with "
                 f"`mask == 0`",
             )
+        _check_broadcast("side input 'mask'", mask.shape, shape, self.where())
         return mask
 
     def _key_mask(self, call: Call, shape: tuple[int, ...], cross: bool) -> Array | None:
@@ -495,6 +525,7 @@ class MultiHeadAttention(Layer, DtypeOptions):
                 f"slots); give a 'key_mask' of shape {shape} over the cache instead",
             )
         lengths = self.side_array("lengths", lengths, shape[:-1], "(the batch axes)")
+        self.check_range("side input 'lengths'", lengths, 0, shape[-1], closed=True)
         return combine_masks(key_mask, sequence_mask(lengths, shape[-1]))
 
     def _write_cache(self, state: State, k: Array, v: Array, start: Array) -> tuple[Array, Array]:
@@ -508,19 +539,23 @@ class MultiHeadAttention(Layer, DtypeOptions):
                 "shape and maximum length",
             )
         # dynamic_update_slice clamps its start: steps past the cache would overwrite earlier
-        # entries silently. A block longer than the cache is caught when tracing; an overflow
-        # of a concrete (not jitted) cache index when called.
+        # entries silently. A block longer than the cache is caught when tracing; an index
+        # overflow by a value check (a concrete index at once, a traced one in checked mode).
         length, steps = cached_k.shape[-3], k.shape[-3]
-        overflow = steps > length
-        if not overflow and not isinstance(start, jax.core.Tracer):
-            overflow = int(start) + steps > length
-        if overflow:
+        advice = "Initialize the cache on an input as long as the whole sequence"
+        if steps > length:
             raise self.error(
                 ShapeError,
-                f"decode cache holds {length} steps; {steps} new step(s) at cache index "
-                f"{start if not isinstance(start, jax.core.Tracer) else '(traced)'} do not fit. "
-                "Initialize the cache on an input as long as the whole sequence",
+                f"decode cache holds {length} steps; {steps} new step(s) do not fit, whatever "
+                f"the cache index. {advice}",
             )
+        check_values(
+            (start >= 0) & (start + steps <= length),
+            f"{escape(self.where())}: decode cache holds {length} steps; {steps} new step(s) at "
+            f"cache index {{index}} do not fit (the index must lie in [0, {length - steps}]). "
+            f"{escape(advice)}",
+            index=start,
+        )
         axis = k.ndim - 3
         cached_k = jax.lax.dynamic_update_slice_in_dim(
             cached_k, k.astype(cached_k.dtype), start, axis

@@ -35,6 +35,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.experimental import checkify
 
 from nn_jax.errors import ValueRangeError
@@ -83,12 +84,15 @@ def check_values(ok: Any, message: str, **shown: Any) -> None:
             raise ValueRangeError(message.format(**{k: _show(v) for k, v in shown.items()}))
         return
     if _CHECKING.get():
-        checkify.check(ok, message, **{k: jnp.asarray(v) for k, v in shown.items()})
+        arrays: dict[str, Any] = {k: jnp.asarray(v) for k, v in shown.items()}
+        checkify.check(ok, message, **arrays)
 
 
 def _show(value: Any) -> Any:
-    value = jnp.asarray(value)
-    return value.item() if value.ndim == 0 else value
+    # A NumPy scalar, not ``.item()``: float32 0.2 then prints (with ``!s``) as 0.2, not as
+    # the float64 0.20000000298023224 - as checkify prints it in checked mode.
+    value = np.asarray(value)
+    return value[()] if value.ndim == 0 else value
 
 
 def check_in_range(
@@ -100,15 +104,15 @@ def check_in_range(
     names the values (``"token ids"``). Empty arrays pass.
     """
     values = jnp.asarray(values)
-    if values.size == 0:
-        return
+    if values.size == 0 or not (_CHECKING.get() or _is_concrete(values)):
+        return  # a traced check outside checked mode: trace nothing (no work left for XLA's DCE)
     lo, hi = jnp.min(values), jnp.max(values)
     upper = hi <= high if closed else hi < high
     interval = f"[{low}, {high}]" if closed else f"[{low}, {high})"
     check_values(
         (lo >= low) & upper,
         f"{_escape(where)}: {_escape(what)} must lie in {interval}, given values in "
-        "[{lo}, {hi}]",
+        "[{lo!s}, {hi!s}]",
         lo=lo,
         hi=hi,
     )

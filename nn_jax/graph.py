@@ -12,6 +12,13 @@ padding edges never reach a real node. To chain layers, put the features back:
 ``g = g._replace(nodes=h)``; the models in :mod:`nn_jax.models.gnn` do this. :class:`GraphPool`
 reads out one vector per graph, ``(G, F)``.
 
+**Index values are checked**: the senders and receivers of the real edges must lie in
+``[0, N)`` and the graph of each real node in ``[0, G)`` (padding slots may point anywhere). A
+wrong index would otherwise gather a clamped node or be dropped by the scatter, silently; here it
+is a :class:`~nn_jax.errors.ValueRangeError` naming the layer path, the range and the values
+given - at once for a concrete batch, under ``jax.jit`` in checked mode (:func:`nn_jax.checked`).
+:func:`~nn_jax.data.batch_graphs` already checks each graph's indices on the host.
+
 The convolutions build their projections on :class:`~nn_jax.dense.Dense` children, so they take
 ``Dense``'s ``dtype`` (computation), ``param_dtype`` (storage) and ``precision`` options and pass
 them on.
@@ -38,6 +45,7 @@ import jax
 import jax.numpy as jnp
 
 from nn_jax import initializers
+from nn_jax._checks import check_range
 from nn_jax._options import DtypeOptions
 from nn_jax.core import Array, Block, Call, Initializer, Layer, ParameterFree, Scope, tap
 from nn_jax.data.graph_batch import Graph, GraphBatch, batch_graphs
@@ -72,10 +80,22 @@ _REDUCERS: dict[str, Callable[..., Array]] = {
 # Helpers shared by the layers.
 
 
-def _check_graph(layer: Layer, g: Any) -> GraphBatch:
+_INDICES: dict[str, tuple[str, str, str]] = {
+    # index field: (mask field, the real slots it is read in, the slots it indexes)
+    "senders": ("edge_mask", "real edges", "node"),
+    "receivers": ("edge_mask", "real edges", "node"),
+    "node_graph": ("node_mask", "real nodes", "graph"),
+}
+
+
+def _check_graph(
+    layer: Layer, g: Any, indices: tuple[str, ...] = ("senders", "receivers")
+) -> GraphBatch:
     """``g`` with its shapes and dtypes checked (errors name ``layer``), leaves as JAX arrays.
 
-    ``jax.ShapeDtypeStruct`` leaves (an ``init`` from shapes) are kept as they are.
+    The values of the index fields ``indices`` are checked too, in their real slots (see the
+    module docstring). ``jax.ShapeDtypeStruct`` leaves (an ``init`` from shapes) are kept as
+    they are, and not value-checked.
     """
     if not isinstance(g, GraphBatch):
         given = f"an array of shape {tuple(g.shape)}" if hasattr(g, "shape") else type(g).__name__
@@ -116,7 +136,18 @@ def _check_graph(layer: Layer, g: Any) -> GraphBatch:
         raise layer.error(
             ShapeError, f"GraphBatch.edges must have shape ({e}, Fe), given {jnp.shape(g.edges)}"
         )
-    return jax.tree.map(lambda a: a if isinstance(a, jax.ShapeDtypeStruct) else jnp.asarray(a), g)
+    g = jax.tree.map(lambda a: a if isinstance(a, jax.ShapeDtypeStruct) else jnp.asarray(a), g)
+    sizes = {"node": n, "graph": g.num_graphs}
+    for name in indices:
+        mask_name, slots, target = _INDICES[name]
+        values, mask = getattr(g, name), getattr(g, mask_name)
+        if not isinstance(values, jax.ShapeDtypeStruct) and not isinstance(
+            mask, jax.ShapeDtypeStruct
+        ):
+            size = sizes[target]
+            what = f"GraphBatch.{name} of the {slots} (indices into the {size} {target} slots)"
+            check_range(layer.where(), what, values, 0, size, mask=mask)
+    return g
 
 
 def _zero_padding(y: Array, node_mask: Array) -> Array:
@@ -428,6 +459,6 @@ class GraphPool(ParameterFree):
         _check_reduction("GraphPool", "reduction", self.reduction)
 
     def transform(self, x: Any, call: Call) -> Array:
-        g = _check_graph(self, x)
+        g = _check_graph(self, x, indices=("node_graph",))
         reduce = _REDUCERS[self.reduction]
         return reduce(g.nodes, g.node_graph, g.num_graphs, mask=g.node_mask)

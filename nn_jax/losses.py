@@ -17,6 +17,13 @@ Predictions and targets must have the same shape: nn_jax never broadcasts them i
 answer, a mismatch raises :class:`~nn_jax.errors.ShapeError` naming the loss and both shapes.
 Targets are cast to the predictions' floating dtype (0/1 integer targets are accepted), so the
 loss has the predictions' dtype.
+
+Wrong *values* are errors too (:class:`~nn_jax.errors.ValueRangeError`, naming the loss, the
+allowed range and the values given): integer labels outside ``[0, C)``, probabilities or targets
+outside ``[0, 1]``, positive log-probabilities, negative mask weights. Entries a mask leaves out
+are not checked (padding may hold anything). The check runs at once on concrete inputs (outside
+``jax.jit``) and, inside ``jit``, only in checked mode (:func:`nn_jax.checked`); the unchecked
+compiled step is unchanged. See :mod:`nn_jax.checking`.
 ``reduction`` and ``label_smoothing`` are static Python values (safe to close over in ``jax.jit``);
 ``Reduction`` is the type of ``reduction``, ``Literal["mean", "sum", "none"]``.
 """
@@ -32,6 +39,8 @@ from nn_jax._checks import (
     Reduction,
     check_class_axis,
     check_float,
+    check_mask,
+    check_range,
     check_same_shape,
     masked_reduce,
     scores_and_int_labels,
@@ -72,6 +81,26 @@ def _float_pair(
     return a, b.astype(a.dtype)
 
 
+def _check_values(
+    fn_name: str,
+    what: str,
+    x: jax.Array,
+    low: float,
+    high: float,
+    mask: ArrayLike | None,
+    *,
+    per_row: bool = False,
+) -> None:
+    """Value check of ``x`` in ``[low, high]`` where ``mask`` is nonzero (all of ``x`` without
+    a mask). ``mask`` has the per-element loss shape: ``x``'s, or ``x.shape[:-1]`` with
+    ``per_row`` (one entry per distribution, spread over the class axis)."""
+    if mask is not None:
+        mask = check_mask(fn_name, mask, x.shape[:-1] if per_row else x.shape)
+        if per_row:
+            mask = mask[..., None]
+    check_range(fn_name, what, x, low, high, closed=True, mask=mask)
+
+
 def _check_label_smoothing(fn_name: str, label_smoothing: float) -> float:
     alpha = float(label_smoothing)
     if not 0.0 <= alpha <= 1.0:
@@ -97,8 +126,9 @@ def binary_cross_entropy(
     :func:`binary_cross_entropy_with_logits` when you have logits: it is exact for any logit.
 
     Args:
-      probs: predicted probabilities in ``[0, 1]``, any shape ``[...]``.
-      targets: target probabilities in ``[0, 1]`` (hard 0/1 or soft), the same shape as ``probs``.
+      probs: predicted probabilities in ``[0, 1]``, any shape ``[...]`` (value-checked).
+      targets: target probabilities in ``[0, 1]`` (hard 0/1 or soft), the same shape as ``probs``
+        (value-checked).
       reduction: ``"mean"``, ``"sum"`` or ``"none"``.
       mask: optional mask/weights of the shape of ``probs``.
 
@@ -109,6 +139,8 @@ def binary_cross_entropy(
     """
     name = "binary_cross_entropy"
     probs, targets = _float_pair(name, "probs", probs, "targets", targets)
+    _check_values(name, "probs", probs, 0, 1, mask)
+    _check_values(name, "targets", targets, 0, 1, mask)
     floor = jnp.asarray(-100.0, probs.dtype)
     # Double `where`: the log is only ever evaluated on values > 0, so no inf/NaN in the gradient.
     pos, neg = probs > 0, probs < 1
@@ -131,7 +163,7 @@ def binary_cross_entropy_with_logits(
 
     Args:
       logits: real-valued scores, any shape ``[...]``.
-      targets: target probabilities in ``[0, 1]``, the same shape as ``logits``.
+      targets: target probabilities in ``[0, 1]``, the same shape as ``logits`` (value-checked).
       reduction: ``"mean"``, ``"sum"`` or ``"none"``.
       mask: optional mask/weights of the shape of ``logits``.
 
@@ -142,6 +174,7 @@ def binary_cross_entropy_with_logits(
     """
     name = "binary_cross_entropy_with_logits"
     logits, targets = _float_pair(name, "logits", logits, "targets", targets)
+    _check_values(name, "targets", targets, 0, 1, mask)
     loss = optax.losses.sigmoid_binary_cross_entropy(logits, targets)
     return masked_reduce(loss, reduction, mask, name)
 
@@ -161,7 +194,8 @@ def softmax_cross_entropy(
 
     Args:
       logits: scores of shape ``[..., C]``.
-      labels: target probabilities of shape ``[..., C]`` (rows summing to 1).
+      labels: target probabilities of shape ``[..., C]`` (rows summing to 1; entries outside
+        ``[0, 1]`` are a ``ValueRangeError``).
       label_smoothing: a Python float ``a`` in ``[0, 1]``.
       reduction: ``"mean"``, ``"sum"`` or ``"none"``.
       mask: optional mask/weights of shape ``[...]`` (one entry per example).
@@ -175,6 +209,7 @@ def softmax_cross_entropy(
     logits, labels = _float_pair(name, "logits", logits, "labels", labels)
     check_class_axis(name, "logits", logits)
     alpha = _check_label_smoothing(name, label_smoothing)
+    _check_values(name, "labels (target probabilities)", labels, 0, 1, mask, per_row=True)
     if alpha:
         labels = optax.losses.smooth_labels(labels, alpha)
     loss = optax.losses.softmax_cross_entropy(logits, labels)
@@ -196,8 +231,9 @@ def softmax_cross_entropy_with_integer_labels(
 
     Args:
       logits: scores of shape ``[..., C]``.
-      labels: integer class indices in ``[0, C)`` of shape ``[...]`` (not checked under ``jit``;
-        out-of-range indices give meaningless values).
+      labels: integer class indices in ``[0, C)`` of shape ``[...]``; others (where ``mask`` is
+        nonzero) are a ``ValueRangeError``, eagerly or in checked mode (an unchecked jitted
+        call would give a meaningless loss for them).
       label_smoothing: a Python float ``a`` in ``[0, 1]``.
       reduction: ``"mean"``, ``"sum"`` or ``"none"``.
       mask: optional mask/weights of shape ``[...]``.
@@ -209,7 +245,7 @@ def softmax_cross_entropy_with_integer_labels(
     ``jax.nn.one_hot`` + ``optax.losses.smooth_labels`` + ``optax.losses.softmax_cross_entropy``.
     """
     name = "softmax_cross_entropy_with_integer_labels"
-    logits, labels = scores_and_int_labels(name, "logits", logits, labels)
+    logits, labels = scores_and_int_labels(name, "logits", logits, labels, mask=mask)
     check_float(name, "logits", logits)
     alpha = _check_label_smoothing(name, label_smoothing)
     if alpha:
@@ -299,6 +335,8 @@ def huber(
     Builds on: ``optax.losses.huber_loss``.
     """
     name = "huber"
+    if isinstance(delta, int | float) and not delta > 0:
+        raise ConfigError(f"{name}: delta must be positive; got {delta!r}")
     predictions, targets = _float_pair(name, "predictions", predictions, "targets", targets)
     loss = optax.losses.huber_loss(predictions, targets, delta=delta)
     return masked_reduce(loss, reduction, mask, name)
@@ -319,8 +357,8 @@ def kl_divergence(
     ``KLDivLoss``. ``reduction="mean"`` averages over distributions (PyTorch's ``"batchmean"``).
 
     Args:
-      log_predictions: log-probabilities of shape ``[..., C]``.
-      targets: probabilities of shape ``[..., C]``, each row summing to 1.
+      log_predictions: log-probabilities (``<= 0``) of shape ``[..., C]``.
+      targets: probabilities (in ``[0, 1]``) of shape ``[..., C]``, each row summing to 1.
       reduction: ``"mean"``, ``"sum"`` or ``"none"``.
       mask: optional mask/weights of shape ``[...]`` (one entry per distribution).
 
@@ -334,5 +372,9 @@ def kl_divergence(
         name, "log_predictions", log_predictions, "targets", targets, b_float=True
     )
     check_class_axis(name, "log_predictions", log_predictions)
+    # Probabilities or logits passed as log-probabilities (a classic mix-up) are mostly > 0.
+    what = "log_predictions (log-probabilities)"
+    _check_values(name, what, log_predictions, -jnp.inf, 0, mask, per_row=True)
+    _check_values(name, "targets (probabilities)", targets, 0, 1, mask, per_row=True)
     loss = optax.losses.kl_divergence(log_predictions, targets)
     return masked_reduce(loss, reduction, mask, name)

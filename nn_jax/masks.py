@@ -4,6 +4,11 @@ Booleans, ``True`` = valid (a real step; a key a query may attend to). A padded 
 sequences is described by its ``lengths: (B,)``; :func:`sequence_mask` turns them into the
 ``(B, T)`` step mask, which the layers take as the side input ``"key_mask"`` (attention) or
 ``"mask"`` (recurrent), or the lengths themselves as ``"lengths"``.
+
+Lengths must lie in ``[0, T]``: a longer or negative length would silently mean "all steps" or
+"none". Out-of-range lengths are a :class:`~nn_jax.errors.ValueRangeError` naming the function
+(or, as a side input, the layer) - at once for concrete lengths, under ``jax.jit`` in checked mode
+(:func:`nn_jax.checked`).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from nn_jax.checking import check_in_range
 from nn_jax.core import Array
 from nn_jax.errors import ShapeError
 
@@ -28,10 +34,16 @@ def sequence_mask(lengths: Any, max_length: int) -> Array:
     """``(..., T)`` bools, ``True`` at the valid steps ``t < lengths[...]`` of a padded batch.
 
     Args:
-        lengths: ``(...)`` ints.
+        lengths: ``(...)`` ints in ``[0, T]`` (value-checked).
         max_length: ``T``.
     """
+    return _sequence_mask("sequence_mask", lengths, max_length)
+
+
+def _sequence_mask(fn: str, lengths: Any, max_length: int) -> Array:
+    """:func:`sequence_mask`, its value-check errors starting with ``fn``."""
     lengths = jnp.asarray(lengths)
+    check_in_range(fn, "lengths", lengths, 0, max_length, closed=True)
     return jnp.arange(max_length).reshape((1,) * lengths.ndim + (max_length,)) < lengths[..., None]
 
 
@@ -81,11 +93,11 @@ def combine_masks(*masks: Any) -> Array | None:
 def masked_mean_over_time(h: Array, lengths: Any) -> Array:
     """Mean of ``h: (B, T, F)`` over its first ``lengths[b]`` steps (all ``T`` if None).
 
-    Zero-length sequences give zeros.
+    Zero-length sequences give zeros. Lengths must lie in ``[0, T]`` (value-checked).
     """
     if lengths is None:
         return jnp.mean(h, axis=-2)
-    valid = sequence_mask(lengths, h.shape[-2]).astype(h.dtype)
+    valid = _sequence_mask("masked_mean_over_time", lengths, h.shape[-2]).astype(h.dtype)
     total = jnp.sum(h * valid[..., None], axis=-2)
     count = jnp.maximum(jnp.sum(valid, axis=-1), 1.0)
     return total / count[..., None]

@@ -7,6 +7,11 @@ Ties are resolved deterministically, toward the **lowest class index** (the rule
 ``jnp.argmax``): with logits ``[1, 1, 0]`` the prediction is class 0, so label 1 counts as wrong
 for ``accuracy`` and as rank 2 for ``top_k_accuracy``. Thresholds are strict: a score exactly
 equal to the threshold is class 0.
+
+Labels and targets are value-checked, as in :mod:`nn_jax.losses`: an integer label outside
+``[0, C)`` (``[0, 2)`` for a single score column) or a binary target outside ``[0, 1]``, where the
+mask is nonzero, is a :class:`~nn_jax.errors.ValueRangeError` - at once for concrete inputs,
+under ``jax.jit`` in checked mode (:func:`nn_jax.checked`).
 """
 
 from __future__ import annotations
@@ -15,7 +20,13 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from nn_jax._checks import check_same_shape, masked_reduce, scores_and_int_labels
+from nn_jax._checks import (
+    check_mask,
+    check_range,
+    check_same_shape,
+    masked_reduce,
+    scores_and_int_labels,
+)
 from nn_jax.errors import ConfigError
 
 __all__ = ["accuracy", "binary_accuracy", "top_k_accuracy"]
@@ -42,7 +53,8 @@ def accuracy(
 
     Args:
       logits_or_probs: scores of shape ``[..., C]``.
-      labels: integer class indices of shape ``[...]``.
+      labels: integer class indices of shape ``[...]``, in ``[0, C)`` (in ``[0, 2)`` when
+        ``C == 1``); others are a ``ValueRangeError`` (eagerly, or in checked mode).
       threshold: used only when ``C == 1``.
       mask: optional mask/weights of shape ``[...]``.
 
@@ -52,8 +64,12 @@ def accuracy(
     Builds on: ``jnp.argmax``.
     """
     name = "accuracy"
-    scores, labels = scores_and_int_labels(name, "logits_or_probs", logits_or_probs, labels)
-    if scores.shape[-1] == 1:
+    scores = jnp.asarray(logits_or_probs)
+    binary = scores.ndim >= 1 and scores.shape[-1] == 1
+    scores, labels = scores_and_int_labels(
+        name, "logits_or_probs", scores, labels, mask=mask, num_classes=2 if binary else None
+    )
+    if binary:
         predicted = (scores[..., 0] > threshold).astype(labels.dtype)
     else:
         predicted = jnp.argmax(scores, axis=-1)
@@ -75,8 +91,10 @@ def top_k_accuracy(
 
     Args:
       logits: scores of shape ``[..., C]``.
-      labels: integer class indices in ``[0, C)`` of shape ``[...]``.
-      k: a positive Python int (``k >= C`` makes every example correct).
+      labels: integer class indices in ``[0, C)`` of shape ``[...]`` (others are a
+        ``ValueRangeError``, eagerly or in checked mode).
+      k: a positive Python int, at most ``C`` (``k == C`` makes every example correct; a
+        larger ``k`` is a ``ConfigError``).
       mask: optional mask/weights of shape ``[...]``.
 
     Returns:
@@ -87,7 +105,13 @@ def top_k_accuracy(
     name = "top_k_accuracy"
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ConfigError(f"{name}: k must be a positive int; got {k!r}")
-    logits, labels = scores_and_int_labels(name, "logits", logits, labels)
+    logits, labels = scores_and_int_labels(name, "logits", logits, labels, mask=mask)
+    classes = logits.shape[-1]
+    if k > classes:
+        raise ConfigError(
+            f"{name}: k={k} is more than the {classes} classes of logits shape {logits.shape}; "
+            f"every example would count as correct. Use k <= {classes}"
+        )
     label_score = jnp.take_along_axis(logits, labels[..., None], axis=-1)
     index = jax.lax.broadcasted_iota(labels.dtype, logits.shape, logits.ndim - 1)
     ahead = (logits > label_score) | ((logits == label_score) & (index < labels[..., None]))
@@ -106,8 +130,9 @@ def binary_accuracy(
     Args:
       probs_or_logits: scores of any shape ``[...]``; use ``threshold=0.5`` for probabilities
         (the default) and ``threshold=0.0`` for logits.
-      targets: 0/1 (bool, int or float) targets, the same shape; a float target counts as 1 when
-        it is ``> 0.5``.
+      targets: 0/1 (bool, int or float) targets in ``[0, 1]``, the same shape; a float target
+        counts as 1 when it is ``> 0.5``. Values outside ``[0, 1]`` (where ``mask`` is
+        nonzero) are a ``ValueRangeError``, eagerly or in checked mode.
       threshold: the decision threshold (strict: ``score == threshold`` predicts 0).
       mask: optional mask/weights of the same shape.
 
@@ -119,4 +144,7 @@ def binary_accuracy(
     name = "binary_accuracy"
     scores, targets = jnp.asarray(probs_or_logits), jnp.asarray(targets)
     check_same_shape(name, "probs_or_logits", scores, "targets", targets)
+    if targets.dtype != jnp.bool_:
+        checked_mask = None if mask is None else check_mask(name, mask, targets.shape)
+        check_range(name, "targets", targets, 0, 1, closed=True, mask=checked_mask)
     return _fraction((scores > threshold) == (targets > 0.5), mask, name)

@@ -173,6 +173,9 @@ class _AdditivePositions(Layer):
     def _encodings(self, params: Params, positions: Array, features: int, dtype: Any) -> Array:
         """``(*positions.shape, D)`` encodings of integer ``positions`` in ``dtype``."""
 
+    def _check_positions(self, what: str, positions: Array) -> None:
+        """Value-check ``positions`` (described by ``what``); any position is valid here."""
+
     def _check(self, x: Any) -> None:
         self.check_rank(x, 2, what="input (..., T, D)")
 
@@ -185,8 +188,12 @@ class _AdditivePositions(Layer):
         length, features = x.shape[-2:]
         start = self.state_entry(state, "index") if self.decode else 0
         positions = _positions(self, call, x.shape[:-1], "(..., T)")
-        if positions is None:
+        if positions is not None:
+            self._check_positions("side input 'positions'", positions)
+        else:
             positions = start + jnp.arange(length)
+            if self.decode:  # without it, 0..T-1 with T checked statically
+                self._check_positions("positions (decode state 'index' + 0..T-1)", positions)
         dtype = jnp.promote_types(x.dtype, jnp.float32)
         pe = self._encodings(params, positions, features, dtype).astype(x.dtype)
         y = x + pe.reshape((1,) * (x.ndim - pe.ndim) + pe.shape)
@@ -233,7 +240,9 @@ class LearnedPositionalEmbedding(_AdditivePositions):
 
     Side inputs: ``"positions"``, ``(..., T)`` or ``(T,)`` ints in ``[0, L)`` (default
     ``0 .. T-1``, or ``index .. index + T - 1`` with ``decode``; the index advances by ``T``
-    either way). A position outside ``[0, L)`` gives a NaN row (not checked under ``jit``).
+    either way). A position outside ``[0, L)`` (given, or reached by decoding past ``L``) is a
+    ``ValueRangeError`` naming the layer path - at once for concrete positions, under ``jax.jit``
+    in checked mode (:func:`nn_jax.checked`); an unchecked jitted call gives a NaN row for it.
 
     Input ``(..., T, D)`` -> same shape. Params: ``embedding: (L, D)``.
     """
@@ -263,6 +272,9 @@ class LearnedPositionalEmbedding(_AdditivePositions):
         self._check(x)
         table = self.embedding_init(key, (self.max_length, x.shape[-1]), self.param_dtype)
         return {"embedding": table}, self._decode_state()
+
+    def _check_positions(self, what: str, positions: Array) -> None:
+        self.check_range(what, positions, 0, self.max_length)
 
     def _encodings(self, params: Params, positions: Array, features: int, dtype: Any) -> Array:
         table = self.param(params, "embedding", (self.max_length, features))

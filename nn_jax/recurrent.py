@@ -21,7 +21,9 @@ Layout: batch-major ``(*batch, T, F)`` by default, ``(T, *batch, F)`` with ``tim
 
 Side inputs (``apply(..., side={...})``, see :mod:`nn_jax.core`), read by every :class:`RNN`:
 
-* ``"lengths"``: ``(*batch,)`` ints; steps ``t >= length`` are padding.
+* ``"lengths"``: ``(*batch,)`` ints in ``[0, T]``; steps ``t >= length`` are padding. A length
+  past ``T`` or negative is a :class:`~nn_jax.errors.ValueRangeError` naming the RNN's path - at
+  once for concrete lengths, under ``jax.jit`` in checked mode (:func:`nn_jax.checked`).
 * ``"mask"``: bools shaped like the input without its feature axis (``(*batch, T)``, or
   ``(T, *batch)`` when time-major); ``True`` = a real step. Given with ``"lengths"``, a step is
   real when both say so (the two are combined with *and*).
@@ -415,6 +417,7 @@ def _time_mask(layer: Layer, x: Array, time_axis: int, lengths: Any, mask: Any) 
     if lengths is not None:
         note = f"(the batch shape of input {x.shape})"
         lengths = layer.side_array("lengths", lengths, batch, note)
+        layer.check_range("side input 'lengths'", lengths, 0, steps, closed=True)
         valid = jnp.moveaxis(sequence_mask(lengths, steps), -1, 0)
     if mask is not None:
         note = f"(input shape {x.shape} without features)"
@@ -446,9 +449,10 @@ class RNN(Layer):
             scan (``True``) or inside it, step by step (``False``, the default). The results are
             equal; the speed is not (see the module docstring).
 
-    Side inputs: ``"lengths"`` (``(*batch,)`` ints), ``"mask"`` (``(*batch, T)`` bools, or
-    ``(T, *batch)`` time-major; combined with ``"lengths"`` by *and*) and ``"initial_carry"``
-    (default zeros; shaped like ``cell.initial_carry(batch_shape)``); see the module docstring.
+    Side inputs: ``"lengths"`` (``(*batch,)`` ints in ``[0, T]``, value-checked), ``"mask"``
+    (``(*batch, T)`` bools, or ``(T, *batch)`` time-major; combined with ``"lengths"`` by *and*)
+    and ``"initial_carry"`` (default zeros; shaped like ``cell.initial_carry(batch_shape)``); see
+    the module docstring.
 
     Taps: ``"carry"``, the final carry (after the last real step of each sequence, or the
     initial carry for a sequence with none), at ``<rnn path>/carry``.

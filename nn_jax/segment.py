@@ -7,9 +7,13 @@ These are ``jax.ops.segment_sum`` / ``segment_max`` with the two things graph co
 * empty segments (no unmasked row) give ``0`` for every reduction - not ``-inf`` (max) or NaN
   (mean, softmax).
 
-Every function takes ``data`` of shape ``(M, ...)``, ``segment_ids`` of shape ``(M,)`` (integers;
-ids outside ``[0, num_segments)`` are dropped, as in ``jax.ops.segment_sum``) and a static
-``num_segments`` (a Python int, so shapes are known under ``jax.jit``).
+Every function takes ``data`` of shape ``(M, ...)``, ``segment_ids`` of shape ``(M,)`` and a
+static ``num_segments`` (a Python int, so shapes are known under ``jax.jit``). The ids of the
+unmasked rows must lie in ``[0, num_segments)``: ``jax.ops.segment_sum`` would drop the others
+silently, so here they are a :class:`~nn_jax.errors.ValueRangeError` naming the function, the
+range and the ids given - at once for concrete ids, under ``jax.jit`` in checked mode
+(:func:`nn_jax.checked`; an unchecked jitted call still drops them). Masked rows' ids are not
+checked: padding may point anywhere.
 
 >>> import jax.numpy as jnp
 >>> data = jnp.array([1.0, 2.0, 3.0, 100.0])
@@ -27,6 +31,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from nn_jax._checks import check_range
 from nn_jax.errors import ShapeError
 
 __all__ = ["segment_count", "segment_max", "segment_mean", "segment_softmax", "segment_sum"]
@@ -35,7 +40,8 @@ __all__ = ["segment_count", "segment_max", "segment_mean", "segment_softmax", "s
 def _prepare(
     fn: str, data: ArrayLike, segment_ids: ArrayLike, num_segments: int, mask: ArrayLike | None
 ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
-    """Check shapes; return ``data``, ids with masked rows sent out of range, and the mask."""
+    """Check shapes and the ids of the unmasked rows; return ``data``, ids with masked rows sent
+    out of range, and the mask."""
     data, segment_ids = jnp.asarray(data), jnp.asarray(segment_ids)
     if not isinstance(num_segments, int) or num_segments < 0:
         raise ShapeError(
@@ -50,14 +56,17 @@ def _prepare(
             f"{fn}: segment_ids must be integers of shape {expected} (one per data row), given "
             f"shape {segment_ids.shape} and dtype {segment_ids.dtype}"
         )
+    if mask is not None:
+        mask = jnp.asarray(mask)
+        if mask.shape != expected or mask.dtype != jnp.bool_:
+            raise ShapeError(
+                f"{fn}: mask must be booleans of shape {expected}, given shape {mask.shape} and "
+                f"dtype {mask.dtype}"
+            )
+    what = "segment_ids" if mask is None else "segment_ids of the unmasked rows"
+    check_range(fn, what, segment_ids, 0, num_segments, mask=mask)
     if mask is None:
         return data, segment_ids, None
-    mask = jnp.asarray(mask)
-    if mask.shape != expected or mask.dtype != jnp.bool_:
-        raise ShapeError(
-            f"{fn}: mask must be booleans of shape {expected}, given shape {mask.shape} and "
-            f"dtype {mask.dtype}"
-        )
     # Out-of-range ids are dropped by the scatter inside jax.ops.segment_*.
     return data, jnp.where(mask, segment_ids, num_segments), mask
 
@@ -83,7 +92,7 @@ def segment_sum(
 
     Args:
         data: ``(M, ...)``.
-        segment_ids: ``(M,)`` integers.
+        segment_ids: ``(M,)`` integers in ``[0, S)`` (those of unmasked rows are value-checked).
         num_segments: ``S``, a Python int.
         mask: optional ``(M,)`` booleans; ``False`` rows are left out.
 
@@ -122,6 +131,11 @@ def segment_max(
     Builds on: ``jax.ops.segment_max``.
     """
     data, ids, _ = _prepare("segment_max", data, segment_ids, num_segments, mask)
+    return _max(data, ids, num_segments)
+
+
+def _max(data: jax.Array, ids: jax.Array, num_segments: int) -> jax.Array:
+    """:func:`segment_max` of prepared ids (out of range = masked: dropped, not checked)."""
     out = jax.ops.segment_max(data, ids, num_segments)
     count = jax.ops.segment_sum(jnp.ones(ids.shape, jnp.int32), ids, num_segments)
     return jnp.where(_rows(count > 0, out), out, jnp.zeros_like(out))
@@ -133,13 +147,13 @@ def segment_softmax(
     """Softmax over the rows of each segment, independently per trailing index.
 
     ``out[i] = exp(z[i] - m[s]) / sum_{j in s} exp(z[j] - m[s])`` with ``s = segment_ids[i]`` and
-    ``m[s]`` the segment's maximum (so large logits do not overflow). Masked rows, and rows whose
-    id is out of range, get 0 and take no part in the normalization; over the other rows each
-    segment's outputs sum to 1.
+    ``m[s]`` the segment's maximum (so large logits do not overflow). Masked rows get 0 and take
+    no part in the normalization (as would rows with an out-of-range id in an unchecked jitted
+    call; otherwise those are an error); over the other rows each segment's outputs sum to 1.
 
     Args:
         logits: ``(M, ...)``, e.g. ``(E, heads)`` attention logits per edge.
-        segment_ids: ``(M,)`` integers, e.g. each edge's receiver.
+        segment_ids: ``(M,)`` integers in ``[0, S)``, e.g. each edge's receiver.
         num_segments: ``S``, a Python int.
         mask: optional ``(M,)`` booleans.
 
@@ -149,12 +163,12 @@ def segment_softmax(
     Builds on: ``jax.ops.segment_max`` and ``jax.ops.segment_sum``.
     """
     logits, ids, _ = _prepare("segment_softmax", logits, segment_ids, num_segments, mask)
-    # Masked rows were given id num_segments: one test covers them and out-of-range ids.
+    # Masked rows were given id num_segments (and unchecked out-of-range ids are out of range).
     keep = _rows((ids >= 0) & (ids < num_segments), logits)
     # Replace masked logits before exp, so a NaN/inf there cannot leak into the gradient.
     logits = jnp.where(keep, logits, jnp.zeros_like(logits))
     # The shift cancels in the ratio: no gradient through it.
-    shift = jax.lax.stop_gradient(segment_max(logits, ids, num_segments))
+    shift = jax.lax.stop_gradient(_max(logits, ids, num_segments))
     exp = jnp.where(keep, jnp.exp(logits - shift[ids]), jnp.zeros_like(logits))
     total = jax.ops.segment_sum(exp, ids, num_segments)[ids]
     return exp / jnp.where(total > 0, total, jnp.ones_like(total))

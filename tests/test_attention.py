@@ -9,7 +9,7 @@ import pytest
 
 from nn_jax.attention import MultiHeadAttention, attention_weights, dot_product_attention
 from nn_jax.core import tapping
-from nn_jax.errors import ConfigError, RngError, ShapeError
+from nn_jax.errors import ConfigError, RngError, ShapeError, ValueRangeError
 from nn_jax.inspect import apply_with_intermediates
 from nn_jax.masks import causal_mask, combine_masks, make_attention_mask
 from nn_jax.positional import RotaryEmbedding
@@ -117,7 +117,7 @@ def test_a_decode_cache_never_overflows_silently():
         jax.jit(decoder.apply)(params, cache, jnp.ones((1, 4, 4)))
     _, cache = decoder.apply(params, cache, jnp.ones((1, 2, 4)))
     _, cache = decoder.apply(params, cache, jnp.ones((1, 1, 4)))  # fills the cache exactly
-    with pytest.raises(ShapeError, match=r"holds 3 steps; 1 new step\(s\) at cache index 3"):
+    with pytest.raises(ValueRangeError, match=r"holds 3 steps; 1 new step\(s\) at cache index 3"):
         decoder.apply(params, cache, jnp.ones((1, 1, 4)))
 
 

@@ -52,7 +52,7 @@ def test_accuracy_fully_masked_is_zero():
     assert float(M.accuracy(LOGITS, LABELS, mask=np.zeros(B, bool))) == 0.0
 
 
-@pytest.mark.parametrize("k", [1, 2, 3, C, C + 2])
+@pytest.mark.parametrize("k", [1, 2, 3, C])
 @pytest.mark.parametrize("logits", [LOGITS, TIED], ids=["distinct", "tied"])
 def test_top_k_accuracy_matches_numpy(logits, k):
     correct = _np_topk_correct(logits, LABELS, k)

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nn_jax.errors import ShapeError
+from nn_jax.errors import ShapeError, ValueRangeError
 from nn_jax.segment import segment_count, segment_max, segment_mean, segment_softmax, segment_sum
 
 NUM_SEGMENTS = 5  # segment 3 is always empty; segment 4 only has masked rows
@@ -97,11 +97,15 @@ def test_masked_nan_and_inf_do_not_leak_into_values_or_gradients(data):
         assert np.all(np.asarray(grad)[~mask] == 0), fn.__name__
 
 
-def test_out_of_range_ids_are_dropped():
+def test_out_of_range_ids_are_an_error_eagerly_and_dropped_by_an_unchecked_jit():
     values = np.array([1.0, 2.0, 4.0, 8.0])
     ids = np.array([0, 2, 1, 0])  # num_segments=2: id 2 is out of range
-    np.testing.assert_allclose(segment_sum(values, ids, 2), [9.0, 4.0])
-    softmax = np.asarray(segment_softmax(values, ids, 2))
+    with pytest.raises(
+        ValueRangeError, match=r"segment_ids must lie in \[0, 2\), given values in \[0, 2\]"
+    ):
+        segment_sum(values, ids, 2)
+    np.testing.assert_allclose(jax.jit(segment_sum, static_argnums=2)(values, ids, 2), [9.0, 4.0])
+    softmax = np.asarray(jax.jit(segment_softmax, static_argnums=2)(values, ids, 2))
     np.testing.assert_allclose(
         softmax, [1 / (1 + np.exp(7.0)), 0.0, 1.0, 1 / (1 + np.exp(-7.0))], rtol=1e-6
     )
