@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import jax
+import numpy as np
 
 from nn_jax.errors import ConfigError, ShapeError
 
@@ -31,11 +32,13 @@ axis, while the rank is unknown) or one ``(lo, hi)`` pair per axis."""
 
 
 def is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    """An int or a NumPy integer, not a bool (callers store ``int(v)``)."""
+    return isinstance(v, int | np.integer) and not isinstance(v, bool)
 
 
 def is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
+    """A real Python or NumPy number, not a bool."""
+    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
 
 
 def size_option(owner: str, name: str, value: Any, *, minimum: int = 1) -> int | tuple[int, ...]:

@@ -102,6 +102,11 @@ def get_activation(name_or_fn: str | Callable[..., Any]) -> Callable[..., Any]:
       ConfigError: for an unknown name (the message lists the valid names) or a value that is
         neither a string nor callable.
     """
+    if isinstance(name_or_fn, type):
+        raise ConfigError(
+            f"get_activation: expected an activation function or name, given the class "
+            f"{name_or_fn.__name__}; give a function such as jax.nn.relu"
+        )
     if callable(name_or_fn):
         return name_or_fn
     if isinstance(name_or_fn, str) and name_or_fn in _ACTIVATIONS:

@@ -44,7 +44,17 @@ class _Children(Block):
         children: list[tuple[str, Any]] = (
             list(named.items()) if named else [(str(i), v) for i, v in enumerate(layers)]
         )
-        object.__setattr__(self, "layers", tuple((str(k), as_layer(v)) for k, v in children))
+        where = type(self).__name__
+        names = [str(k) for k, _ in children]
+        if not all(k and "/" not in k for k in names):
+            raise ConfigError(
+                f"{where}: child names must be non-empty strings without '/', given {names}"
+            )
+        resolved = tuple(
+            (k, as_layer(v, f"{where}: child {k!r}"))
+            for k, (_, v) in zip(names, children, strict=True)
+        )
+        object.__setattr__(self, "layers", resolved)
 
 
 @dataclasses.dataclass(frozen=True, init=False)

@@ -39,8 +39,8 @@ import jax.numpy as jnp
 
 from nn_jax import _spatial as sp
 from nn_jax import initializers
-from nn_jax.core import Array, Call, Initializer, Layer, Params, PRNGKey, State
-from nn_jax.dense import default_kernel_init, weight_and_bias
+from nn_jax.core import Array, Call, Initializer, Layer, Params, PRNGKey, Size, State
+from nn_jax.dense import check_floating, default_kernel_init, weight_and_bias
 from nn_jax.errors import ConfigError, ShapeError
 
 __all__ = ["Conv", "ConvTranspose"]
@@ -58,13 +58,13 @@ class _ConvBase(sp.SpatialRank, Layer):
     input's rank at init, from the kernel's rank at apply).
     """
 
-    features: int
+    features: Size
     kernel_size: int | tuple[int, ...]
     _: KW_ONLY
     strides: int | tuple[int, ...] = 1
     padding: Any = "SAME"
     kernel_dilation: int | tuple[int, ...] = 1
-    feature_group_count: int = 1
+    feature_group_count: Size = 1
     use_bias: bool = True
     data_format: str = "channels_last"
     dtype: Any = None
@@ -78,11 +78,9 @@ class _ConvBase(sp.SpatialRank, Layer):
 
     def __post_init__(self) -> None:
         name = type(self).__name__
-        if not sp.is_int(self.features) or self.features <= 0:
-            raise ConfigError(f"{name}: features must be a positive int, given {self.features!r}")
         sp.normalize_fields(self, self._sizes, padding=True)
         groups = self.feature_group_count
-        if not sp.is_int(groups) or groups <= 0 or self.features % groups:
+        if self.features % groups:
             raise ConfigError(
                 f"{name}: feature_group_count must be a positive int dividing features="
                 f"{self.features}, given {groups!r}"
@@ -134,6 +132,7 @@ class _ConvBase(sp.SpatialRank, Layer):
         x = jnp.asarray(x)
         layer = self._for_kernel(w)
         channels = layer._channels(x)
+        check_floating(self, x)
         layer._check_kernel(w)
         if channels != layer._in_channels(w):
             raise self.error(

@@ -24,6 +24,23 @@ returns.
 subclass :class:`Block` and write only ``forward(scope, x)``; parameter-free layers subclass
 :class:`ParameterFree` and write only ``transform(x, call)``; other leaf layers write ``init`` and
 ``compute(params, state, x, call)``.
+
+**Checks at the boundary.** A wrong call raises an error of :mod:`nn_jax.errors` that names the
+layer, what was expected and what was given; never a raw JAX error or a wrong number:
+
+* Constructors check every hyper-parameter by its annotation (:func:`check_fields`): ``Size``
+  (an int >= 1; a NumPy integer is stored as a Python int, ``True`` is not a size), ``Sizes``,
+  ``Rate``, ``NonNegative``, ``float``, ``bool``, ``str``, ``Initializer`` (an *uncalled*
+  factory such as ``jax.nn.initializers.lecun_normal`` is refused), ``Activation`` (a function
+  or a known name), dtypes; then the layer's own ``__post_init__`` checks what relates fields.
+* ``init`` checks its key (``jax.random.key(seed)`` or a legacy ``jax.random.PRNGKey(seed)``,
+  not an int or a batch of keys) and its example input (arrays or ``ShapeDtypeStruct`` s, not
+  a shape tuple); ``apply`` checks that ``params`` and ``state`` are dicts (``apply(params, x)``
+  without the state says so), the ``rng``, and that the input is real (not complex). Params
+  entries that no layer reads are a ``ParamsError``.
+
+All of it runs while tracing, on Python types, shapes and dtypes: nothing is added to a
+compiled program.
 """
 
 from __future__ import annotations
@@ -35,15 +52,25 @@ import dataclasses
 import fnmatch
 import functools
 import importlib
+import inspect
+import math
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, NamedTuple, Protocol, TypeAlias, TypeVar
+from typing import Any, ClassVar, NamedTuple, Protocol, TypeAlias, TypeVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from nn_jax import checking
-from nn_jax.errors import ConfigError, NNJaxError, ParamsError, RngError, ShapeError
+from nn_jax.checking import check_in_range
+from nn_jax.errors import (
+    ArgumentError,
+    ConfigError,
+    NNJaxError,
+    ParamsError,
+    RngError,
+    ShapeError,
+)
 
 __all__ = [
     "ApplyFn",
@@ -148,6 +175,21 @@ def derive_key(key: PRNGKey, name: str) -> PRNGKey:
     """A child key that depends only on the parent key and the child's name (not on call order)."""
     return jax.random.fold_in(key, zlib.crc32(name.encode()) & 0x7FFFFFFF)
 
+
+class _NotGiven:
+    """The default of ``x`` in ``apply``/``__call__``: a forgotten argument, said plainly."""
+
+    def __repr__(self) -> str:
+        return "<not given>"
+
+
+_NOT_GIVEN: Any = _NotGiven()
+
+# The parameter names each params dict had read by Layer.param during the outermost apply
+# (by id), so a leaf layer can tell entries it never reads (params of another model).
+_PARAM_READS: contextvars.ContextVar[dict[int, set[str]] | None] = contextvars.ContextVar(
+    "nn_jax_param_reads", default=None
+)
 
 # --------------------------------------------------------------------------------------------
 # Side inputs: every name given must be read by some layer (checked once per traced call).
@@ -289,7 +331,12 @@ def _importable(fn: Any) -> _Ref | None:
 
 
 def callable_name(fn: Any) -> str:
-    """A readable name with no address: ``jax.nn.relu``, ``mod.my_fn``, ``mod.<lambda>``."""
+    """A readable name with no address: ``jax.nn.relu``, ``mod.my_fn``, ``mod.<lambda>``,
+    ``functools.partial(nn_jax.losses.mse, reduction='none')``."""
+    if isinstance(fn, functools.partial):
+        arguments = [callable_name(fn.func), *map(repr, fn.args)]
+        arguments += [f"{k}={v!r}" for k, v in fn.keywords.items()]
+        return f"functools.partial({', '.join(arguments)})"
     name = getattr(fn, "__name__", None)
     for module in _PUBLIC_MODULES:
         if name and getattr(importlib.import_module(module), name, None) is fn:
@@ -336,6 +383,503 @@ def _rebuild(cls: type[Layer], fields: dict[str, Any]) -> Layer:
 
 
 # --------------------------------------------------------------------------------------------
+# Describing values in messages, and checking keys and inputs at the call boundary.
+
+
+def describe(value: Any) -> str:
+    """``value`` as a message shows what was given: ``0``, ``True (a bool)``, ``'3'``,
+    ``a float32 array of shape (2, 4)``, ``the class Dense``, ``the function jax.nn.relu``."""
+    if isinstance(value, bool):
+        return f"{value!r} (a bool)"
+    if isinstance(value, int | float | str | complex) or value is None:
+        text = repr(value)
+        return text if len(text) <= 80 else text[:77] + "..."
+    if isinstance(value, type):
+        return f"the class {value.__name__}"
+    if isinstance(value, Layer):
+        return repr(value)
+    if isinstance(value, np.dtype):
+        return f"the dtype {value.name}"
+    if isinstance(value, np.generic):
+        return f"{value.item()!r} (a NumPy {value.dtype})"
+    dtype, shape = getattr(value, "dtype", None), getattr(value, "shape", None)
+    if dtype is not None and shape is not None:
+        return f"a {dtype} array of shape {tuple(shape)}"
+    if isinstance(value, Mapping):
+        return f"a {type(value).__name__} with keys {sorted(map(str, value))}"
+    if isinstance(value, tuple | list):
+        if len(value) <= 4 and all(isinstance(v, int | float | str) for v in value):
+            return f"the {type(value).__name__} {value!r}"
+        return f"a {type(value).__name__} of {len(value)} items"
+    if callable(value):
+        return f"the function {callable_name(value)}"
+    return f"a {type(value).__name__}"
+
+
+@functools.cache
+def _raw_key_shape() -> tuple[int, ...]:
+    """The shape of a legacy ``jax.random.PRNGKey(0)`` of the default PRNG implementation."""
+    return tuple(jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))).shape)
+
+
+def check_key(key: Any, where: str, name: str = "key", *, optional: bool = False) -> None:
+    """Raise an ``RngError`` unless ``key`` is one PRNG key (trace-time: reads the type only).
+
+    A key is ``jax.random.key(seed)`` (shape ``()``), or a legacy ``jax.random.PRNGKey(seed)``
+    (``uint32`` of shape ``(2,)``). Not an int, a float array, or a batch of keys. With
+    ``optional``, ``None`` is accepted too.
+    """
+    if key is None and optional:
+        return
+    fix = "pass one key, e.g. jax.random.key(0)"
+    dtype, shape = getattr(key, "dtype", None), getattr(key, "shape", None)
+    if dtype is None or shape is None or isinstance(key, np.generic):
+        given = describe(key)
+        if isinstance(key, int | np.integer) and not isinstance(key, bool):
+            given, fix = f"the int {key}", f"pass jax.random.key({key}) instead of the seed"
+        raise RngError(f"{where}: {name} must be a PRNG key, given {given}; {fix}")
+    shape = tuple(shape)
+    if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        if shape == ():
+            return
+        batch = shape
+    elif dtype == jnp.uint32 and shape[-1:] == _raw_key_shape()[-1:]:
+        if len(shape) == 1:
+            return
+        batch = shape[:-1]
+    else:
+        raise RngError(f"{where}: {name} must be a PRNG key, given {describe(key)}; {fix}")
+    raise RngError(
+        f"{where}: {name} must be one PRNG key, given a batch of keys of shape {batch}; {fix} "
+        "(take one entry of jax.random.split(key, n), or map over the keys with jax.vmap)"
+    )
+
+
+def check_layer(where: str, value: Any, name: str = "model") -> None:
+    """Raise an ``ArgumentError`` unless ``value`` is a layer instance (not its class)."""
+    if isinstance(value, Layer):
+        return
+    hint = ""
+    if isinstance(value, type):
+        hint = f"; construct it first, e.g. {value.__name__}(...)"
+    raise ArgumentError(
+        f"{where}: {name} must be a layer instance, e.g. Dense(3), given {describe(value)}{hint}"
+    )
+
+
+def check_input(where: str, x: Any, *, example: bool = False, call: str = "init(key, x)") -> None:
+    """Raise unless ``x`` is an array or a pytree of arrays with real (not complex) dtypes.
+
+    ``example``: ``x`` is ``init``'s example input, read for its shapes and dtypes only: arrays
+    or ``jax.ShapeDtypeStruct`` s (a tuple of ints, a shape, is an ``ArgumentError``).
+    Trace-time only: reads types, shapes and dtypes.
+    """
+    if (
+        example
+        and isinstance(x, tuple | list)
+        and x
+        and all(isinstance(d, int) and not isinstance(d, bool) for d in x)
+    ):
+        raise ArgumentError(
+            f"{where}: {call} takes an example input (an array or a "
+            f"jax.ShapeDtypeStruct), given the {type(x).__name__} {tuple(x)!r}, which looks "
+            f"like a shape; pass jnp.zeros({tuple(x)!r}) or "
+            f"jax.ShapeDtypeStruct({tuple(x)!r}, jnp.float32)"
+        )
+    for leaf in jax.tree.leaves(x):
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is None:
+            if isinstance(leaf, bool | int | float) and not example:
+                continue
+            if not isinstance(leaf, complex):
+                expected = "arrays or jax.ShapeDtypeStructs" if example else "arrays"
+                raise ArgumentError(
+                    f"{where}: the input x must be an array or a pytree (tuple, dict) of "
+                    f"{expected}, given {describe(leaf)}" + (" in it" if leaf is not x else "")
+                )
+            dtype = jnp.result_type(leaf)
+        if jnp.issubdtype(dtype, jnp.complexfloating):
+            shape = tuple(getattr(leaf, "shape", ()))
+            raise ShapeError(
+                f"{where}: the input is complex ({jnp.dtype(dtype).name}, shape {shape}) and "
+                "this layer computes on real numbers; pass jnp.real(x) and jnp.imag(x) as "
+                "features (e.g. concatenated on the last axis), or jnp.abs(x)"
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# Hyper-parameter checks: one rule per field annotation, before the layer's own __post_init__.
+#
+# A field's annotation, as written, picks its rule: ``int`` (an int or NumPy integer, not a
+# bool; stored as a Python int), ``Size`` (an int >= 1), ``float`` (a finite number),
+# ``NonNegative``, ``Rate`` ([0, 1]), ``bool``, ``str``, ``tuple[int, ...]``, ``Sizes``,
+# ``Initializer``, ``Activation``, ``Layer``, unions of these and ``None``. Other annotations
+# (``Any``, a layer type, ...) are left to the layer's own ``__post_init__``; ``dtype`` and
+# ``param_dtype`` fields must be real dtypes.
+
+Size: TypeAlias = int
+"""An ``int`` that counts something (features, heads, groups, classes): ``>= 1``."""
+Sizes: TypeAlias = tuple[int, ...]
+"""A non-empty tuple of :data:`Size` s (the widths of layers, blocks per stage)."""
+NonNegative: TypeAlias = float
+"""A finite number ``>= 0`` (an epsilon)."""
+Rate: TypeAlias = float
+"""A number in ``[0, 1]`` (a probability, a momentum)."""
+Activation: TypeAlias = Callable[[Any], Any] | str
+"""A function such as ``jax.nn.relu``, or a name :func:`nn_jax.activations.get_activation`
+knows (``"relu"``)."""
+
+
+class _Reject(Exception):
+    """A value does not fit one member of a field's annotation (internal to the checks)."""
+
+    def __init__(self, expected: str, hint: str = "") -> None:
+        super().__init__(expected)
+        self.expected, self.hint = expected, hint
+
+
+def _as_int(value: Any, expected: str) -> int:
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+        raise _Reject(expected)
+    return int(value)
+
+
+def _as_number(value: Any, expected: str) -> int | float:
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.number):
+        raise _Reject(expected)
+    if isinstance(value, np.complexfloating):
+        raise _Reject(expected)
+    value = value.item() if isinstance(value, np.generic) else value
+    if not math.isfinite(value):
+        raise _Reject(expected)
+    return value
+
+
+def _size(value: Any) -> int:
+    value = _as_int(value, "a positive int")
+    if value < 1:
+        raise _Reject("a positive int")
+    return value
+
+
+def _non_negative(value: Any) -> int | float:
+    value = _as_number(value, "a number >= 0")
+    if value < 0:
+        raise _Reject("a number >= 0")
+    return value
+
+
+def _rate(value: Any) -> int | float:
+    value = _as_number(value, "in [0, 1]")
+    if not 0 <= value <= 1:
+        raise _Reject("in [0, 1]")
+    return value
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool | np.bool_):
+        raise _Reject("True or False")
+    return bool(value)
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Reject("a string")
+    return str(value)
+
+
+def _none(value: Any) -> None:
+    if value is not None:
+        raise _Reject("None")
+
+
+def _tuple_of(item: Callable[[Any], Any], expected: str, *, non_empty: bool = False) -> Any:
+    def check(value: Any) -> tuple[Any, ...]:
+        if not isinstance(value, tuple | list) or (non_empty and not value):
+            raise _Reject(expected)
+        try:
+            return tuple(item(v) for v in value)
+        except _Reject:
+            raise _Reject(expected) from None
+
+    return check
+
+
+@functools.cache
+def _initializer_factories() -> dict[Any, str]:
+    """JAX's and nn_jax's initializer *factories* (``lecun_normal``, not ``lecun_normal()``)."""
+    from nn_jax import initializers
+
+    found: dict[Any, str] = {}
+    modules = {"jax.nn.initializers": dir(jax.nn.initializers), initializers.__name__: []}
+    modules[initializers.__name__] = list(initializers.__all__)
+    for prefix, names in modules.items():
+        module = importlib.import_module(prefix)
+        for name in names:
+            fn = getattr(module, name)
+            if (
+                not name.startswith("_")
+                and name not in ("zeros", "ones", "initialize")
+                and callable(fn)
+                and not isinstance(fn, type)
+            ):
+                found.setdefault(fn, f"{prefix}.{name}")
+    return found
+
+
+def _makes_functions(init: Any) -> bool:
+    """Whether ``init(key, (2, 2), float32)`` returns a function (``init`` is a factory).
+
+    Traced with ``jax.eval_shape`` (no computation); an initializer that cannot draw that
+    shape (``orthogonal`` on a 3-D kernel, ...) raises, and is given the benefit of the doubt.
+    """
+    from nn_jax import initializers
+
+    made: list[Any] = []
+
+    def probe(key: PRNGKey) -> Array:
+        made.append(initializers.initialize(init, key, (2, 2), jnp.float32, fan_in=2))
+        return jnp.zeros(())
+
+    try:
+        jax.eval_shape(probe, jax.eval_shape(lambda: jax.random.key(0)))
+    except Exception:
+        return False
+    return bool(made) and callable(made[0]) and not hasattr(made[0], "shape")
+
+
+_makes_functions_cached = functools.lru_cache(maxsize=1024)(_makes_functions)
+
+_INITIALIZER = "an initializer, a function (key, shape, dtype) -> array"
+
+
+def _initializer(value: Any) -> Any:
+    from nn_jax import initializers
+
+    known = (initializers.JaxInitializer, initializers.UniformFanIn, initializers.UniformSymmetric)
+    if isinstance(value, known) or value is initializers.zeros or value is initializers.ones:
+        return value
+    if isinstance(value, type | Layer) or not callable(value):
+        raise _Reject(_INITIALIZER, _construct_hint(value))
+    try:
+        factory = _initializer_factories().get(value)
+    except TypeError:  # unhashable
+        factory = None
+    if factory is not None:
+        raise _Reject(_INITIALIZER, f"{factory} makes initializers; call it: {{field}}={factory}()")
+    try:
+        signature = inspect.signature(value)
+    except (TypeError, ValueError):  # no signature to read (a builtin): go on to the probe
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(0, 1, 2)
+        except TypeError:
+            raise _Reject(
+                _INITIALIZER,
+                f"its signature is {signature}; if it makes initializers, call it to get one",
+            ) from None
+    try:
+        makes = _makes_functions_cached(value)
+    except TypeError:  # unhashable
+        makes = _makes_functions(value)
+    if makes:
+        raise _Reject(
+            _INITIALIZER,
+            "called with (key, shape, dtype) it returns a function, so it is a factory of "
+            "initializers: call it to get the initializer",
+        )
+    return value
+
+
+def _activation(value: Any) -> Any:
+    from nn_jax import activations
+
+    names = [n for n in activations.__all__ if n != "get_activation"]
+    expected = "a function or an activation name"
+    if isinstance(value, str):
+        if value not in names:
+            raise _Reject(expected, f"known names: {', '.join(sorted(names))}")
+    elif isinstance(value, Layer):
+        raise _Reject(expected, "a layer goes in a combinator, e.g. Sequential(..., layer)")
+    elif isinstance(value, type) or not callable(value):
+        raise _Reject(expected, _construct_hint(value))
+    return value
+
+
+def _construct_hint(value: Any) -> str:
+    """What to say when a class was given where an instance belongs."""
+    if not isinstance(value, type):
+        return ""
+    return f"construct it first, e.g. {{field}}={value.__name__}(...)"
+
+
+def _function(value: Any) -> Any:
+    if isinstance(value, type) or not callable(value):
+        raise _Reject("a function", _construct_hint(value))
+    return value
+
+
+def _layer(value: Any) -> Any:
+    if not isinstance(value, Layer):
+        raise _Reject("a layer instance", _construct_hint(value))
+    return value
+
+
+def _layer_like(value: Any) -> Any:
+    if isinstance(value, type) or not (isinstance(value, Layer) or callable(value)):
+        raise _Reject("a layer instance or a function", _construct_hint(value))
+    return value
+
+
+_RULES: dict[str, Callable[[Any], Any]] = {
+    "None": _none,
+    "int": lambda v: _as_int(v, "an int"),
+    "Size": _size,
+    "float": lambda v: _as_number(v, "a finite number"),
+    "NonNegative": _non_negative,
+    "Rate": _rate,
+    "bool": _bool,
+    "str": _str,
+    "tuple[int, ...]": _tuple_of(lambda v: _as_int(v, ""), "a tuple of ints"),
+    "tuple[float, ...]": _tuple_of(lambda v: _as_number(v, ""), "a tuple of numbers"),
+    "tuple[str, ...]": _tuple_of(_str, "a tuple of strings"),
+    "Sizes": _tuple_of(_size, "a non-empty tuple of positive ints", non_empty=True),
+    "Initializer": _initializer,
+    "Activation": _activation,
+    "Callable[[Any], Any] | str": _activation,
+    "Callable[[Any], Any]": _function,
+    "Layer": _layer,
+    "LayerLike": _layer_like,
+}
+
+
+def _members(annotation: str) -> list[str]:
+    """The members of a union written ``A | B[C | D] | None`` (top-level ``|`` only)."""
+    members, depth, start = [], 0, 0
+    for i, char in enumerate(annotation):
+        if char in "[(":
+            depth += 1
+        elif char in "])":
+            depth -= 1
+        if char == "|" and depth == 0:
+            members.append(annotation[start:i].strip())
+            start = i + 1
+    return [*members, annotation[start:].strip()]
+
+
+def _dtype_rule(optional: bool) -> Callable[[Any], Any]:
+    expected = "a real dtype such as jnp.float32 or 'bfloat16'" + (" or None" * optional)
+
+    def check(value: Any) -> Any:
+        if value is None and optional:
+            return value
+        if value is None or isinstance(value, np.ndarray | jax.Array):
+            raise _Reject(expected)
+        try:
+            dtype = jnp.dtype(value)
+        except TypeError:
+            raise _Reject(expected) from None
+        if not (
+            jnp.issubdtype(dtype, jnp.floating)
+            or jnp.issubdtype(dtype, jnp.integer)
+            or dtype == jnp.bool_
+        ):
+            raise _Reject(expected)
+        return value
+
+    return check
+
+
+def _field_rule(name: str, annotation: Any) -> Callable[[Any], Any] | None:
+    """The check of a field from its annotation as written (``None``: not checked here)."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    text = text or str(annotation)
+    if name in ("dtype", "param_dtype") and text == "Any":
+        return _dtype_rule(optional=name == "dtype")
+    if text in _RULES:
+        return _RULES[text]
+    members = _members(text)
+    if len(members) < 2 or any(m not in _RULES for m in members):
+        return None
+    rules = [_RULES[m] for m in members]
+
+    def union(value: Any) -> Any:
+        rejects = []
+        for rule in rules:
+            try:
+                return rule(value)
+            except _Reject as e:
+                rejects.append(e)
+        hints = [e.hint for e in rejects if e.hint]
+        raise _Reject(" or ".join(e.expected for e in rejects), hints[0] if hints else "")
+
+    return union
+
+
+_FIELD_RULES: dict[type, tuple[tuple[str, Callable[[Any], Any]], ...]] = {}
+
+
+def check_fields(layer: Layer) -> None:
+    """Check and normalize every hyper-parameter of ``layer`` by its annotation, in place.
+
+    Raises a ``ConfigError`` naming the layer type, the field, what it must be and what was
+    given. Runs once per construction, before the layer's own ``__post_init__``. A layer's
+    ``field_notes`` (``{"rate": "the drop probability"}``) say in messages what a field means.
+    """
+    cls = type(layer)
+    plan = _FIELD_RULES.get(cls)
+    if plan is None:
+        found = [
+            (f.name, _field_rule(f.name, f.type))
+            for f in dataclasses.fields(cls)
+            if f.init and not f.name.startswith("_")
+        ]
+        plan = _FIELD_RULES[cls] = tuple((n, r) for n, r in found if r is not None)
+    for name, rule in plan:
+        value = getattr(layer, name)
+        try:
+            checked = rule(value)
+        except _Reject as e:
+            hint = f"; {e.hint.format(field=name)}" if e.hint else ""
+            note = layer.field_notes.get(name)
+            shown = f"{name} ({note})" if note else name
+            raise ConfigError(
+                f"{cls.__name__}: {shown} must be {e.expected}, given {describe(value)}{hint}"
+            ) from None
+        if checked is not value:
+            object.__setattr__(layer, name, checked)
+
+
+def _validating(post_init: Callable[[Any], None]) -> Callable[[Any], None]:
+    """``post_init`` preceded by :func:`check_fields`, once per construction (the outermost
+    ``__post_init__`` checks; those reached through ``super()`` do not check again)."""
+
+    @functools.wraps(post_init)
+    def __post_init__(self: Layer) -> None:
+        if type(self).__post_init__ is __post_init__:
+            check_fields(self)
+        post_init(self)
+
+    __post_init__._nn_jax_checks_fields = True  # type: ignore[attr-defined]
+    return __post_init__
+
+
+def _checked_init(init: Callable[..., tuple[Params, State]]) -> Callable[..., Any]:
+    """``init`` that checks its key and example input when called from outside any layer."""
+
+    @functools.wraps(init)
+    def checked(self: Layer, key: PRNGKey, x: Any) -> tuple[Params, State]:
+        if not _PATH.get():
+            check_key(key, self.where(), "key")
+            check_input(self.where(), x, example=True)
+        return init(self, key, x)
+
+    checked._nn_jax_checks_call = True  # type: ignore[attr-defined]
+    return checked
+
+
+# --------------------------------------------------------------------------------------------
 # The base class.
 
 
@@ -354,6 +898,26 @@ class Layer(abc.ABC):
         # Keep the readable repr below: dataclass() does not replace a __repr__ in the class dict.
         if "__repr__" not in cls.__dict__:
             cls.__repr__ = Layer.__repr__  # type: ignore[method-assign]
+        # Every constructor checks the hyper-parameters by annotation (check_fields) before the
+        # class's own __post_init__, and every init checks its key and example input.
+        post_init = cls.__dict__.get("__post_init__")
+        if post_init is not None and not hasattr(post_init, "_nn_jax_checks_fields"):
+            cls.__post_init__ = _validating(post_init)  # type: ignore[method-assign,assignment]
+        init = cls.__dict__.get("init")
+        if (
+            init is not None
+            and not getattr(init, "__isabstractmethod__", False)
+            and not hasattr(init, "_nn_jax_checks_call")
+        ):
+            cls.init = _checked_init(init)  # type: ignore[method-assign]
+
+    field_notes: ClassVar[Mapping[str, str]] = {}
+    """What a field means, for messages: ``{"rate": "the drop probability"}``."""
+
+    def __post_init__(self) -> None:
+        """Check the hyper-parameters by their annotations (see :func:`check_fields`)."""
+        if type(self).__post_init__ is Layer.__post_init__:  # no subclass __post_init__
+            check_fields(self)
 
     def __repr__(self) -> str:
         shown = []
@@ -387,24 +951,60 @@ class Layer(abc.ABC):
         self,
         params: Params,
         state: State,
-        x: Any,
+        x: Any = _NOT_GIVEN,
         *,
         side: Side | None = None,
         rng: PRNGKey | None = None,
         train: bool = False,
     ) -> tuple[Any, State]:
-        """Run the layer: returns the output and the new state (see :class:`ApplyFn`)."""
+        """Run the layer: returns the output and the new state (see :class:`ApplyFn`).
+
+        The call is checked before any maths, at trace time only (Python types, shapes and
+        dtypes; nothing is added to a compiled program): ``params`` and ``state`` are dicts,
+        ``rng`` is ``None`` or one PRNG key, ``train`` a bool, ``side`` a mapping, and the input
+        an array or a pytree of real arrays. Params entries that the layer does not read are a
+        ``ParamsError`` (params of another model, or nested one level too deep).
+        """
+        if x is _NOT_GIVEN:
+            raise self.error(
+                ArgumentError,
+                f"apply(params, state, x) was called with two arguments, params and "
+                f"{describe(state)}; pass the state returned by init too (or {{}} for a "
+                "stateless layer), or use model(params, x) for stateless layers",
+            )
         if not isinstance(train, bool):
             raise self.error(ConfigError, f"train must be True or False, given {train!r}")
-        call = Call(_as_side(self, side), rng, train)
-        with _checking_side(self, call.side):
-            return self.compute(params, state, x, call)
+        self._check_tree("params", params)
+        self._check_tree("state", state)
+        reads = _PARAM_READS.get()
+        token = None
+        if reads is None:  # the outermost apply: check what the caller gave
+            check_key(rng, self.where(), "rng", optional=True)
+            check_input(self.where(), x)
+            reads = {}
+            token = _PARAM_READS.set(reads)
+        try:
+            call = Call(_as_side(self, side), rng, train)
+            with _checking_side(self, call.side):
+                y, new_state = self.compute(params, state, x, call)
+        finally:
+            if token is not None:
+                _PARAM_READS.reset(token)
+        used = reads.pop(id(params), None)
+        if used is not None and len(used) < len(params) and not isinstance(self, Block):
+            unused = sorted(set(params) - used)
+            raise self.error(
+                ParamsError,
+                f"params has entries {unused} that this layer does not use (it reads "
+                f"{sorted(used)}); pass the params returned by this layer's init",
+            )
+        return y, new_state
 
     def __call__(
         self,
         params: Params,
-        x: Any,
-        *,
+        x: Any = _NOT_GIVEN,
+        *extra: Any,
         side: Side | None = None,
         rng: PRNGKey | None = None,
         train: bool = False,
@@ -413,7 +1013,31 @@ class Layer(abc.ABC):
 
         A layer that needs state raises here; call ``apply`` and thread its state instead.
         """
+        if x is _NOT_GIVEN or extra:
+            given = 1 + (x is not _NOT_GIVEN) + len(extra)
+            raise self.error(
+                ArgumentError,
+                f"layer(params, x) takes 2 positional arguments, given {given}; call "
+                "layer(params, x) with the params returned by init, or "
+                "layer.apply(params, state, x) to pass a state",
+            )
         return self.apply(params, {}, x, side=side, rng=rng, train=train)[0]
+
+    def _check_tree(self, what: str, tree: Any) -> None:
+        """``params``/``state`` must be dicts; a ``ParamsError`` that says which they were."""
+        if isinstance(tree, Mapping):
+            return
+        hint = f"pass the {what} returned by this layer's init"
+        if isinstance(tree, tuple) and len(tree) == 2 and all(isinstance(t, Mapping) for t in tree):
+            hint = "init returns the pair (params, state): unpack it, params, state = init(key, x)"
+        elif what == "state":
+            hint += " ({} for a stateless layer)"
+        given = (
+            f"{type(tree).__name__} of {len(tree)} items"
+            if isinstance(tree, tuple | list)
+            else describe(tree)
+        )
+        raise self.error(ParamsError, f"{what} must be a dict, given {given}; {hint}")
 
     # Helpers for subclasses: validation that names the layer path, expected and given.
 
@@ -431,7 +1055,7 @@ class Layer(abc.ABC):
         """Value check: ``values`` in ``[low, high)`` (``[low, high]`` if ``closed``), else a
         ``ValueRangeError`` naming this layer: eagerly when concrete, under ``jit`` in checked
         mode (see :mod:`nn_jax.checking`)."""
-        checking.check_in_range(self.where(), what, values, low, high, closed=closed)
+        check_in_range(self.where(), what, values, low, high, closed=closed)
 
     def side_input(self, call: Call, name: str) -> Any:
         """The side input ``name`` of this call, or ``None`` when it was not given."""
@@ -467,6 +1091,9 @@ class Layer(abc.ABC):
                 f"missing parameter {name!r}; expected keys include {name!r}, given {given}. "
                 "Pass the params returned by this layer's init.",
             )
+        reads = _PARAM_READS.get()
+        if reads is not None:
+            reads.setdefault(id(params), set()).add(name)
         value = params[name]
         if shape is not None and tuple(value.shape) != tuple(shape):
             raise self.error(
@@ -533,21 +1160,35 @@ class ParameterFree(Layer):
         """The layer's maths on input ``x`` (``call`` gives the rng, train flag and side)."""
 
     def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Any, State]:
+        if params:
+            raise self.error(
+                ParamsError,
+                f"this layer has no parameters, given params with keys {sorted(params)}; pass "
+                "{} (or the params its init returns)",
+            )
         return self.transform(x, call), {}
 
 
-def as_layer(layer: Layer | Callable[[Any], Any]) -> Layer:
-    """A layer, or a plain function such as ``jax.nn.relu`` wrapped in :class:`Lambda`."""
+def as_layer(layer: Layer | Callable[[Any], Any], where: str = "") -> Layer:
+    """A layer, or a plain function such as ``jax.nn.relu`` wrapped in :class:`Lambda`.
+
+    ``where`` starts the message of the ``ConfigError`` raised for anything else (e.g.
+    ``"Sequential: child '1'"``).
+    """
     if isinstance(layer, Layer):
         return layer
+    prefix = f"{where}: " if where else ""
     if isinstance(layer, type):
         raise ConfigError(
-            f"expected a layer instance or a function, given the class {layer.__name__}; "
-            f"construct it first, e.g. {layer.__name__}(...)"
+            f"{prefix}expected a layer instance or a function, given the class "
+            f"{layer.__name__}; construct it first, e.g. {layer.__name__}(...)"
         )
     if callable(layer):
         return Lambda(layer)
-    raise ConfigError(f"expected a Layer or a callable, given {type(layer).__name__}: {layer!r}")
+    raise ConfigError(
+        f"{prefix}expected a layer instance or a function such as jax.nn.relu, given "
+        f"{describe(layer)}"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -562,10 +1203,6 @@ class Lambda(ParameterFree):
     """
 
     fn: Callable[[Any], Any]
-
-    def __post_init__(self) -> None:
-        if not callable(self.fn):
-            raise ConfigError(f"Lambda: fn must be a callable, e.g. jax.nn.relu, given {self.fn!r}")
 
     def transform(self, x: Any, call: Call) -> Any:
         return self.fn(x)
@@ -744,17 +1381,23 @@ class Block(Layer):
         return scope.new_params, scope.new_state
 
     def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Any, State]:
-        if not isinstance(params, Mapping):
-            raise self.error(ParamsError, f"params must be a dict, given {type(params).__name__}")
         scope = Scope(
             initializing=False,
             params=params,
-            state=state if isinstance(state, Mapping) else {},
+            state=state,
             key=None,
             call=call,
             owner=self,
         )
         y = self.forward(scope, x)
+        unused = sorted(set(params) - set(scope._children))
+        if unused:
+            raise self.error(
+                ParamsError,
+                f"params has entries {unused} that no child or parameter of this block uses "
+                f"(it uses {sorted(scope._children)}); pass the params returned by this "
+                "model's init",
+            )
         return y, scope.new_state
 
 

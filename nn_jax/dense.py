@@ -18,7 +18,17 @@ import jax.numpy as jnp
 
 from nn_jax import initializers
 from nn_jax._options import DtypeOptions
-from nn_jax.core import Array, Call, Initializer, Layer, ParameterFree, Params, PRNGKey, State
+from nn_jax.core import (
+    Array,
+    Call,
+    Initializer,
+    Layer,
+    ParameterFree,
+    Params,
+    PRNGKey,
+    Size,
+    State,
+)
 from nn_jax.errors import ConfigError, ShapeError
 
 __all__ = ["Dense", "Flatten", "Linear", "Reshape"]
@@ -66,7 +76,8 @@ class Dense(Layer, DtypeOptions):
             "uniform")`` and ``b_init=uniform_fan_in()`` (see :mod:`nn_jax.presets`).
         precision: passed to ``jax.lax.dot_general``.
 
-    Input ``(..., D)`` -> output ``(..., F)``. Params: ``w: (D, F)``, ``b: (F,)``.
+    Input ``(..., D)`` floating-point -> output ``(..., F)`` (integer inputs are a
+    ``ShapeError``: cast features, embed token ids). Params: ``w: (D, F)``, ``b: (F,)``.
     PyTorch's ``nn.Linear`` is this layer; :data:`Linear` is an alias of it under that name.
 
     >>> import jax, jax.numpy as jnp
@@ -75,15 +86,11 @@ class Dense(Layer, DtypeOptions):
     {'b': (3,), 'w': (5, 3)}
     """
 
-    features: int
+    features: Size
     _: KW_ONLY
     use_bias: bool = True
     w_init: Initializer = default_kernel_init
     b_init: Initializer = initializers.zeros
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.features, int) or self.features <= 0:
-            raise ConfigError(f"Dense: features must be a positive int, given {self.features!r}")
 
     def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
         self.check_rank(x, 1)
@@ -94,6 +101,7 @@ class Dense(Layer, DtypeOptions):
         x = jnp.asarray(x)
         if x.ndim == 0:
             self.check_rank(x, 1)
+        check_floating(self, x)
         if w.ndim != 2 or w.shape[1] != self.features:
             raise self.error(
                 ShapeError, f"parameter 'w' has shape {w.shape}, expected (in, {self.features})"
@@ -116,9 +124,27 @@ class Dense(Layer, DtypeOptions):
         return y, {}
 
 
+def check_floating(layer: Layer, x: Array) -> None:
+    """A ``ShapeError`` unless ``x`` is floating-point: a linear layer's input is features,
+    and integers there are usually token ids or labels given to the wrong layer."""
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise layer.error(
+            ShapeError,
+            f"expected floating-point inputs, given dtype {x.dtype} (input shape {x.shape}); "
+            "cast features with x.astype(jnp.float32), or embed token ids with Embedding",
+        )
+
+
 Linear = Dense
 """Alias of :class:`Dense` under PyTorch's name (``torch.nn.Linear``), kept because PyTorch users
 know it: the same class, so ``Linear(3) == Dense(3)``."""
+
+
+def _check_batch_dims(layer: Flatten | Reshape) -> None:
+    if layer.batch_dims < 0:
+        raise ConfigError(
+            f"{type(layer).__name__}: batch_dims must be an int >= 0, given {layer.batch_dims!r}"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +152,9 @@ class Flatten(ParameterFree):
     """Flatten all axes after the first ``batch_dims``: ``(B, H, W, C) -> (B, H*W*C)``."""
 
     batch_dims: int = 1
+
+    def __post_init__(self) -> None:
+        _check_batch_dims(self)
 
     def transform(self, x: Any, call: Call) -> Array:
         if jnp.ndim(x) < self.batch_dims:
@@ -143,7 +172,11 @@ class Reshape(ParameterFree):
     batch_dims: int = 1
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "shape", tuple(self.shape))
+        _check_batch_dims(self)
+        if any(d < 1 and d != -1 for d in self.shape) or self.shape.count(-1) > 1:
+            raise ConfigError(
+                f"Reshape: shape must hold sizes >= 1 and at most one -1, given {self.shape!r}"
+            )
 
     def transform(self, x: Any, call: Call) -> Array:
         batch, rest = jnp.shape(x)[: self.batch_dims], jnp.shape(x)[self.batch_dims :]

@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 
 from nn_jax import initializers
-from nn_jax.core import Array, Call, Initializer, Layer, Params, PRNGKey, State
-from nn_jax.errors import ConfigError, ShapeError
+from nn_jax.core import Array, Call, Initializer, Layer, Params, PRNGKey, Size, State
+from nn_jax.errors import ShapeError
 
 __all__ = ["Embedding"]
 
@@ -53,18 +53,12 @@ class Embedding(Layer):
     (1, 5, 100)
     """
 
-    num_embeddings: int
-    features: int
+    num_embeddings: Size
+    features: Size
     _: KW_ONLY
     dtype: Any = None
     param_dtype: Any = jnp.float32
     table_init: Initializer = default_embedding_init
-
-    def __post_init__(self) -> None:
-        for name in ("num_embeddings", "features"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"Embedding: {name} must be a positive int, given {value!r}")
 
     def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
         shape = (self.num_embeddings, self.features)

@@ -13,7 +13,20 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from nn_jax.core import Lambda, Layer, Params, PRNGKey, Side, State, tapping
+from nn_jax.core import (
+    Lambda,
+    Layer,
+    Params,
+    PRNGKey,
+    Side,
+    State,
+    check_input,
+    check_key,
+    check_layer,
+    describe,
+    tapping,
+)
+from nn_jax.errors import ArgumentError, ParamsError
 
 __all__ = [
     "apply_with_intermediates",
@@ -33,6 +46,11 @@ def param_count(tree: Any) -> int:
 
 def flatten_params(tree: Mapping[str, Any], sep: str = SEP) -> dict[str, Any]:
     """``{"a": {"b": x}}`` -> ``{"a/b": x}``, in sorted path order."""
+    if not isinstance(tree, Mapping):
+        raise ArgumentError(
+            f"flatten_params: expected a params tree (a dict of dicts of arrays), given "
+            f"{describe(tree)}"
+        )
     flat: dict[str, Any] = {}
 
     def visit(node: Any, prefix: str) -> None:
@@ -48,6 +66,11 @@ def flatten_params(tree: Mapping[str, Any], sep: str = SEP) -> dict[str, Any]:
 
 def unflatten_params(flat: Mapping[str, Any], sep: str = SEP) -> dict[str, Any]:
     """Inverse of :func:`flatten_params`: ``{"a/b": x}`` -> ``{"a": {"b": x}}``."""
+    if not isinstance(flat, Mapping) or not all(isinstance(k, str) for k in flat):
+        raise ArgumentError(
+            f"unflatten_params: expected a dict from paths ('a{sep}b') to arrays, given "
+            f"{describe(flat)}"
+        )
     tree: dict[str, Any] = {}
     for path, value in flat.items():
         *parents, leaf = path.split(sep)
@@ -55,9 +78,9 @@ def unflatten_params(flat: Mapping[str, Any], sep: str = SEP) -> dict[str, Any]:
         for key in parents:
             node = node.setdefault(key, {})
             if not isinstance(node, dict):
-                raise ValueError(f"path {path!r} goes through a leaf at {key!r}")
+                raise ParamsError(f"unflatten_params: path {path!r} goes through a leaf at {key!r}")
         if leaf in node:
-            raise ValueError(f"path {path!r} appears twice")
+            raise ParamsError(f"unflatten_params: path {path!r} appears twice")
         node[leaf] = value
     return tree
 
@@ -96,6 +119,7 @@ def apply_with_intermediates(
     >>> {path: v.shape for path, v in values.items()}
     {'0': (2, 4), '1': (2, 4), '2': (2, 1)}
     """
+    check_layer("apply_with_intermediates", model)
     with tapping(capture, edit) as taps:
         y, new_state = model.apply(params, state, x, side=side, rng=rng, train=train)
     return y, new_state, taps.values
@@ -118,7 +142,22 @@ def summary(
 
     Computed with ``jax.eval_shape``: nothing is run on data. Nested rows repeat the counts of
     their children; the total counts each parameter once.
+
+    Args:
+        model: a layer instance.
+        x: an example input: an array, a ``jax.ShapeDtypeStruct`` or a pytree of them. A shape
+            alone is not accepted (it says nothing of the dtype, and a tuple of ints is also a
+            pytree): pass ``jax.ShapeDtypeStruct((8, 3), jnp.float32)`` or ``jnp.zeros((8, 3))``.
+        side: side inputs, as ``apply`` takes them.
+        key: the key for ``init`` (default ``jax.random.key(0)``).
+        train: trace the training path (dropout, batch statistics).
+
+    Raises:
+        ArgumentError: ``model`` is not a layer instance, or ``x`` is not an example input.
     """
+    check_layer("summary", model)
+    check_input("summary", x, example=True, call="summary(model, x)")
+    check_key(key, "summary", optional=True)
     key = jax.random.key(0) if key is None else key
     params, state = jax.eval_shape(model.init, key, x)
 

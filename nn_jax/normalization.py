@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 from dataclasses import KW_ONLY
 from typing import Any, ClassVar
 
@@ -23,7 +24,18 @@ import jax
 import jax.numpy as jnp
 
 from nn_jax import initializers
-from nn_jax.core import Array, Call, Initializer, Layer, Params, PRNGKey, State
+from nn_jax.core import (
+    Array,
+    Call,
+    Initializer,
+    Layer,
+    NonNegative,
+    Params,
+    PRNGKey,
+    Rate,
+    Size,
+    State,
+)
 from nn_jax.errors import ConfigError, ShapeError
 
 __all__ = ["BatchNorm", "GroupNorm", "InstanceNorm", "LayerNorm", "RMSNorm"]
@@ -34,19 +46,13 @@ class _Normalization(Layer):
     """The options every normalization layer has, and its affine parameters."""
 
     _: KW_ONLY
-    epsilon: float = 1e-5
+    epsilon: NonNegative = 1e-5
     use_scale: bool = True
     use_bias: bool = True
     dtype: Any = None
     param_dtype: Any = jnp.float32
     scale_init: Initializer = initializers.ones
     b_init: Initializer = initializers.zeros
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.epsilon, int | float) or self.epsilon < 0:
-            raise ConfigError(
-                f"{type(self).__name__}: epsilon must be a float >= 0, given {self.epsilon!r}"
-            )
 
     def _affine_params(self, key: PRNGKey, shape: tuple[int, ...]) -> Params:
         scale_key, b_key = jax.random.split(key)
@@ -126,7 +132,9 @@ class BatchNorm(_Normalization):
 
     The state is required in both modes: ``apply(params, state, x, train=...)`` with the state
     from ``init`` (thread the returned one). Called without it, e.g. ``layer(params, x)``, it
-    raises; it never falls back to batch statistics.
+    raises; it never falls back to batch statistics. Training on one element per feature (a
+    batch of one ``(1, C)`` example) raises a ``ShapeError`` too: its batch statistics would
+    make the output all zeros (with ``axis_name``, one example per device is fine).
 
     With ``axis_name``, batch statistics are averaged over that named axis with
     ``jax.lax.pmean`` (cross-device BatchNorm under ``jax.pmap``/``shard_map``, or
@@ -152,16 +160,9 @@ class BatchNorm(_Normalization):
     """
 
     _: KW_ONLY
-    momentum: float = 0.99
+    momentum: Rate = 0.99
     axis: int = -1
     axis_name: str | tuple[str, ...] | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not isinstance(self.momentum, int | float) or not 0 <= self.momentum <= 1:
-            raise ConfigError(f"BatchNorm: momentum must be in [0, 1], given {self.momentum!r}")
-        if not isinstance(self.axis, int):
-            raise ConfigError(f"BatchNorm: axis must be an int, given {self.axis!r}")
 
     def _feature_axis(self, x: Any) -> int:
         if len(x.shape) < 1:
@@ -194,6 +195,16 @@ class BatchNorm(_Normalization):
         xs = x.astype(self._stats_dtype(x))
         if call.train:
             reduce = tuple(a for a in range(x.ndim) if a != feature)
+            count = math.prod(x.shape[a] for a in reduce)
+            if count == 1 and self.axis_name is None:
+                raise self.error(
+                    ShapeError,
+                    f"in training each feature is normalized over the other axes of the input, "
+                    f"and input shape {x.shape} (feature axis {self.axis}) has 1 element per "
+                    "feature there: its batch statistics would make the output all zeros. "
+                    "Train on batches of 2 or more examples, or call with train=False to use "
+                    "the running statistics",
+                )
             mean = jnp.mean(xs, axis=reduce, keepdims=True)
             if self.axis_name is not None:
                 mean = jax.lax.pmean(mean, self.axis_name)
@@ -235,7 +246,6 @@ class _AxisNorm(_Normalization):
     center: ClassVar[bool]
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         object.__setattr__(self, "axis", _as_axis_tuple(type(self).__name__, self.axis))
 
     def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
@@ -285,7 +295,7 @@ class RMSNorm(_AxisNorm):
     """
 
     _: KW_ONLY
-    epsilon: float = 1e-6
+    epsilon: NonNegative = 1e-6
     use_bias: bool = False
 
     center = False
@@ -330,14 +340,7 @@ class GroupNorm(_ChannelGroupNorm):
     Input ``(N, ..., C)`` -> same shape. Params ``scale: (C,)``, ``b: (C,)``.
     """
 
-    num_groups: int
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not isinstance(self.num_groups, int) or self.num_groups <= 0:
-            raise ConfigError(
-                f"GroupNorm: num_groups must be a positive int, given {self.num_groups!r}"
-            )
+    num_groups: Size
 
     def _groups(self, x: Any) -> int:
         if len(x.shape) < 2:

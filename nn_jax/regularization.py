@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import KW_ONLY
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 
-from nn_jax.core import Array, Call, ParameterFree
-from nn_jax.errors import ConfigError, ShapeError
+from nn_jax.core import Array, Call, ParameterFree, Rate
+from nn_jax.errors import ShapeError
 
 __all__ = ["DropPath", "Dropout", "SpatialDropout"]
 
@@ -28,14 +29,9 @@ __all__ = ["DropPath", "Dropout", "SpatialDropout"]
 class _Drop(ParameterFree):
     """Inverted dropout with a mask shared along some axes; subclasses choose the axes."""
 
-    rate: float
+    rate: Rate
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.rate, int | float) or not 0 <= self.rate <= 1:
-            raise ConfigError(
-                f"{type(self).__name__}: rate (the drop probability) must be in [0, 1], "
-                f"given {self.rate!r}"
-            )
+    field_notes: ClassVar[Mapping[str, str]] = {"rate": "the drop probability"}
 
     @abc.abstractmethod
     def _shared_axes(self, x: Array) -> tuple[int, ...]:
@@ -69,13 +65,6 @@ class Dropout(_Drop):
 
     _: KW_ONLY
     broadcast_dims: tuple[int, ...] = ()
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        dims = self.broadcast_dims
-        if not isinstance(dims, tuple | list) or not all(isinstance(d, int) for d in dims):
-            raise ConfigError(f"Dropout: broadcast_dims must be a tuple of ints, given {dims!r}")
-        object.__setattr__(self, "broadcast_dims", tuple(dims))
 
     def _shared_axes(self, x: Array) -> tuple[int, ...]:
         if any(not -x.ndim <= d < x.ndim for d in self.broadcast_dims):

@@ -27,6 +27,7 @@ checkpoints, several steps per dispatch); see its docstring.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -39,9 +40,21 @@ import optax
 from tqdm import tqdm
 
 from nn_jax.config import to_config
-from nn_jax.core import Array, Layer, Params, PRNGKey, Side, State, tapping
+from nn_jax.core import (
+    Array,
+    Layer,
+    Params,
+    PRNGKey,
+    Side,
+    State,
+    callable_name,
+    check_key,
+    check_layer,
+    describe,
+    tapping,
+)
 from nn_jax.data.prefetch import prefetch_to_device
-from nn_jax.errors import ConfigError
+from nn_jax.errors import ArgumentError, ConfigError, ShapeError
 from nn_jax.history import History, Record
 from nn_jax.monitor import Monitor, activation_health, layer_norms
 
@@ -65,15 +78,103 @@ class Objective(Protocol):
     ) -> tuple[Array, tuple[State, Metrics]]: ...
 
 
-def split_batch(batch: Batch) -> tuple[Any, Any, Side | None]:
-    """``(inputs, targets, side)`` of a 2- or 3-tuple batch (``side`` is ``None`` if absent)."""
-    if not isinstance(batch, tuple | list) or len(batch) not in (2, 3):
-        given = f"a {len(batch)}-tuple" if isinstance(batch, tuple | list) else type(batch).__name__
-        raise ConfigError(
-            f"a batch must be (inputs, targets) or (inputs, targets, side), given {given}"
-        )
+def split_batch(batch: Any) -> tuple[Any, Any, Side | None]:
+    """``(inputs, targets, side)`` of a 2- or 3-tuple batch (``side`` is ``None`` if absent).
+
+    Raises ``ArgumentError`` for a batch that is not a tuple (an array, a dict) and
+    ``ConfigError`` for a tuple of another length.
+    """
+    expected = "a batch must be (inputs, targets) or (inputs, targets, side)"
+    if not isinstance(batch, tuple | list):
+        hint = ""
+        if isinstance(batch, Mapping):
+            hint = "; build the tuple from it, e.g. (batch['x'], batch['y'])"
+        elif hasattr(batch, "shape"):
+            hint = "; the targets are missing: pass (inputs, targets)"
+        raise ArgumentError(f"{expected}, given {describe(batch)}{hint}")
+    if len(batch) not in (2, 3):
+        raise ConfigError(f"{expected}, given a {len(batch)}-tuple")
     inputs, targets, *rest = batch
     return inputs, targets, (rest[0] if rest else None)
+
+
+# --------------------------------------------------------------------------------------------
+# What the step builders and fit check when they are called (Python types only: nothing is
+# added to a compiled step).
+
+
+def _check_function(
+    where: str, name: str, fn: Any, arguments: str, count: int, **keywords: Any
+) -> None:
+    """``fn`` is a function that accepts ``count`` positional arguments and ``keywords``
+    (described as ``arguments``)."""
+    if isinstance(fn, type | Layer) or not callable(fn):
+        raise ArgumentError(f"{where}: {name} must be a function {arguments}, given {describe(fn)}")
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin without a signature: trust it
+        return
+    try:
+        signature.bind(*range(count), **keywords)
+    except TypeError:
+        raise ArgumentError(
+            f"{where}: {name} {callable_name(fn)} must take {arguments}, but its signature is "
+            f"{signature}; wrap it in a function of that form"
+        ) from None
+
+
+def _check_loss(where: str, loss_fn: Any) -> None:
+    _check_function(where, "loss_fn", loss_fn, "(predictions, targets) -> scalar", 2)
+
+
+def _check_objective(where: str, objective: Any) -> None:
+    if isinstance(objective, Layer):
+        raise ArgumentError(
+            f"{where}: objective must be a function (params, state, batch, *, rng, train) -> "
+            f"(loss, (state, metrics)), given the layer {objective!r}; for a model and a loss "
+            "use Supervised(model, loss_fn)"
+        )
+    arguments = "(params, state, batch, *, rng, train)"
+    _check_function(where, "objective", objective, arguments, 3, rng=None, train=False)
+
+
+def _check_optimizer(where: str, optimizer: Any) -> None:
+    if callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None)):
+        return
+    hint = ""
+    if callable(optimizer):
+        hint = "; call the factory to make one, e.g. optax.adam(1e-3), not optax.adam"
+    raise ArgumentError(
+        f"{where}: optimizer must be an optax GradientTransformation such as optax.adam(1e-3), "
+        f"given {describe(optimizer)}{hint}"
+    )
+
+
+def _scalar_loss(where: str, loss: Any) -> Array:
+    """``loss`` as checked to be a real scalar at trace time (a ``ShapeError`` otherwise)."""
+    shape = jnp.shape(loss)
+    if shape != ():
+        raise ShapeError(
+            f"{where} returned a loss of shape {shape}; a train step needs a scalar loss to "
+            "differentiate: use reduction='mean' (the default of nn_jax.losses), or reduce it, "
+            "e.g. lambda p, y: jnp.mean(my_loss(p, y))"
+        )
+    return loss
+
+
+def _objective_output(objective: Any, out: Any) -> tuple[Array, tuple[State, Metrics]]:
+    """The objective's ``(loss, (state, metrics))``, checked to be that (trace time)."""
+    name = f"objective {callable_name(objective)}"
+    if not (
+        isinstance(out, tuple)
+        and len(out) == 2
+        and isinstance(out[1], tuple)
+        and len(out[1]) == 2
+        and isinstance(out[1][0], Mapping)
+        and isinstance(out[1][1], Mapping)
+    ):
+        raise ArgumentError(f"{name} must return (loss, (state, metrics)), given {describe(out)}")
+    return _scalar_loss(name, out[0]), out[1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +202,22 @@ class Supervised:
     metrics: Mapping[str, MetricFn] | None = None
     penalty: Callable[[Params], Array] | None = None
 
+    def __post_init__(self) -> None:
+        check_layer("Supervised", self.model)
+        _check_loss("Supervised", self.loss_fn)
+        if self.metrics is not None:
+            if not isinstance(self.metrics, Mapping):
+                raise ArgumentError(
+                    "Supervised: metrics must be a dict {name: fn(predictions, targets)}, e.g. "
+                    f"{{'accuracy': nn_jax.metrics.accuracy}}, given {describe(self.metrics)}"
+                )
+            for name, fn in self.metrics.items():
+                _check_function(
+                    "Supervised", f"metric {name!r}", fn, "(predictions, targets) -> scalar", 2
+                )
+        if self.penalty is not None:
+            _check_function("Supervised", "penalty", self.penalty, "(params) -> scalar", 1)
+
     def __call__(
         self, params: Params, state: State, batch: Any, *, rng: PRNGKey | None, train: bool
     ) -> tuple[Array, tuple[State, Metrics]]:
@@ -108,7 +225,9 @@ class Supervised:
         predictions, new_state = self.model.apply(
             params, state, inputs, side=side, rng=rng, train=train
         )
-        loss = self.loss_fn(predictions, targets)
+        loss = _scalar_loss(
+            f"loss_fn {callable_name(self.loss_fn)}", self.loss_fn(predictions, targets)
+        )
         metrics = {name: fn(predictions, targets) for name, fn in (self.metrics or {}).items()}
         if self.penalty is not None:
             metrics["penalty"] = self.penalty(params)
@@ -137,6 +256,9 @@ class TrainState(NamedTuple):
     ) -> TrainState:
         """Initialize ``model`` for inputs shaped like ``x`` and ``optimizer`` for its params."""
         del side  # init never reads side inputs (see nn_jax.core); accepted for symmetry
+        check_layer("TrainState.create", model)
+        _check_optimizer("TrainState.create", optimizer)
+        check_key(key, "TrainState.create")
         init_key, rng = jax.random.split(key)
         params, state = model.init(init_key, x)
         return cls(params, state, optimizer.init(params), rng, jnp.zeros((), "int32"))
@@ -168,9 +290,11 @@ def _train_body(
 
     def loss_and_aux(params: Params) -> tuple[Array, tuple[State, Metrics]]:
         if not monitor.activations:
-            return objective(params, ts.state, batch, rng=rng, train=True)
+            out = objective(params, ts.state, batch, rng=rng, train=True)
+            return _objective_output(objective, out)
         with tapping(capture="*") as taps:
-            loss, (state, metrics) = objective(params, ts.state, batch, rng=rng, train=True)
+            out = objective(params, ts.state, batch, rng=rng, train=True)
+            loss, (state, metrics) = _objective_output(objective, out)
         stats, traced.paths["activations"], bad = activation_health(taps.values, taps.layers)
         return loss, (state, {**metrics, **stats, "_nonfinite/activations": bad})
 
@@ -217,11 +341,19 @@ def make_step(
     skipped). The step's rng is ``fold_in(ts.rng, ts.step)``: a fresh key per step,
     reproducible.
     """
+    _check_objective("make_step", objective)
+    _check_optimizer("make_step", optimizer)
+    _check_monitor("make_step", monitor)
     monitor = monitor or Monitor()
     traced = _Traced()
 
     @jax.jit
     def step(ts: TrainState, batch: Any) -> tuple[TrainState, Metrics]:
+        if not isinstance(ts, TrainState):
+            raise ArgumentError(
+                "step(ts, batch) takes the TrainState made by TrainState.create(model, "
+                f"optimizer, key, x), given {describe(ts)}"
+            )
         ts, logs = _train_body(objective, optimizer, monitor, traced, ts, batch)
         return ts, {k: v for k, v in logs.items() if not k.startswith("_")}
 
@@ -247,6 +379,8 @@ def make_stateful_train_step(
     >>> sorted(logs)
     ['grad_norm', 'loss', 'nonfinite']
     """
+    check_layer("make_stateful_train_step", model)
+    _check_loss("make_stateful_train_step", loss_fn)
     return make_step(Supervised(model, loss_fn, metrics), optimizer, monitor=monitor)
 
 
@@ -265,6 +399,9 @@ def make_train_step(
     >>> batch = (jnp.ones((4, 2)), jnp.ones((4, 1)))
     >>> params, opt_state, loss = step(params, opt.init(params), batch)
     """
+    check_layer("make_train_step", model)
+    _check_loss("make_train_step", loss_fn)
+    _check_optimizer("make_train_step", optimizer)
     objective = Supervised(model, loss_fn)
 
     @jax.jit
@@ -283,10 +420,12 @@ def make_train_step(
 
 def make_eval_step(objective: Objective) -> Callable[[Params, State, Any], Metrics]:
     """A jitted ``evaluate(params, state, batch) -> {"loss": ..., **metrics}`` in eval mode."""
+    _check_objective("make_eval_step", objective)
 
     @jax.jit
     def evaluate(params: Params, state: State, batch: Any) -> Metrics:
-        loss, (_, metrics) = objective(params, state, batch, rng=None, train=False)
+        out = objective(params, state, batch, rng=None, train=False)
+        loss, (_, metrics) = _objective_output(objective, out)
         return {"loss": loss, **metrics}
 
     return evaluate
@@ -294,6 +433,7 @@ def make_eval_step(objective: Objective) -> Callable[[Params, State, Any], Metri
 
 def make_predict(model: Layer) -> Callable[..., Any]:
     """A jitted ``predict(params, state, x, side=None)``: eval mode, no rng, state unchanged."""
+    check_layer("make_predict", model)
 
     @jax.jit
     def predict(params: Params, state: State, x: Any, side: Side | None = None) -> Any:
@@ -325,12 +465,25 @@ class EarlyStopping:
     restore_best: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.monitor, str):
+            raise ConfigError(
+                f"EarlyStopping: monitor must be a validation record key such as 'loss', "
+                f"given {describe(self.monitor)}"
+            )
         if self.mode not in ("min", "max"):
             raise ConfigError(f"EarlyStopping: mode must be 'min' or 'max', given {self.mode!r}")
-        if not isinstance(self.patience, int) or self.patience < 1:
+        object.__setattr__(self, "patience", _positive("EarlyStopping", "patience", self.patience))
+        delta = self.min_delta
+        if (
+            isinstance(delta, bool)
+            or not isinstance(delta, int | float | np.integer | np.floating)
+            or not 0 <= delta < math.inf
+        ):
             raise ConfigError(
-                f"EarlyStopping: patience must be an int >= 1, given {self.patience!r}"
+                f"EarlyStopping: min_delta must be a number >= 0, given {describe(delta)}"
             )
+        object.__setattr__(self, "min_delta", float(delta))
+        _check_flag("EarlyStopping", "restore_best", self.restore_best)
 
     def improved(self, value: float, best: float | None) -> bool:
         """Whether ``value`` beats ``best`` by more than ``min_delta``."""
@@ -350,11 +503,12 @@ class _InMemory:
         self, data: Any, batch_size: int, *, shuffle: bool, drop_last: bool, key: PRNGKey
     ) -> None:
         leaves = jax.tree.leaves(data)
+        _check_rows("data", leaves)
         sizes = {len(a) for a in leaves}
         if len(sizes) != 1:
-            raise ConfigError(
+            raise ShapeError(
                 f"fit: every array of the data must have one row per example, given leading "
-                f"sizes {[len(a) for a in leaves]}"
+                f"sizes {[len(a) for a in leaves]} (shapes {[np.shape(a) for a in leaves]})"
             )
         self.n = sizes.pop()
         _check_batch_size(batch_size, self.n, drop_last)
@@ -405,8 +559,6 @@ class _InMemory:
 
 
 def _check_batch_size(batch_size: int, n: int, drop_last: bool) -> None:
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ConfigError(f"fit: batch_size must be a positive int, given {batch_size!r}")
     if drop_last and batch_size > n:
         raise ConfigError(
             f"fit: batch_size {batch_size} is larger than the {n} examples (with drop_last no "
@@ -414,9 +566,57 @@ def _check_batch_size(batch_size: int, n: int, drop_last: bool) -> None:
         )
 
 
-def _positive(name: str, value: int | None) -> None:
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-        raise ConfigError(f"fit: {name} must be a positive int, given {value!r}")
+def _positive(where: str, name: str, value: Any) -> Any:
+    """``value`` (an int or NumPy integer ``>= 1``, or ``None``) as a Python int, else a
+    ``ConfigError``."""
+    if value is None:
+        return None
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer) or value < 1:
+        raise ConfigError(f"{where}: {name} must be a positive int, given {describe(value)}")
+    return int(value)
+
+
+def _check_flag(where: str, name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: {name} must be True or False, given {describe(value)}")
+
+
+def _check_monitor(where: str, monitor: Any) -> None:
+    if monitor is not None and not isinstance(monitor, Monitor):
+        raise ArgumentError(
+            f"{where}: monitor must be a nn_jax.Monitor(...) or None, given {describe(monitor)}"
+        )
+
+
+def _check_rows(what: str, leaves: list[Any]) -> None:
+    """Every array of in-memory ``data``/``validation`` has a leading example axis."""
+    if not leaves:
+        raise ArgumentError(f"fit: {what} holds no arrays; give (inputs, targets) arrays")
+    for leaf in leaves:
+        if np.ndim(leaf) == 0:
+            raise ShapeError(
+                f"fit: every array of the {what} needs a leading example axis, given "
+                f"{describe(leaf)}"
+            )
+
+
+def _check_data(data: Any) -> None:
+    """``data`` is a tuple of arrays (in memory) or an iterable of batches, said plainly."""
+    if isinstance(data, tuple):
+        split_batch(data)
+        return
+    fix = "give data=(inputs, targets) arrays, or an iterable of such batches"
+    if isinstance(data, Mapping) or hasattr(data, "shape"):
+        raise ArgumentError(f"fit: {fix}, given {describe(data)}")
+    if isinstance(data, list) and data and all(hasattr(b, "shape") for b in data):
+        raise ArgumentError(
+            f"fit: data is a list of {len(data)} arrays; a list is read as a list of batches: "
+            f"give the tuple (inputs, targets) for in-memory arrays"
+        )
+    try:
+        iter(data)
+    except TypeError:
+        raise ArgumentError(f"fit: {fix}, given {describe(data)}") from None
 
 
 def fit(
@@ -483,6 +683,11 @@ def fit(
             epoch), with the validation metrics (for keeping the best) and at the end.
         progress: a tqdm bar with the loss, metrics and examples per second.
 
+    Every argument is checked before anything is compiled: a wrong kind (a layer class, a loss
+    of the wrong signature, an uncalled optimizer factory, a list of arrays as ``data``) is an
+    ``ArgumentError``, a bad count (``batch_size=0``, ``epochs=-1``; NumPy integers are fine) a
+    ``ConfigError``, an int ``key`` an ``RngError``, arrays of different lengths a ``ShapeError``.
+
     Returns the final (or, with ``early_stopping.restore_best``, the best) :class:`TrainState`
     and the :class:`~nn_jax.history.History`. Resuming gives bit-identical params to an
     uninterrupted run on CPU: batches, shuffles and rngs are functions of the step number.
@@ -491,15 +696,47 @@ def fit(
         raise ConfigError("fit: give exactly one of loss_fn and objective=")
     if (epochs is None) == (steps is None):
         raise ConfigError(f"fit: give exactly one of epochs and steps, given {epochs=}, {steps=}")
-    for name, value in [
-        ("epochs", epochs),
-        ("steps", steps),
-        ("val_every", val_every),
-        ("log_every", log_every),
-        ("steps_per_dispatch", steps_per_dispatch),
-        ("checkpoint_every", checkpoint_every),
-    ]:
-        _positive(name, value)
+    epochs, steps = _positive("fit", "epochs", epochs), _positive("fit", "steps", steps)
+    batch_size = _positive("fit", "batch_size", batch_size)
+    val_every = _positive("fit", "val_every", val_every)
+    val_batch_size = _positive("fit", "val_batch_size", val_batch_size)
+    log_every = _positive("fit", "log_every", log_every)
+    steps_per_dispatch = _positive("fit", "steps_per_dispatch", steps_per_dispatch)
+    checkpoint_every = _positive("fit", "checkpoint_every", checkpoint_every)
+    for name, flag in [("shuffle", shuffle), ("drop_last", drop_last), ("progress", progress)]:
+        _check_flag("fit", name, flag)
+    check_layer("fit", model)
+    if loss_fn is not None:
+        _check_loss("fit", loss_fn)
+    if objective is not None:
+        _check_objective("fit", objective)
+    _check_optimizer("fit", optimizer)
+    check_key(key, "fit")
+    _check_monitor("fit", monitor)
+    if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
+        raise ArgumentError(
+            f"fit: early_stopping must be an EarlyStopping(...) or None, given "
+            f"{describe(early_stopping)}"
+        )
+    if not isinstance(callbacks, list | tuple) or not all(callable(cb) for cb in callbacks):
+        raise ArgumentError(
+            f"fit: callbacks must be a list of functions callback(ts, record), given "
+            f"{describe(callbacks)}; wrap a single one in a list, [callback]"
+        )
+    if init is not None and not isinstance(init, TrainState):
+        raise ArgumentError(
+            f"fit: init must be a TrainState (from TrainState.create or a previous fit), given "
+            f"{describe(init)}"
+        )
+    _check_data(data)
+    if validation is not None:
+        if not isinstance(validation, tuple):
+            raise ArgumentError(
+                f"fit: validation must be a tuple (inputs, targets[, side]) of arrays, given "
+                f"{describe(validation)}"
+            )
+        split_batch(validation)
+        _check_rows("validation", jax.tree.leaves(validation))
     monitor = monitor or Monitor()
     objective = objective or Supervised(model, loss_fn, metrics)  # type: ignore[arg-type]
     init_key, data_key = jax.random.split(key)

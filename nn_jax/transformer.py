@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from nn_jax.activations import get_activation
 from nn_jax.attention import MultiHeadAttention
-from nn_jax.core import Block, Layer, Scope, Side
+from nn_jax.core import Activation, Block, Layer, NonNegative, Rate, Scope, Side, Size
 from nn_jax.dense import Dense
 from nn_jax.errors import ConfigError, ShapeError
 from nn_jax.normalization import LayerNorm, RMSNorm
@@ -63,21 +63,12 @@ class FeedForward(Block):
     ``gate`` (gated only, same shapes), ``down: {w: (M, F_out), b: (F_out,)}``.
     """
 
-    hidden_features: int
+    hidden_features: Size
     _: KW_ONLY
-    out_features: int | None = None
-    activation: Any = "gelu"
+    out_features: Size | None = None
+    activation: Activation = "gelu"
     gated: bool = False
     use_bias: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("hidden_features", "out_features"):
-            value = getattr(self, name)
-            if (value is not None or name == "hidden_features") and (
-                not isinstance(value, int) or value <= 0
-            ):
-                raise ConfigError(f"FeedForward: {name} must be a positive int, given {value!r}")
-        get_activation(self.activation)
 
     def forward(self, scope: Scope, x: Any) -> Any:
         act = get_activation(self.activation)
@@ -99,39 +90,36 @@ def _norm(kind: str, epsilon: float) -> Layer:
     return RMSNorm(epsilon=epsilon) if kind == "rms" else LayerNorm(epsilon=epsilon)
 
 
-def _check_options(owner: Any, mlp_features: int) -> None:
+def _check_options(owner: Any) -> None:
     name = type(owner).__name__
-    if not isinstance(mlp_features, int) or mlp_features <= 0:
-        raise ConfigError(f"{name}: mlp_features must be a positive int, given {mlp_features!r}")
     options = {"norm_position": ("pre", "post"), "norm": ("layer", "rms"), "ffn": _FFN}
     for field, allowed in options.items():
         if getattr(owner, field) not in allowed:
             raise ConfigError(
                 f"{name}: {field} must be one of {allowed}, given {getattr(owner, field)!r}"
             )
-    Dropout(owner.dropout_rate)
 
 
 @dataclasses.dataclass(frozen=True)
 class _BlockOptions(Block):
     """Options shared by the encoder and decoder blocks."""
 
-    num_heads: int
-    mlp_features: int
+    num_heads: Size
+    mlp_features: Size
     _: KW_ONLY
-    num_kv_heads: int | None = None
-    head_dim: int | None = None
+    num_kv_heads: Size | None = None
+    head_dim: Size | None = None
     norm_position: str = "pre"
     norm: str = "layer"
     ffn: str = "gelu"
-    dropout_rate: float = 0.0
-    attention_dropout_rate: float = 0.0
+    dropout_rate: Rate = 0.0
+    attention_dropout_rate: Rate = 0.0
     rope: RotaryEmbedding | None = None
     decode: bool = False
-    epsilon: float = 1e-5
+    epsilon: NonNegative = 1e-5
 
     def __post_init__(self) -> None:
-        _check_options(self, self.mlp_features)
+        _check_options(self)
         self._attention(causal=False)  # validates the attention options
 
     def _attention(self, *, causal: bool, decode: bool = False) -> MultiHeadAttention:

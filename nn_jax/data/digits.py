@@ -6,6 +6,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from nn_jax.errors import ConfigError
+
 __all__ = ["Split", "load_digits"]
 
 
@@ -26,6 +28,12 @@ def load_digits(*, test_fraction: float = 0.2, seed: int = 0, image: bool = Fals
         seed: seed of the split's permutation.
         image: return images ``(N, 8, 8, 1)`` (NHWC) instead of vectors ``(N, 64)``.
     """
+    if (
+        isinstance(test_fraction, bool)
+        or not isinstance(test_fraction, int | float | np.integer | np.floating)
+        or not 0 <= test_fraction < 1
+    ):
+        raise ConfigError(f"load_digits: test_fraction must be in [0, 1), given {test_fraction!r}")
     try:
         from sklearn.datasets import load_digits as sk_load_digits
     except ImportError as e:  # pragma: no cover - depends on the environment

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from nn_jax.errors import ShapeError
+from nn_jax.errors import ArgumentError, ShapeError
 
 __all__ = ["Graph", "GraphBatch", "batch_graphs"]
 
@@ -110,8 +110,20 @@ def batch_graphs(
         A ``GraphBatch`` of NumPy arrays; floating features keep their dtype.
 
     Raises:
+        ArgumentError: ``graphs`` is not a sequence of graphs (e.g. one graph alone).
         ShapeError: the graphs do not fit the sizes, or their arrays are inconsistent.
     """
+    if isinstance(graphs, Graph | GraphBatch) or not isinstance(graphs, Sequence):
+        raise ArgumentError(
+            f"batch_graphs: expected a list of Graph, given a {type(graphs).__name__}; for one "
+            "graph pass [graph]"
+        )
+    for k, g in enumerate(graphs):
+        if not isinstance(g, tuple) or len(g) not in (3, 4):
+            raise ArgumentError(
+                f"batch_graphs: graph {k} must be a Graph(nodes, senders, receivers[, edges]), "
+                f"given a {type(g).__name__}"
+            )
     graphs = [Graph(*g) for g in graphs]
     if not graphs:
         raise ShapeError("batch_graphs: expected at least one graph, given none")
@@ -130,7 +142,9 @@ def batch_graphs(
         "max_graphs": (max_graphs, len(graphs)),
     }
     for name, (limit, needed) in sizes.items():
-        if limit is not None and (not isinstance(limit, int) or limit < needed):
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int | np.integer) or limit < needed
+        ):
             raise ShapeError(
                 f"batch_graphs: {name} must be an int >= {needed} (what these graphs need), "
                 f"given {limit!r}"

@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from nn_jax.data.graph_batch import Graph
+from nn_jax.errors import ConfigError, ShapeError
 
 __all__ = [
     "KARATE_SEEDS",
@@ -52,7 +53,7 @@ def from_networkx(graph: Any, node_features: np.ndarray | None = None) -> Graph:
     n = len(index)
     x = np.ones((n, 1), np.float32) if node_features is None else np.asarray(node_features)
     if x.ndim != 2 or len(x) != n:
-        raise ValueError(f"node_features must have shape ({n}, F), given {x.shape}")
+        raise ShapeError(f"from_networkx: node_features must have shape ({n}, F), given {x.shape}")
     return Graph(x, senders=pairs[:, 0].copy(), receivers=pairs[:, 1].copy())
 
 
@@ -110,9 +111,17 @@ def make_cycles_and_paths(
         min_nodes, max_nodes: the size range (``3 <= min_nodes <= max_nodes``).
         seed: seed of the sizes, labels and numbering.
     """
+    for name, value in (
+        ("num_graphs", num_graphs),
+        ("min_nodes", min_nodes),
+        ("max_nodes", max_nodes),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+            raise ConfigError(f"make_cycles_and_paths: {name} must be an int >= 0, given {value!r}")
     if not 3 <= min_nodes <= max_nodes:
-        raise ValueError(
-            f"need 3 <= min_nodes <= max_nodes, given min_nodes={min_nodes}, max_nodes={max_nodes}"
+        raise ConfigError(
+            "make_cycles_and_paths: need 3 <= min_nodes <= max_nodes, given "
+            f"min_nodes={min_nodes}, max_nodes={max_nodes}"
         )
     nx = _networkx()
     rng = np.random.default_rng(seed)

@@ -12,6 +12,7 @@ import random
 import numpy as np
 
 from nn_jax.data.digits import Split
+from nn_jax.errors import ConfigError
 
 __all__ = ["load_mnist1d"]
 
@@ -41,11 +42,20 @@ def load_mnist1d(
         raise ImportError(
             "MNIST-1D needs the mnist1d package: pip install 'nn-jax[examples]'"
         ) from e
-    if not isinstance(num_samples, int) or num_samples < 10:
-        raise ValueError(f"load_mnist1d: num_samples must be an int >= 10, given {num_samples!r}")
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"load_mnist1d: test_fraction must be in (0, 1), given {test_fraction!r}")
+    if (
+        isinstance(num_samples, bool)
+        or not isinstance(num_samples, int | np.integer)
+        or num_samples < 10
+    ):
+        raise ConfigError(f"load_mnist1d: num_samples must be an int >= 10, given {num_samples!r}")
+    if (
+        isinstance(test_fraction, bool)
+        or not isinstance(test_fraction, int | float | np.integer | np.floating)
+        or not 0 < test_fraction < 1
+    ):
+        raise ConfigError(f"load_mnist1d: test_fraction must be in (0, 1), given {test_fraction!r}")
     args = get_dataset_args()
+    num_samples = int(num_samples)
     args.num_samples, args.train_split, args.seed = num_samples, 1 - test_fraction, seed
     saved = random.getstate(), np.random.get_state()
     try:

@@ -15,6 +15,10 @@ from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
 import jax
+import numpy as np
+
+from nn_jax.core import describe
+from nn_jax.errors import ArgumentError, ConfigError
 
 __all__ = ["prefetch_to_device"]
 
@@ -51,9 +55,15 @@ def prefetch_to_device(
     Returns:
         An iterator of the same batches as device arrays.
     """
-    if not isinstance(size, int) or size < 1:
-        raise ValueError(f"prefetch_to_device: size must be an int >= 1, given {size!r}")
-    return _prefetch(iter(iterator), size, sharding)
+    if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
+        raise ConfigError(f"prefetch_to_device: size must be an int >= 1, given {size!r}")
+    try:
+        batches = iter(iterator)
+    except TypeError:
+        raise ArgumentError(
+            f"prefetch_to_device: expected an iterable of batches, given {describe(iterator)}"
+        ) from None
+    return _prefetch(batches, int(size), sharding)
 
 
 def _prefetch(iterator: Iterator[T], size: int, sharding: Any) -> Iterator[T]:

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from nn_jax.errors import ConfigError
+
 __all__ = ["adding_problem", "copy_task", "reverse_task"]
 
 
 def _check(name: str, **values: int) -> None:
     for key, value in values.items():
-        if not isinstance(value, int | np.integer) or value <= 0:
-            raise ValueError(f"{name}: {key} must be a positive int, given {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
+            raise ConfigError(f"{name}: {key} must be a positive int, given {value!r}")
 
 
 def reverse_task(
@@ -62,8 +64,8 @@ def copy_task(
         ``x, y: (N, 2L + delay)`` int32.
     """
     _check("copy_task", num_examples=num_examples, length=length, num_symbols=num_symbols)
-    if not isinstance(delay, int) or delay < 0:
-        raise ValueError(f"copy_task: delay must be an int >= 0, given {delay!r}")
+    if isinstance(delay, bool) or not isinstance(delay, int | np.integer) or delay < 0:
+        raise ConfigError(f"copy_task: delay must be an int >= 0, given {delay!r}")
     rng = np.random.default_rng(seed)
     symbols = rng.integers(2, num_symbols + 2, (num_examples, length), np.int32)
     total = 2 * length + delay
@@ -95,7 +97,7 @@ def adding_problem(
     """
     _check("adding_problem", num_examples=num_examples, length=length)
     if length < 2:
-        raise ValueError(f"adding_problem: length must be >= 2, given {length}")
+        raise ConfigError(f"adding_problem: length must be >= 2, given {length}")
     rng = np.random.default_rng(seed)
     values = rng.random((num_examples, length))
     half = length // 2

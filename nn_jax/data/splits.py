@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from nn_jax.data.digits import Split
+from nn_jax.errors import ArgumentError, ConfigError, ShapeError
 
 __all__ = ["Splits", "split_dataset", "with_validation"]
 
@@ -72,19 +73,24 @@ def split_dataset(
     """
     x, y = np.asarray(x), np.asarray(y)
     n = _check_lengths("split_dataset", x, y)
-    if len(fractions) != 3:
-        raise ValueError(
+    _check_seed("split_dataset", seed)
+    if (
+        not isinstance(fractions, Sequence)
+        or len(fractions) != 3
+        or not all(_is_number(f) for f in fractions)
+    ):
+        raise ConfigError(
             f"split_dataset: fractions must be (train, validation, test), given {fractions!r}"
         )
     train, validation, test = (float(f) for f in fractions)
     if min(fractions) < 0 or train <= 0 or not math.isclose(train + validation + test, 1.0):
-        raise ValueError(
+        raise ConfigError(
             "split_dataset: fractions must be >= 0 with train > 0 and sum to 1, given "
             f"{tuple(fractions)!r}"
         )
     n_val, n_test = round(n * validation), round(n * test)
     if n_val + n_test >= n:
-        raise ValueError(
+        raise ConfigError(
             f"split_dataset: fractions {tuple(fractions)!r} of {n} examples leave no training "
             f"example ({n_val} validation, {n_test} test)"
         )
@@ -116,13 +122,20 @@ def with_validation(
     Returns:
         :class:`Splits`; ``test`` is ``(split.x_test, split.y_test)`` unchanged.
     """
-    if not 0 <= fraction < 1:
-        raise ValueError(f"with_validation: fraction must be in [0, 1), given {fraction!r}")
+    if not _is_number(fraction) or not 0 <= fraction < 1:
+        raise ConfigError(f"with_validation: fraction must be in [0, 1), given {fraction!r}")
+    if not all(hasattr(split, f) for f in Split._fields):
+        raise ArgumentError(
+            "with_validation: split must be a Split(x_train, y_train, x_test, y_test), e.g. "
+            f"from load_digits(), given a {type(split).__name__}; for (x, y) arrays use "
+            "split_dataset(x, y)"
+        )
+    _check_seed("with_validation", seed)
     x, y = np.asarray(split.x_train), np.asarray(split.y_train)
     n = _check_lengths("with_validation", x, y)
     n_val = round(n * fraction)
     if n_val >= n:
-        raise ValueError(
+        raise ConfigError(
             f"with_validation: fraction {fraction!r} of {n} training examples leaves none "
             "for training"
         )
@@ -137,12 +150,21 @@ def with_validation(
 
 def _check_lengths(name: str, x: np.ndarray, y: np.ndarray) -> int:
     if x.ndim == 0 or y.ndim == 0 or len(x) != len(y):
-        raise ValueError(
+        raise ShapeError(
             f"{name}: x and y must share their leading axis, given shapes {x.shape} and {y.shape}"
         )
     if len(x) == 0:
-        raise ValueError(f"{name}: there are no examples to split (x has shape {x.shape})")
+        raise ShapeError(f"{name}: there are no examples to split (x has shape {x.shape})")
     return len(x)
+
+
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float | np.integer | np.floating)
+
+
+def _check_seed(name: str, seed: Any) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ConfigError(f"{name}: seed must be an int >= 0, given {seed!r}")
 
 
 def _order(name: str, y: np.ndarray, seed: int, stratify: bool) -> np.ndarray:
@@ -157,7 +179,7 @@ def _order(name: str, y: np.ndarray, seed: int, stratify: bool) -> np.ndarray:
     if not stratify:
         return order
     if y.ndim != 1:
-        raise ValueError(f"{name}: stratify needs (N,) class labels, given y of shape {y.shape}")
+        raise ShapeError(f"{name}: stratify needs (N,) class labels, given y of shape {y.shape}")
     _, labels = np.unique(y[order], return_inverse=True)
     counts = np.bincount(labels)
     rank = np.empty(len(y), np.int64)

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from nn_jax.errors import ConfigError, ShapeError
+
 __all__ = ["make_classification", "make_regression", "regression_target"]
 
 _TURN = 4.0  # radians an arm of make_classification turns from its centre to its end
@@ -26,13 +28,17 @@ _TURN = 4.0  # radians an arm of make_classification turns from its centre to it
 
 def _check(name: str, **values: int) -> None:
     for key, value in values.items():
-        if not isinstance(value, int | np.integer) or value <= 0:
-            raise ValueError(f"{name}: {key} must be a positive int, given {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
+            raise ConfigError(f"{name}: {key} must be a positive int, given {value!r}")
 
 
 def _check_noise(name: str, noise: float) -> None:
-    if not noise >= 0:  # also rejects NaN
-        raise ValueError(f"{name}: noise must be >= 0, given {noise!r}")
+    if (
+        isinstance(noise, bool)
+        or not isinstance(noise, int | float | np.integer | np.floating)
+        or not noise >= 0  # also rejects NaN
+    ):
+        raise ConfigError(f"{name}: noise must be >= 0, given {noise!r}")
 
 
 def regression_target(x: np.ndarray) -> np.ndarray:
@@ -53,7 +59,7 @@ def regression_target(x: np.ndarray) -> np.ndarray:
     """
     x = np.asarray(x, np.float64)
     if x.ndim != 2 or x.shape[1] == 0:
-        raise ValueError(f"regression_target: x must have shape (N, F >= 1), given {x.shape}")
+        raise ShapeError(f"regression_target: x must have shape (N, F >= 1), given {x.shape}")
     features = x.shape[1]
     w = np.array([(-1.0) ** j / (j + 1) for j in range(features)])
     f = x @ w + np.sin(np.pi * x[:, 0]) + x[:, 0] * x[:, -1]
@@ -122,7 +128,7 @@ def make_classification(
     _check("make_classification", num_examples=num_examples, features=features, classes=classes)
     _check_noise("make_classification", noise)
     if features < 2 or classes < 2:
-        raise ValueError(
+        raise ConfigError(
             f"make_classification: needs features >= 2 and classes >= 2, given "
             f"features={features}, classes={classes}"
         )

@@ -30,28 +30,21 @@ from jax.typing import ArrayLike
 from nn_jax.activations import get_activation
 from nn_jax.combinators import Sequential
 from nn_jax.conv import Conv, ConvTranspose
-from nn_jax.core import Array, Block, Layer, Scope
+from nn_jax.core import Activation, Array, Block, Layer, Scope, Size, Sizes
 from nn_jax.errors import ConfigError, ShapeError
 from nn_jax.losses import binary_cross_entropy_with_logits, mse
 from nn_jax.models.mlp import MLP
 
 __all__ = ["VAE", "Autoencoder", "ConvAutoencoder", "VAEOutput", "elbo_loss", "gaussian_kl"]
 
-Activation = Callable[[Any], Any] | str
 
-
-def _check_sizes(cls: str, hidden: tuple[int, ...], latent: int) -> None:
-    if any(not isinstance(h, int) or h <= 0 for h in hidden):
-        raise ConfigError(f"{cls}: hidden must be a tuple of positive ints, given {hidden!r}")
-    if not isinstance(latent, int) or latent <= 0:
-        raise ConfigError(f"{cls}: latent must be a positive int, given {latent!r}")
-
-
-def _check_activations(*activations: Activation | None) -> None:
-    """Resolve each activation name (raising ``ConfigError`` for an unknown one)."""
-    for activation in activations:
-        if activation is not None:
-            get_activation(activation)
+def _check_hidden(block: Autoencoder | VAE) -> None:
+    """``hidden`` (a tuple of ints, by its annotation) may be empty; its widths are sizes."""
+    if any(h <= 0 for h in block.hidden):
+        raise ConfigError(
+            f"{type(block).__name__}: hidden must be a tuple of positive ints, given "
+            f"{block.hidden!r}"
+        )
 
 
 def _features(block: Block, x: Any) -> int:
@@ -80,15 +73,13 @@ class Autoencoder(Block):
     """
 
     hidden: tuple[int, ...]
-    latent: int
+    latent: Size
     _: KW_ONLY
     activation: Activation = "relu"
     output_activation: Activation | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "hidden", tuple(self.hidden))
-        _check_sizes("Autoencoder", self.hidden, self.latent)
-        _check_activations(self.activation, self.output_activation)
+        _check_hidden(self)
 
     def encoder(self) -> MLP:
         """The encoder: ``(..., D) -> (..., latent)``; its params are ``params["encoder"]``."""
@@ -137,21 +128,14 @@ class ConvAutoencoder(Block):
     {'0': {'b': (8,), 'w': (3, 3, 8, 16)}, '2': {'b': (1,), 'w': (3, 3, 1, 8)}}
     """
 
-    channels: tuple[int, ...]
+    channels: Sizes
     kernel_size: int | tuple[int, ...] = (3, 3)
     _: KW_ONLY
     activation: Activation = "relu"
     output_activation: Activation | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "channels", tuple(self.channels))
-        if not self.channels or any(not isinstance(c, int) or c <= 0 for c in self.channels):
-            raise ConfigError(
-                f"ConvAutoencoder: channels must be a non-empty tuple of positive ints, given "
-                f"{self.channels!r}"
-            )
         object.__setattr__(self, "kernel_size", Conv(1, self.kernel_size).kernel_size)
-        _check_activations(self.activation, self.output_activation)
 
     def encoder(self) -> Sequential:
         """The encoder ``(..., *spatial, C) -> (..., *spatial / 2^L, channels[-1])``."""
@@ -227,14 +211,12 @@ class VAE(Block):
     """
 
     hidden: tuple[int, ...]
-    latent: int
+    latent: Size
     _: KW_ONLY
     activation: Activation = "relu"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "hidden", tuple(self.hidden))
-        _check_sizes("VAE", self.hidden, self.latent)
-        _check_activations(self.activation)
+        _check_hidden(self)
 
     def encoder(self) -> MLP:
         """The encoder: ``(..., D) -> (..., 2L)``, the posterior mean then log-variance."""

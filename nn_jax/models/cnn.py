@@ -8,7 +8,6 @@ BatchNorm running statistics, and evaluate with ``train=False`` and the returned
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import KW_ONLY
 from typing import Any
 
@@ -17,7 +16,7 @@ import jax.numpy as jnp
 
 from nn_jax.activations import get_activation
 from nn_jax.conv import Conv, ConvTranspose
-from nn_jax.core import Block, Scope
+from nn_jax.core import Activation, Block, Rate, Scope, Size, Sizes
 from nn_jax.dense import Dense, Flatten
 from nn_jax.errors import ConfigError, ShapeError
 from nn_jax.normalization import BatchNorm
@@ -25,19 +24,6 @@ from nn_jax.pooling import AvgPool, GlobalAvgPool, MaxPool
 from nn_jax.regularization import DropPath
 
 __all__ = ["BasicBlock", "LeNet", "ResNet", "UNet"]
-
-
-def _positive_ints(owner: str, name: str, values: Any) -> tuple[int, ...]:
-    values = tuple(values) if isinstance(values, tuple | list) else values
-    if (
-        not isinstance(values, tuple)
-        or not values
-        or not all(isinstance(v, int) and v > 0 for v in values)
-    ):
-        raise ConfigError(
-            f"{owner}: {name} must be a non-empty tuple of positive ints, given {values!r}"
-        )
-    return values
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,29 +57,27 @@ class LeNet(Block):
     {'b': (120,), 'w': (784, 120)}
     """
 
-    num_classes: int = 10
+    num_classes: Size = 10
     _: KW_ONLY
-    channels: tuple[int, ...] = (6, 16)
+    channels: Sizes = (6, 16)
     kernel_size: int | tuple[int, int] = (5, 5)
     hidden: tuple[int, ...] = (120, 84)
     padding: str = "SAME"
     pool: str = "max"
-    activation: Callable[[Any], Any] | str = "relu"
+    activation: Activation = "relu"
 
     def __post_init__(self) -> None:
-        _positive_ints("LeNet", "num_classes", (self.num_classes,))
-        object.__setattr__(self, "channels", _positive_ints("LeNet", "channels", self.channels))
         size = self.kernel_size
         kernel = (size, size) if isinstance(size, int) else tuple(size)
         if len(kernel) != 2:
             raise ConfigError(f"LeNet: kernel_size must be an int or 2 ints, given {kernel!r}")
         object.__setattr__(self, "kernel_size", kernel)
-        object.__setattr__(self, "hidden", tuple(self.hidden))
-        if self.hidden:
-            _positive_ints("LeNet", "hidden", self.hidden)
+        if any(h < 1 for h in self.hidden):
+            raise ConfigError(
+                f"LeNet: hidden must be a tuple of positive ints, given {self.hidden!r}"
+            )
         if self.pool not in ("max", "avg"):
             raise ConfigError(f"LeNet: pool must be 'max' or 'avg', given {self.pool!r}")
-        get_activation(self.activation)
         Conv(1, self.kernel_size, padding=self.padding)  # validates kernel_size and padding
 
     def forward(self, scope: Scope, x: Any) -> Any:
@@ -129,11 +113,11 @@ class BasicBlock(Block):
     BatchNorms' ``mean``/``var``.
     """
 
-    features: int
+    features: Size
     _: KW_ONLY
-    strides: int = 1
-    drop_path: float = 0.0
-    bn_momentum: float = 0.9
+    strides: Size = 1
+    drop_path: Rate = 0.0
+    bn_momentum: Rate = 0.9
 
     def forward(self, scope: Scope, x: Any) -> Any:
         bn = BatchNorm(momentum=self.bn_momentum)
@@ -170,20 +154,15 @@ class ResNet(Block):
     running ``mean``/``var`` under the same names.
     """
 
-    num_classes: int = 10
+    num_classes: Size = 10
     _: KW_ONLY
-    stage_sizes: tuple[int, ...] = (2, 2, 2)
-    width: int = 16
+    stage_sizes: Sizes = (2, 2, 2)
+    width: Size = 16
     drop_path: float = 0.0
-    bn_momentum: float = 0.9
+    bn_momentum: Rate = 0.9
 
     def __post_init__(self) -> None:
-        _positive_ints("ResNet", "num_classes and width", (self.num_classes, self.width))
-        object.__setattr__(
-            self, "stage_sizes", _positive_ints("ResNet", "stage_sizes", self.stage_sizes)
-        )
-        DropPath(self.drop_path)  # validates the rate
-        BatchNorm(momentum=self.bn_momentum)
+        DropPath(self.drop_path)  # validates the rate (the maximal drop probability)
 
     def forward(self, scope: Scope, x: Any) -> Any:
         x = scope("stem", Conv(self.width, (3, 3), use_bias=False), x)
@@ -207,7 +186,7 @@ class ResNet(Block):
 class _DoubleConv(Block):
     """``[3x3 conv -> (BN) -> relu] x 2``, U-Net's unit."""
 
-    features: int
+    features: Size
     batch_norm: bool
 
     def forward(self, scope: Scope, x: Any) -> Any:
@@ -239,17 +218,14 @@ class UNet(Block):
     Params: ``down_i``, ``bottleneck``, ``up_i``, ``decode_i`` and ``head``.
     """
 
-    out_channels: int
+    out_channels: Size
     _: KW_ONLY
-    widths: tuple[int, ...] = (16, 32, 64)
+    widths: Sizes = (16, 32, 64)
     batch_norm: bool = True
 
     def __post_init__(self) -> None:
-        _positive_ints("UNet", "out_channels", (self.out_channels,))
-        widths = _positive_ints("UNet", "widths", self.widths)
-        if len(widths) < 2:
-            raise ConfigError(f"UNet: widths needs at least 2 levels, given {widths!r}")
-        object.__setattr__(self, "widths", widths)
+        if len(self.widths) < 2:
+            raise ConfigError(f"UNet: widths needs at least 2 levels, given {self.widths!r}")
 
     def forward(self, scope: Scope, x: Any) -> Any:
         levels = len(self.widths) - 1

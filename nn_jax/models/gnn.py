@@ -21,7 +21,7 @@ from dataclasses import KW_ONLY
 from typing import Any
 
 from nn_jax.activations import get_activation
-from nn_jax.core import Array, Block, Layer, Scope
+from nn_jax.core import Activation, Array, Block, Layer, Scope, Size, Sizes
 from nn_jax.data.graph_batch import GraphBatch
 from nn_jax.dense import Dense
 from nn_jax.errors import ConfigError
@@ -63,17 +63,9 @@ class GCN(Block):
     ``{"conv_0": {"linear": {"w": (F, widths[0])}, "b": (widths[0],)}, ...}``.
     """
 
-    widths: tuple[int, ...]
+    widths: Sizes
     _: KW_ONLY
-    activation: Callable[[Any], Any] | str = "relu"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "widths", tuple(self.widths))
-        if not self.widths or any(not isinstance(w, int) or w <= 0 for w in self.widths):
-            raise ConfigError(
-                f"GCN: widths must be a non-empty tuple of positive ints, given {self.widths!r}"
-            )
-        get_activation(self.activation)
+    activation: Activation = "relu"
 
     def forward(self, scope: Scope, x: Any) -> Array:
         convs = tuple(GCNConv(width) for width in self.widths)
@@ -113,10 +105,10 @@ class GraphClassifier(Block):
     """
 
     convs: tuple[Layer, ...]
-    num_classes: int
+    num_classes: Size
     _: KW_ONLY
     readout: str = "mean"
-    activation: Callable[[Any], Any] | str = "relu"
+    activation: Activation = "relu"
 
     def __post_init__(self) -> None:
         convs = tuple(self.convs) if isinstance(self.convs, list | tuple) else None
@@ -126,12 +118,7 @@ class GraphClassifier(Block):
                 f"(GCNConv(32), GCNConv(32)), given {self.convs!r}"
             )
         object.__setattr__(self, "convs", convs)
-        if not isinstance(self.num_classes, int) or self.num_classes <= 0:
-            raise ConfigError(
-                f"GraphClassifier: num_classes must be a positive int, given {self.num_classes!r}"
-            )
         GraphPool(self.readout)
-        get_activation(self.activation)
 
     def forward(self, scope: Scope, x: Any) -> Array:
         act = get_activation(self.activation)

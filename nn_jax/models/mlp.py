@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import Any
 
 import jax
 
 from nn_jax.activations import get_activation
 from nn_jax.combinators import Sequential
-from nn_jax.core import Block, Lambda, Scope
+from nn_jax.core import Activation, Block, Lambda, Scope, Sizes
 from nn_jax.dense import Dense
-from nn_jax.errors import ConfigError
 
 __all__ = ["MLP", "SimpleNetwork"]
 
@@ -53,17 +51,9 @@ class MLP(Block):
     are tapped by path (``apply_with_intermediates``, the dead-ReLU monitor).
     """
 
-    widths: tuple[int, ...]
-    activation: Callable[[Any], Any] | str = "relu"
-    final_activation: Callable[[Any], Any] | str | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "widths", tuple(self.widths))
-        if not self.widths or any(not isinstance(w, int) or w <= 0 for w in self.widths):
-            raise ConfigError(f"MLP: widths must be positive ints, given {self.widths!r}")
-        get_activation(self.activation)
-        if self.final_activation is not None:
-            get_activation(self.final_activation)
+    widths: Sizes
+    activation: Activation = "relu"
+    final_activation: Activation | None = None
 
     def forward(self, scope: Scope, x: Any) -> Any:
         act = Lambda(get_activation(self.activation))

@@ -8,7 +8,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from nn_jax.core import Array, Block, Scope
+from nn_jax.core import Array, Block, Rate, Scope, Size
 from nn_jax.dense import Dense
 from nn_jax.embedding import Embedding
 from nn_jax.errors import ConfigError
@@ -65,16 +65,16 @@ class RNNClassifier(Block):
     (4, 10)
     """
 
-    num_classes: int
+    num_classes: Size
     _: KW_ONLY
     cell: str = "lstm"
-    hidden: int = 64
-    num_layers: int = 1
+    hidden: Size = 64
+    num_layers: Size = 1
     bidirectional: bool = False
     pooling: str = "last"
-    dropout_rate: float = 0.0
-    vocab_size: int | None = None
-    embed_features: int | None = None
+    dropout_rate: Rate = 0.0
+    vocab_size: Size | None = None
+    embed_features: Size | None = None
 
     def __post_init__(self) -> None:
         if self.cell not in _CELLS:
@@ -85,13 +85,7 @@ class RNNClassifier(Block):
             raise ConfigError(
                 f"RNNClassifier: pooling must be one of {_POOLINGS}, given {self.pooling!r}"
             )
-        for name in ("num_classes", "num_layers", "vocab_size", "embed_features"):
-            value = getattr(self, name)
-            if (value is not None or name in ("num_classes", "num_layers")) and (
-                not isinstance(value, int) or value <= 0
-            ):
-                raise ConfigError(f"RNNClassifier: {name} must be a positive int, given {value!r}")
-        self._stack()  # validates hidden and dropout_rate
+        self._stack()  # validates the recurrent layers' options
 
     def _stack(self) -> StackedRNN:
         layers = []

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 import jax
 import jax.numpy as jnp
 
-from nn_jax.core import Array, Block, Layer, Params, PRNGKey, Scope, Side
+from nn_jax.core import Array, Block, Layer, Params, PRNGKey, Rate, Scope, Side, Size
 from nn_jax.dense import Dense
 from nn_jax.embedding import Embedding
 from nn_jax.errors import ConfigError, RngError, ShapeError
@@ -48,28 +48,24 @@ class _Stack(Block):
         vocab_size: int | None
 
     _: KW_ONLY
-    num_layers: int = 2
-    d_model: int = 128
-    num_heads: int = 4
-    num_kv_heads: int | None = None
-    mlp_features: int | None = None
-    max_length: int = 1024
+    num_layers: Size = 2
+    d_model: Size = 128
+    num_heads: Size = 4
+    num_kv_heads: Size | None = None
+    mlp_features: Size | None = None
+    max_length: Size = 1024
     positional: str = "sinusoidal"
     norm_position: str = "pre"
     norm: str = "layer"
     ffn: str = "gelu"
-    dropout_rate: float = 0.0
-    attention_dropout_rate: float = 0.0
+    dropout_rate: Rate = 0.0
+    attention_dropout_rate: Rate = 0.0
 
     causal = False
     decode = False
 
     def __post_init__(self) -> None:
         name = type(self).__name__
-        for field in ("num_layers", "d_model", "max_length"):
-            value = getattr(self, field)
-            if not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"{name}: {field} must be a positive int, given {value!r}")
         if self.positional not in _POSITIONAL:
             raise ConfigError(
                 f"{name}: positional must be one of {_POSITIONAL}, given {self.positional!r}"
@@ -201,18 +197,13 @@ class TransformerEncoder(_Stack):
     ['block_0', 'embedding', 'final_norm', 'head']
     """
 
-    num_classes: int
+    num_classes: Size
     _: KW_ONLY
-    vocab_size: int | None = None
+    vocab_size: Size | None = None
     pooling: str = "mean"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not isinstance(self.num_classes, int) or self.num_classes <= 0:
-            raise ConfigError(
-                "TransformerEncoder: num_classes must be a positive int, given "
-                f"{self.num_classes!r}"
-            )
         if self.pooling not in ("mean", "none"):
             raise ConfigError(
                 f"TransformerEncoder: pooling must be 'mean' or 'none', given {self.pooling!r}"
@@ -268,19 +259,12 @@ class TransformerLM(_Stack):
     (1, 7)
     """
 
-    vocab_size: int
+    vocab_size: Size
     _: KW_ONLY
     positional: str = "rope"
     decode: bool = False
 
     causal = True
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.vocab_size, int) or self.vocab_size <= 0:
-            raise ConfigError(
-                f"TransformerLM: vocab_size must be a positive int, given {self.vocab_size!r}"
-            )
-        super().__post_init__()
 
     def forward(self, scope: Scope, x: Any) -> Array:
         h, _ = self._encode(scope, jnp.asarray(x))
