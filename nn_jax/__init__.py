@@ -24,8 +24,8 @@ from nn_jax.activations import (
     tanh,
 )
 from nn_jax.attention import MultiHeadAttention, attention_weights, dot_product_attention
-from nn_jax.checking import check_in_range, check_values, checked, checking, is_checking
 from nn_jax.checkpoint import Checkpointer
+from nn_jax.checks import check_in_range, check_values, checked, checking, is_checking
 from nn_jax.combinators import Branch, Parallel, Residual, Sequential
 from nn_jax.config import from_config, from_json, register_layer, to_config, to_json
 from nn_jax.conv import Conv, ConvTranspose

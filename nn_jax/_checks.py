@@ -3,7 +3,7 @@
 A private module made for sharing: shape checks and the masked reduction of :mod:`nn_jax.losses`
 and :mod:`nn_jax.metrics`, and the masked *value* check :func:`check_range` that they,
 :mod:`nn_jax.segment` and :mod:`nn_jax.graph` use (labels past the class count, probabilities
-outside ``[0, 1]``, ids past the segment or node count; see :mod:`nn_jax.checking`). Its names
+outside ``[0, 1]``, ids past the segment or node count; see :mod:`nn_jax.checks`). Its names
 are not part of the public API (nothing re-exports them) and may change without notice. The
 reduction rule is documented for users in the :mod:`nn_jax.losses` module docstring.
 """
@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from nn_jax.checking import check_in_range, check_values, is_checking
+from nn_jax.checks import check_in_range, check_values, is_checking
 from nn_jax.errors import ConfigError, ShapeError
 
 __all__ = [
@@ -37,7 +37,7 @@ _REDUCTIONS: tuple[str, ...] = typing.get_args(Reduction)
 
 
 def escape(text: str) -> str:
-    """``text`` with braces doubled, for the message of :func:`nn_jax.checking.check_values`."""
+    """``text`` with braces doubled, for the message of :func:`nn_jax.checks.check_values`."""
     return text.replace("{", "{{").replace("}", "}}")
 
 
@@ -57,7 +57,7 @@ def check_range(
     With ``mask`` (broadcastable to ``values``' shape, same rank), only entries where it is
     nonzero are checked: padding labels or ids there may hold anything. Concrete values are
     checked now; traced ones only in checked mode, and outside it nothing is traced at all
-    (see :mod:`nn_jax.checking`).
+    (see :mod:`nn_jax.checks`).
     """
     if mask is None:
         check_in_range(where, what, values, low, high, closed=closed)
@@ -65,7 +65,7 @@ def check_range(
     values, mask = jnp.asarray(values), jnp.asarray(mask)
     if values.size == 0 or not (is_checking() or _concrete(values, mask)):
         return
-    keep = jnp.broadcast_to(mask, values.shape) != 0
+    keep = jnp.broadcast_to(mask, values.shape).astype(bool)
     if jnp.issubdtype(values.dtype, jnp.integer):
         info = jnp.iinfo(values.dtype)
         big, small = jnp.asarray(info.max, values.dtype), jnp.asarray(info.min, values.dtype)

@@ -28,8 +28,19 @@ import jax.numpy as jnp
 from nn_jax import initializers
 from nn_jax._checks import escape
 from nn_jax._options import DtypeOptions
-from nn_jax.checking import check_values
-from nn_jax.core import Array, Call, Initializer, Layer, Params, PRNGKey, State, tap
+from nn_jax.checks import check_values
+from nn_jax.core import (
+    Array,
+    Call,
+    Initializer,
+    Layer,
+    Params,
+    PRNGKey,
+    Rate,
+    Size,
+    State,
+    tap,
+)
 from nn_jax.errors import ConfigError, RngError, ShapeError
 from nn_jax.masks import causal_mask, combine_masks, sequence_mask
 from nn_jax.positional import RotaryEmbedding, rotary_embedding
@@ -278,13 +289,13 @@ class MultiHeadAttention(Layer, DtypeOptions):
     (2, 5, 16)
     """
 
-    num_heads: int
+    num_heads: Size
     _: KW_ONLY
-    num_kv_heads: int | None = None
-    head_dim: int | None = None
-    out_features: int | None = None
+    num_kv_heads: Size | None = None
+    head_dim: Size | None = None
+    out_features: Size | None = None
     causal: bool = False
-    dropout_rate: float = 0.0
+    dropout_rate: Rate = 0.0
     use_bias: bool = True
     scale: float | None = None
     rope: RotaryEmbedding | None = None
@@ -294,20 +305,11 @@ class MultiHeadAttention(Layer, DtypeOptions):
     w_o_init: Initializer | None = None
 
     def __post_init__(self) -> None:
-        for name in ("num_heads", "num_kv_heads", "head_dim", "out_features"):
-            value = getattr(self, name)
-            if (value is not None or name == "num_heads") and (
-                not isinstance(value, int) or value <= 0
-            ):
-                raise ConfigError(
-                    f"MultiHeadAttention: {name} must be a positive int, given {value!r}"
-                )
         if self.num_heads % self.kv_heads:
             raise ConfigError(
                 f"MultiHeadAttention: num_kv_heads={self.num_kv_heads} must divide "
                 f"num_heads={self.num_heads}"
             )
-        Dropout(self.dropout_rate)
         if self.rope is not None and not isinstance(self.rope, RotaryEmbedding):
             raise ConfigError(
                 f"MultiHeadAttention: rope must be a RotaryEmbedding or None, given {self.rope!r}"

@@ -62,7 +62,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nn_jax.checking import check_in_range
+from nn_jax.checks import check_in_range
 from nn_jax.errors import (
     ArgumentError,
     ConfigError,
@@ -1054,7 +1054,7 @@ class Layer(abc.ABC):
     ) -> None:
         """Value check: ``values`` in ``[low, high)`` (``[low, high]`` if ``closed``), else a
         ``ValueRangeError`` naming this layer: eagerly when concrete, under ``jit`` in checked
-        mode (see :mod:`nn_jax.checking`)."""
+        mode (see :mod:`nn_jax.checks`)."""
         check_in_range(self.where(), what, values, low, high, closed=closed)
 
     def side_input(self, call: Call, name: str) -> Any:

@@ -47,7 +47,18 @@ import jax.numpy as jnp
 from nn_jax import initializers
 from nn_jax._checks import check_range
 from nn_jax._options import DtypeOptions
-from nn_jax.core import Array, Block, Call, Initializer, Layer, ParameterFree, Scope, tap
+from nn_jax.core import (
+    Array,
+    Block,
+    Call,
+    Initializer,
+    Layer,
+    NonNegative,
+    ParameterFree,
+    Scope,
+    Size,
+    tap,
+)
 from nn_jax.data.graph_batch import Graph, GraphBatch, batch_graphs
 from nn_jax.dense import Dense, add_bias
 from nn_jax.errors import ConfigError, ShapeError
@@ -169,17 +180,11 @@ def _check_reduction(cls: str, argument: str, value: str) -> None:
 class _GraphConv(Block, DtypeOptions):
     """What the graph convolutions share: the output size and the options of their ``Dense``."""
 
-    features: int
+    features: Size
     _: KW_ONLY
     use_bias: bool = True
     w_init: Initializer = default_graph_init
     b_init: Initializer = initializers.zeros
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.features, int) or self.features <= 0:
-            raise ConfigError(
-                f"{type(self).__name__}: features must be a positive int, given {self.features!r}"
-            )
 
     def _linear(self, features: int, *, use_bias: bool = False) -> Dense:
         """The ``Dense`` projection this layer runs, with its dtype, precision and initializers."""
@@ -295,20 +300,11 @@ class GATConv(_GraphConv):
     """
 
     _: KW_ONLY
-    heads: int = 1
+    heads: Size = 1
     concat: bool = True
-    negative_slope: float = 0.2
+    negative_slope: NonNegative = 0.2
     add_self_loops: bool = True
     att_init: Initializer = default_graph_init
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not isinstance(self.heads, int) or self.heads <= 0:
-            raise ConfigError(f"GATConv: heads must be a positive int, given {self.heads!r}")
-        if not self.negative_slope >= 0:
-            raise ConfigError(
-                f"GATConv: negative_slope must be >= 0, given {self.negative_slope!r}"
-            )
 
     @property
     def out_features(self) -> int:

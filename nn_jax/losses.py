@@ -23,7 +23,7 @@ allowed range and the values given): integer labels outside ``[0, C)``, probabil
 outside ``[0, 1]``, positive log-probabilities, negative mask weights. Entries a mask leaves out
 are not checked (padding may hold anything). The check runs at once on concrete inputs (outside
 ``jax.jit``) and, inside ``jit``, only in checked mode (:func:`nn_jax.checked`); the unchecked
-compiled step is unchanged. See :mod:`nn_jax.checking`.
+compiled step is unchanged. See :mod:`nn_jax.checks`.
 ``reduction`` and ``label_smoothing`` are static Python values (safe to close over in ``jax.jit``);
 ``Reduction`` is the type of ``reduction``, ``Literal["mean", "sum", "none"]``.
 """

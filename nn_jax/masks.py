@@ -17,7 +17,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from nn_jax.checking import check_in_range
+from nn_jax.checks import check_in_range
 from nn_jax.core import Array
 from nn_jax.errors import ShapeError
 

@@ -25,7 +25,17 @@ from typing import Any
 import jax.numpy as jnp
 
 from nn_jax import initializers
-from nn_jax.core import Array, Call, Initializer, Layer, ParameterFree, Params, PRNGKey, State
+from nn_jax.core import (
+    Array,
+    Call,
+    Initializer,
+    Layer,
+    ParameterFree,
+    Params,
+    PRNGKey,
+    Size,
+    State,
+)
 from nn_jax.errors import ConfigError, ShapeError
 
 default_position_init: Initializer = initializers.normal(0.02)
@@ -247,17 +257,10 @@ class LearnedPositionalEmbedding(_AdditivePositions):
     Input ``(..., T, D)`` -> same shape. Params: ``embedding: (L, D)``.
     """
 
-    max_length: int
+    max_length: Size
     _: KW_ONLY
     embedding_init: Initializer = default_position_init
     param_dtype: Any = jnp.float32
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.max_length, int) or self.max_length <= 0:
-            raise ConfigError(
-                f"LearnedPositionalEmbedding: max_length must be a positive int, given "
-                f"{self.max_length!r}"
-            )
 
     def _check(self, x: Any) -> None:
         super()._check(x)

@@ -60,6 +60,7 @@ from nn_jax import initializers
 from nn_jax._options import DtypeOptions
 from nn_jax.activations import get_activation
 from nn_jax.core import (
+    Activation,
     Array,
     Block,
     Call,
@@ -67,7 +68,9 @@ from nn_jax.core import (
     Layer,
     Params,
     PRNGKey,
+    Rate,
     Scope,
+    Size,
     State,
     nested,
     tap,
@@ -186,19 +189,13 @@ class _DenseCell(RecurrentCell, DtypeOptions):
     (``w_h``) and ``F + H`` (``b``).
     """
 
-    hidden: int
+    hidden: Size
     _: KW_ONLY
     w_i_init: Initializer = default_kernel_init
     w_h_init: Initializer = default_recurrent_init
     b_init: Initializer = initializers.zeros
 
     num_gates = 1
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.hidden, int) or self.hidden <= 0:
-            raise ConfigError(
-                f"{type(self).__name__}: hidden must be a positive int, given {self.hidden!r}"
-            )
 
     def initial_carry(self, batch_shape: tuple[int, ...], dtype: Any = jnp.float32) -> Carry:
         return jnp.zeros((*batch_shape, self.hidden), self.dtype or dtype)
@@ -276,11 +273,7 @@ class SimpleRNNCell(_DenseCell):
     """
 
     _: KW_ONLY
-    activation: Any = "tanh"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        get_activation(self.activation)
+    activation: Activation = "tanh"
 
     def step(self, params: Params, carry: Carry, projected: Any) -> tuple[Carry, Array]:
         (z,) = self._preactivations(params, carry, projected)
@@ -480,7 +473,7 @@ class RNN(Layer):
     return_sequences: bool = True
     reverse: bool = False
     time_major: bool = False
-    unroll: int = 1
+    unroll: Size = 1
     hoist_input_projection: bool = False
 
     def __post_init__(self) -> None:
@@ -489,8 +482,6 @@ class RNN(Layer):
                 f"RNN: cell must be a RecurrentCell (LSTMCell, GRUCell, SimpleRNNCell, ...), "
                 f"given {self.cell!r}"
             )
-        if isinstance(self.unroll, bool) or not isinstance(self.unroll, int) or self.unroll < 1:
-            raise ConfigError(f"RNN: unroll must be a positive int, given {self.unroll!r}")
 
     def _time_axis(self, x: Any) -> int:
         if isinstance(x, tuple | list):
@@ -682,7 +673,7 @@ class StackedRNN(Block):
 
     layers: tuple[RNN | Bidirectional, ...]
     _: KW_ONLY
-    dropout_rate: float = 0.0
+    dropout_rate: Rate = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(self.layers))
@@ -697,7 +688,6 @@ class StackedRNN(Block):
                     f"StackedRNN: layer {i} must return sequences (return_sequences=True) to "
                     "feed the next layer"
                 )
-        Dropout(self.dropout_rate)
 
     def forward(self, scope: Scope, x: Any) -> Any:
         names = tuple(str(i) for i in range(len(self.layers)))

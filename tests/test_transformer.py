@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nn_jax.errors import ConfigError, RngError, ShapeError
+from nn_jax.errors import ConfigError, RngError, ShapeError, ValueRangeError
 from nn_jax.inspect import apply_with_intermediates
 from nn_jax.models.transformer import TransformerEncoder, TransformerLM, generate
 from nn_jax.positional import (
@@ -92,8 +92,13 @@ def test_learned_positions_add_table_rows_and_check_length():
     positions = np.array([[0, 0, 1, 2], [4, 3, 2, 1]])
     y = layer(params, x, side={"positions": positions})
     np.testing.assert_allclose(y, x + table[positions], rtol=1e-6)
-    outside = layer(params, x, side={"positions": np.array([0, 1, 5, -1])})
-    assert np.all(np.isnan(outside[:, 2:])) and not np.any(np.isnan(outside[:, :2]))
+    outside = {"positions": np.array([0, 1, 5, -1])}
+    with pytest.raises(
+        ValueRangeError, match=r"'positions' must lie in \[0, 5\), given values in \[-1, 5\]"
+    ):
+        layer(params, x, side=outside)
+    unchecked = jax.jit(lambda p, x: layer(p, x, side=outside))(params, x)  # NaN, as documented
+    assert np.all(np.isnan(unchecked[:, 2:])) and not np.any(np.isnan(unchecked[:, :2]))
     with pytest.raises(ShapeError, match=r"input has 6 positions .* more than max_length=5"):
         layer(params, jnp.zeros((2, 6, 3)))
     with pytest.raises(ShapeError, match=r"side input 'positions' must be ints of shape \(2, 4\)"):
