@@ -149,6 +149,7 @@ class _Stack(Block):
                 "cache slots); give 'key_mask' over the cache length instead (generate does)",
             )
         lengths = self.side_array("lengths", lengths, steps[:-1], "(the batch axes)")
+        self.check_range("side input 'lengths'", lengths, 0, steps[-1], closed=True)
         valid = combine_masks(key_mask, sequence_mask(lengths, steps[-1]))
         side = {k: v for k, v in scope.side.items() if k != "lengths"} | {"key_mask": valid}
         return valid, side
