@@ -10,9 +10,10 @@ Commands are argparse subparsers; each registers its flags and sets ``run(args) 
 * ``nn-jax reproduce mnist1d [--quick]`` - the MNIST-1D paper's models, ours vs. the paper's.
 * ``nn-jax bench`` - the benchmark suite (:mod:`nn_jax.bench`, imported only for this command).
 
-Every error a user can cause (a bad flag, an unknown model, an output path that is a file, an
-:class:`~nn_jax.errors.NNJaxError` raised by a command) prints one line,
-``nn-jax: error: ...``, on stderr and exits with status 2; never a traceback.
+Every error a user can cause (a bad flag or value, an unknown model, an output path that is a
+file, a damaged run folder or checkpoint, an :class:`~nn_jax.errors.NNJaxError` raised by a
+command, an ``OSError`` such as a full disk) prints one line, ``nn-jax: error: ...``, on stderr
+and exits with status 2; never a traceback.
 """
 
 from __future__ import annotations
@@ -40,31 +41,50 @@ def _fail(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
+# Counts (steps, epochs, batch sizes) fit JAX's int32 step counter; seeds, a uint32.
+_MAX_COUNT = 2**31 - 1
+_MAX_SEED = 2**32 - 1
+_MAX_SEEDS = 1000
+
+
+def _int(text: str, low: int, high: int, expected: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, given {text[:40]!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected {expected}, given {value}")
+    if value > high:
+        raise argparse.ArgumentTypeError(f"expected {expected} up to {high}, given {value}")
+    return value
+
+
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, given {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, given {text}")
-    return value
+    return _int(text, 1, _MAX_COUNT, "a positive integer")
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, given {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, given {text}")
-    return value
+def _seed(text: str) -> int:
+    return _int(text, 0, _MAX_SEED, "an integer >= 0")
+
+
+def _seed_count(text: str) -> int:
+    return _int(text, 1, _MAX_SEEDS, "a positive integer")
+
+
+def _folder(text: str) -> str:
+    """A folder path: not empty, no NUL byte (the OS refuses those)."""
+    if not text.strip() or "\x00" in text:
+        raise argparse.ArgumentTypeError(f"expected a folder path, given {text[:40]!r}")
+    return text
 
 
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, given {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number, given {text[:40]!r}"
+        ) from None
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"expected a positive number, given {text}")
     return value
@@ -103,11 +123,11 @@ def _add_train_parser(subparsers: Any) -> None:
     length.add_argument("--steps", type=_positive_int, help="total optimizer steps instead")
     parser.add_argument("--lr", type=_positive_float, help="Adam's learning rate")
     parser.add_argument("--batch-size", type=_positive_int, help="examples per step")
-    parser.add_argument("--seed", type=_non_negative_int, default=0, help="init, shuffles, split")
+    parser.add_argument("--seed", type=_seed, default=0, help="init, shuffles, split")
     parser.add_argument(
         "--val-every", type=_positive_int, help="validate and checkpoint every N steps"
     )
-    parser.add_argument("--out", help="run folder (default: runs/<model>-<dataset>)")
+    parser.add_argument("--out", type=_folder, help="run folder (default: runs/<model>-<dataset>)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     def run(args: argparse.Namespace) -> int:
@@ -146,7 +166,9 @@ def _add_eval_parser(subparsers: Any) -> None:
         description="Rebuild the model of a run folder from config.json, restore its latest "
         "checkpoint and print the test metrics, as `nn-jax train` printed them.",
     )
-    parser.add_argument("dir", metavar="DIR", help="a run folder written by nn-jax train")
+    parser.add_argument(
+        "dir", metavar="DIR", type=_folder, help="a run folder written by nn-jax train"
+    )
 
     def run(args: argparse.Namespace) -> int:
         from nn_jax.jobs.runs import evaluate_run
@@ -193,7 +215,10 @@ def _add_reproduce_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--steps", type=_positive_int, help="training steps per model and seed")
     parser.add_argument(
-        "--seeds", type=_positive_int, default=3, help="runs per model (seeds 0..N-1; default 3)"
+        "--seeds",
+        type=_seed_count,
+        default=3,
+        help=f"runs per model (seeds 0..N-1, N <= {_MAX_SEEDS}; default 3)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
@@ -247,6 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args))
     except NNJaxError as e:
         _fail(str(e))
+    except OSError as e:  # the disk is full, a folder became read-only, ...
+        _fail(f"{type(e).__name__}: {e}")
     except KeyboardInterrupt:
         sys.stderr.write("nn-jax: interrupted; run the same command again to resume\n")
         return 130

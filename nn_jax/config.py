@@ -25,7 +25,8 @@ Strings always stay strings (``MLP(activation="relu")`` and ``MLP(activation=jax
 different layers), which is why functions are tagged. Reading a config never uses ``eval`` or
 pickle: layer types come from the registry (every public layer of nn_jax and ``nn_jax.models``,
 plus the classes given to :func:`register_layer`), and functions only from modules under
-``nn_jax``, ``jax`` and ``optax``. A value with no such description (a lambda, a closure, one of
+``nn_jax``, ``jax`` and ``optax`` that are already imported (reading a config never imports a
+module, so it runs no module's code). A value with no such description (a lambda, a closure, one of
 JAX's own initializer closures) raises :class:`~nn_jax.errors.ConfigError` naming where it is.
 
 >>> import jax
@@ -51,6 +52,8 @@ import inspect
 import json
 import math
 import pkgutil
+import reprlib
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, overload
 
@@ -59,7 +62,7 @@ import numpy as np
 
 from nn_jax import activations, initializers
 from nn_jax.core import Layer
-from nn_jax.errors import ConfigError
+from nn_jax.errors import ArgumentError, ConfigError, FileFormatError
 
 __all__ = ["from_config", "from_json", "register_layer", "to_config", "to_json"]
 
@@ -447,8 +450,19 @@ def to_json(layer: Layer, indent: int | None = 2) -> str:
 # Reading.
 
 
+def _preview(value: Any) -> str:
+    """A short ``repr`` of a value read from a config (which may be large or deeply nested)."""
+    return _PREVIEW.repr(value)
+
+
+_PREVIEW = reprlib.Repr()
+_PREVIEW.maxlevel, _PREVIEW.maxstring, _PREVIEW.maxother = 3, 60, 60
+_PREVIEW.maxlist = _PREVIEW.maxdict = _PREVIEW.maxtuple = 4
+
+
 def _resolve(module: str, qualname: str) -> Any:
-    """``module.qualname``, only for modules under nn_jax, jax and optax and public-ish names."""
+    """``module.qualname``, only for modules under nn_jax, jax and optax that are already
+    imported, and public-ish names."""
     if not _within_allowed(module):
         raise ConfigError(
             f"functions are read only from modules under {', '.join(_ALLOWED_ROOTS)}; given "
@@ -457,12 +471,17 @@ def _resolve(module: str, qualname: str) -> Any:
     parts = qualname.split(".")
     if not all(p.isidentifier() and not p.startswith("__") for p in parts + module.split(".")):
         raise ConfigError(f"{module}:{qualname} is not a module path and attribute name")
-    try:
-        value: Any = importlib.import_module(module)
-    except ImportError as e:
-        raise ConfigError(f"cannot import module {module!r}: {e}") from None
+    value: Any = sys.modules.get(module)
+    if value is None:  # importing runs the module's code: a config never does that
+        raise ConfigError(
+            f"module {module!r} is not imported; import it before reading a config that "
+            "names its functions"
+        )
     for part in parts:
-        value = getattr(value, part, None)
+        try:
+            value = getattr(value, part, None)
+        except Exception:  # a property that fails
+            value = None
         if value is None:
             raise ConfigError(f"module {module!r} has no attribute {qualname!r}")
     if not _within_allowed(getattr(value, "__module__", None) or ""):
@@ -518,7 +537,7 @@ def _decode(value: Any, path: str, where: str) -> Any:
         raise ConfigError(f"from_config: {at}: unexpected keys {extra} next to {tag!r}")
     name = value[tag]
     if not isinstance(name, str):
-        raise ConfigError(f"from_config: {at}: {tag!r} must be a string, given {name!r}")
+        raise ConfigError(f"from_config: {at}: {tag!r} must be a string, given {_preview(name)}")
     try:
         if tag == "dtype":
             return _decode_dtype(name)
@@ -531,9 +550,16 @@ def _decode(value: Any, path: str, where: str) -> Any:
 
 def _decode_dtype(name: str) -> Any:
     try:
-        canonical = jnp.dtype(name).name
-    except TypeError:
-        raise ConfigError(f"unknown dtype {name!r}, e.g. 'float32' or 'bfloat16'") from None
+        dtype = jnp.dtype(name)
+        numeric = jnp.issubdtype(dtype, jnp.number) or jnp.issubdtype(dtype, jnp.bool_)
+    except Exception:  # numpy's parser raises TypeError, ValueError, SyntaxError, ...
+        numeric = False
+    if not numeric or not name.isidentifier():
+        raise ConfigError(
+            f"unknown dtype {_preview(name)}; give a numeric dtype's name, e.g. 'float32' or "
+            "'bfloat16'"
+        ) from None
+    canonical = dtype.name
     return getattr(jnp, canonical, None) or jnp.dtype(canonical)
 
 
@@ -559,7 +585,9 @@ def _decode_enum(name: str, member: Any) -> Any:
     if not (isinstance(cls, type) and issubclass(cls, enum.Enum)):
         raise ConfigError(f"{name!r} is not an enum")
     if not isinstance(member, str) or member not in cls.__members__:
-        raise ConfigError(f"{name} has no member {member!r}; one of {', '.join(cls.__members__)}")
+        raise ConfigError(
+            f"{name} has no member {_preview(member)}; one of {', '.join(cls.__members__)}"
+        )
     return cls[member]
 
 
@@ -567,7 +595,7 @@ def _decode_initializer(config: Mapping[str, Any], path: str, where: str) -> Any
     at = repr(where) if where else "<root>"
     name = config["initializer"]
     args = {k: v for k, v in config.items() if k != "initializer"}
-    if name in _PLAIN_INITIALIZERS:
+    if isinstance(name, str) and name in _PLAIN_INITIALIZERS:
         if args:
             raise ConfigError(
                 f"from_config: {at}: {name!r} takes no arguments, given {sorted(args)}"
@@ -577,8 +605,8 @@ def _decode_initializer(config: Mapping[str, Any], path: str, where: str) -> Any
     if not isinstance(name, str) or name not in known:
         options = ["zeros", "ones", *known]
         raise ConfigError(
-            f"from_config: {at}: unknown initializer {name!r}{_close(str(name), options)}; one "
-            f"of {', '.join(options)}"
+            f"from_config: {at}: unknown initializer {_preview(name)}"
+            f"{_close(str(name), options)}; one of {', '.join(options)}"
         )
     decoded = {k: _decode(v, path, f"{where}.{k}") for k, v in args.items()}
     try:
@@ -596,7 +624,8 @@ def _decode_layer(config: Mapping[str, Any], path: str) -> Layer:
     name = config.get("type")
     if not isinstance(name, str) or name not in by_name:
         raise ConfigError(
-            f"from_config: unknown layer type {name!r} at {at}{_close(str(name), by_name)}; "
+            f"from_config: unknown layer type {_preview(name)} at {at}"
+            f"{_close(str(name), by_name)}; "
             "register your own layers with nn_jax.config.register_layer"
         )
     cls = by_name[name]
@@ -657,15 +686,33 @@ def from_config(config: Mapping[str, Any]) -> Layer:
     if not isinstance(config, Mapping) or "type" not in config:
         raise ConfigError(
             f"from_config: expected a layer config, a dict with a 'type' key, given "
-            f"{type(config).__name__}: {config!r}"[:300]
+            f"{type(config).__name__}: {_preview(config)}"
         )
-    return _decode_layer(config, "")
+    try:
+        return _decode_layer(config, "")
+    except RecursionError:
+        raise ConfigError("from_config: the config is nested too deeply") from None
 
 
 def from_json(text: str | bytes) -> Layer:
-    """:func:`from_config` of JSON text (as written by :func:`to_json`)."""
+    """:func:`from_config` of JSON text (as written by :func:`to_json`).
+
+    Raises:
+        FileFormatError: ``text`` is not JSON (or not UTF-8).
+        ConfigError: the JSON is not a valid layer config.
+        ArgumentError: ``text`` is neither ``str`` nor ``bytes``.
+    """
+    if not isinstance(text, str | bytes | bytearray):
+        raise ArgumentError(f"from_json: expected JSON text, given {type(text).__name__}")
     try:
         config = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ConfigError(f"from_json: not valid JSON: {e}") from None
+        raise FileFormatError(f"from_json: not valid JSON: {e}") from None
+    except UnicodeDecodeError as e:
+        raise FileFormatError(
+            f"from_json: not valid JSON: byte {e.start} is not UTF-8 text"
+        ) from None
+    except (ValueError, RecursionError) as e:  # a 5,000-digit number; [[[[...]]]]
+        why = str(e) or "nested too deeply"
+        raise FileFormatError(f"from_json: not valid JSON: {why}") from None
     return from_config(config)

@@ -19,6 +19,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from nn_jax.errors import ConfigError, FileFormatError
+
 __all__ = ["JsonlLogger", "TensorBoardLogger", "read_jsonl"]
 
 # How JsonlLogger writes non-finite floats: JSON has no NaN or infinity, and ``null`` would lose
@@ -91,7 +93,7 @@ class JsonlLogger(_Logger):
     def __call__(self, ts: Any, record: Mapping[str, Any]) -> None:
         """Write ``record`` (``ts``, the train state, is ignored)."""
         if self._file.closed:
-            raise ValueError(f"JsonlLogger({str(self.path)!r}) is closed: create a new one")
+            raise ConfigError(f"JsonlLogger({str(self.path)!r}) is closed: create a new one")
         line = json.dumps(_plain(record), allow_nan=False)
         self._file.write(line + "\n")
         self._file.flush()
@@ -106,11 +108,26 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
     The strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` become floats again (so a string
     value spelled exactly that way comes back as a float). Blank lines are skipped, and so is a
-    last line without its newline that does not parse (a write cut short by a crash); any other
-    malformed line raises ``ValueError`` naming the file and line.
+    last line without its newline that does not parse (a write cut short by a crash).
+
+    Raises:
+        FileFormatError: the file is missing or unreadable, is not UTF-8 text, or has a line
+            (other than a cut last one) that is not a JSON object; the message names the file
+            and the line. Nothing is returned then.
     """
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileFormatError(f"{str(path)!r}: no such file") from None
+    except IsADirectoryError:
+        raise FileFormatError(f"{str(path)!r} is a folder, not a JSON lines file") from None
+    except UnicodeDecodeError as e:
+        raise FileFormatError(
+            f"{str(path)!r} is not a JSON lines file: byte {e.start} is not UTF-8 text"
+        ) from None
+    except (OSError, ValueError) as e:  # unreadable; a NUL byte in the path
+        raise FileFormatError(f"cannot read {str(path)!r}: {e}") from e
     lines = text.split("\n")
     records = []
     for number, line in enumerate(lines, start=1):
@@ -118,12 +135,15 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             continue
         try:
             data = json.loads(line, object_hook=_restore)
-        except json.JSONDecodeError as e:
+        except (ValueError, RecursionError) as e:  # JSONDecodeError, a 5,000-digit number
             if number == len(lines):  # the last line has no newline: an interrupted write
                 break
-            raise ValueError(f"{path}:{number}: not a JSON line ({e.msg}): {line[:80]!r}") from e
+            why = e.msg if isinstance(e, json.JSONDecodeError) else str(e) or type(e).__name__
+            raise FileFormatError(
+                f"{path}:{number}: not a JSON line ({why}): {line[:80]!r}"
+            ) from None
         if not isinstance(data, dict):
-            raise ValueError(f"{path}:{number}: expected a JSON object, given {line[:80]!r}")
+            raise FileFormatError(f"{path}:{number}: expected a JSON object, given {line[:80]!r}")
         records.append(data)
     return records
 
@@ -175,14 +195,22 @@ class TensorBoardLogger(_Logger):
     def __call__(self, ts: Any, record: Mapping[str, Any]) -> None:
         """Write ``record``'s numbers (``ts``, the train state, is ignored)."""
         if self._closed:
-            raise ValueError(f"TensorBoardLogger({str(self.logdir)!r}) is closed: create a new one")
+            raise ConfigError(
+                f"TensorBoardLogger({str(self.logdir)!r}) is closed: create a new one"
+            )
         missing = [k for k in ("step", "split") if k not in record]
         if missing:
-            raise ValueError(
+            raise ConfigError(
                 f"TensorBoardLogger: a record needs 'step' and 'split', missing {missing} "
-                f"(keys: {sorted(record)})"
+                f"(keys: {sorted(map(str, record))})"
             )
-        step, split = int(record["step"]), str(record["split"])
+        step_value = _number(record["step"])
+        if step_value is None or not step_value.is_integer():
+            raise ConfigError(
+                f"TensorBoardLogger: a record's 'step' must be an integer, given "
+                f"{record['step']!r:.80}"
+            )
+        step, split = int(step_value), str(record["split"])
         for key, value in record.items():
             if key in ("step", "split"):
                 continue

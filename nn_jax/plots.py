@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from nn_jax.errors import ConfigError
+
 __all__ = ["HistoryLike", "plot_history"]
 
 # Keys of a record that are neither metrics nor monitoring signals.
@@ -42,14 +44,27 @@ class HistoryLike(Protocol):
     def events(self) -> Sequence[Mapping[str, Any]]: ...
 
 
+def _float(record: Mapping[str, Any], key: str) -> float:
+    """``record[key]`` as a float (``None`` as NaN); a ConfigError naming it if not a number."""
+    value = record.get(key)
+    if value is None and key != "step":
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        text = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise ConfigError(
+            f"plot_history: {key!r} must be a number in every record that has it, given "
+            f"{type(value).__name__} {text}"
+        )
+    return float(value)
+
+
 def _series(records: Sequence[Mapping[str, Any]], key: str) -> tuple[list[float], list[float]]:
     """Steps and values of ``key`` in the records that have it (``None`` becomes NaN)."""
     steps, values = [], []
     for r in records:
         if key in r:
-            steps.append(float(r["step"]))
-            v = r[key]
-            values.append(math.nan if v is None else float(v))
+            steps.append(_float(r, "step"))
+            values.append(_float(r, key))
     return steps, values
 
 
@@ -116,7 +131,8 @@ def plot_history(
 
     Raises:
         ImportError: matplotlib is not installed.
-        ValueError: the history has no training or validation records.
+        ConfigError: the history has no training or validation records, or a record's step
+            or plotted value is not a number.
     """
     try:
         from matplotlib.figure import Figure
@@ -125,7 +141,7 @@ def plot_history(
     train, validation = list(history.train), list(history.validation)
     events = list(history.events)
     if not train and not validation:
-        raise ValueError("plot_history: the history has no training or validation records")
+        raise ConfigError("plot_history: the history has no training or validation records")
 
     def _pair(ax: Any, key: str) -> None:
         train_series, val_series = _series(train, key), _series(validation, key)
@@ -211,4 +227,4 @@ def _mark_events(ax: Any, events: Sequence[Mapping[str, Any]], *, label: bool) -
         style = _EVENT_STYLE.get(kind, {"color": "grey", "linestyle": ":"})
         name = kind.replace("_", " ") if label and kind not in labelled else None
         labelled.add(kind)
-        ax.axvline(float(event["step"]), linewidth=1.0, alpha=0.8, label=name, **style)
+        ax.axvline(_float(event, "step"), linewidth=1.0, alpha=0.8, label=name, **style)

@@ -9,6 +9,7 @@ JAX import), plus two in a subprocess to check the process itself prints no trac
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -110,6 +111,23 @@ def test_interrupted_and_resumed_run_is_bit_identical(digits_run):
     assert read_jsonl(cwd / "B/history.jsonl") == read_jsonl(run / "history.jsonl")
 
 
+def test_eval_of_a_damaged_checkpoint_is_one_line_in_a_subprocess(digits_run):
+    """Flipped bits in the latest step's array files: refused on one line, with no trace of the
+    array reads that tensorstore abandons (they would print tracebacks)."""
+    run, _ = digits_run
+    damaged = run.parent / "damaged"
+    shutil.copytree(run, damaged)
+    latest = max(int(p.name) for p in (damaged / "checkpoints").iterdir() if p.name.isdigit())
+    for data in (damaged / "checkpoints" / str(latest)).rglob("d/*"):
+        raw = bytearray(data.read_bytes())
+        raw[len(raw) // 2] ^= 0x01
+        data.write_bytes(bytes(raw))
+    done = nn_jax("eval", "damaged", cwd=run.parent)
+    assert done.returncode == 2
+    line = one_error_line(done.stderr)
+    assert f"{damaged / 'checkpoints' / str(latest)}' is corrupt or incomplete" in line
+
+
 def _leaves(tree, prefix=""):
     for key, value in tree.items():
         if isinstance(value, dict):
@@ -150,7 +168,15 @@ def _bad_inputs():
     yield ["train", "gcn", "--batch-size", "8"], "trains on the whole graph at every step"
     yield ["train", "--out", "file"], "'file' is a file, not a folder"
     yield ["train", "--out", "file/run"], "'file' is a file, not a folder"
+    yield ["train", "--steps", "2147483648"], "expected a positive integer up to 2147483647"
+    yield ["train", "--seed", "4294967296"], "--seed: expected an integer >= 0 up to 4294967295"
+    yield ["train", "--out", ""], "--out: expected a folder path, given ''"
+    yield ["train", "--out", "a\x00b"], "--out: expected a folder path"
+    yield ["reproduce", "mnist1d", "--seeds", "1001"], "--seeds: expected a positive integer up to"
     yield ["eval", "nowhere"], "'nowhere' is not a run folder"
+    yield ["eval", "file"], "'file' is not a run folder"
+    yield ["eval", ""], "DIR: expected a folder path, given ''"
+    yield ["eval", "x" * 5000], "cannot be read as a folder"
     yield ["eval", "empty"], "has no config.json"
     yield ["summary", "mlp", "--dataset", "karate"], "no recipe trains mlp on karate"
     yield ["frobnicate"], "invalid choice: 'frobnicate'"

@@ -24,7 +24,7 @@ from nn_jax import (
 )
 from nn_jax.config import from_config, from_json, register_layer, to_config, to_json
 from nn_jax.core import Call, Layer
-from nn_jax.errors import ConfigError
+from nn_jax.errors import ConfigError, FileFormatError
 from tests.cases import all_cases
 
 CASES = all_cases()
@@ -267,7 +267,7 @@ def test_bad_configs_are_errors(config, message):
 
 
 def test_bad_json_is_an_error():
-    with pytest.raises(ConfigError, match="from_json: not valid JSON"):
+    with pytest.raises(FileFormatError, match="from_json: not valid JSON"):
         from_json("{'type': 'Dense'}")
 
 

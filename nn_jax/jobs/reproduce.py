@@ -121,6 +121,10 @@ def reproduce_mnist1d(
         raise ConfigError(f"reproduce_mnist1d: steps must be a positive int, given {steps!r}")
     if not seeds:
         raise ConfigError("reproduce_mnist1d: give at least one seed")
+    if not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32 for s in seeds):
+        raise ConfigError(
+            f"reproduce_mnist1d: seeds must be ints in [0, 2**32), given {tuple(seeds)!r:.80}"
+        )
     data = load_mnist1d()
     if len(data.x_train) % _BATCH:
         raise ConfigError(

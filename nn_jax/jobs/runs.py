@@ -28,7 +28,7 @@ import optax
 
 from nn_jax.checkpoint import Checkpointer
 from nn_jax.config import from_config, to_config
-from nn_jax.errors import ConfigError, NNJaxError
+from nn_jax.errors import ConfigError, FileFormatError, NNJaxError
 from nn_jax.inspect import summary
 from nn_jax.jobs.recipes import Data, Recipe, find_recipe, input_spec
 from nn_jax.loggers import JsonlLogger, read_jsonl
@@ -48,6 +48,8 @@ __all__ = [
 
 # Hyper-parameters that must match to resume a run (epochs/steps are the new total).
 _SAME_TO_RESUME = ("learning_rate", "batch_size", "seed")
+# The step counter is an int32.
+_MAX_STEPS = 2**31 - 1
 
 
 def version() -> str:
@@ -85,16 +87,28 @@ def check_out_dir(out: str | os.PathLike[str]) -> Path:
     Nothing is created: the check runs before any training (or data loading).
     """
     path = Path(out)
-    if path.exists() and not path.is_dir():
+    try:
+        is_file = path.exists() and not path.is_dir()
+        existing = path
+        while not existing.exists():
+            existing = existing.parent
+        existing_is_dir = existing.is_dir()
+    except (OSError, ValueError) as e:  # a name too long, a NUL byte, no permission
+        raise NNJaxError(f"--out {str(path)[:200]!r} cannot be used as a folder: {e}") from None
+    if is_file:
         raise NNJaxError(f"--out {str(path)!r} is a file, not a folder")
-    existing = path
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
+    if not existing_is_dir:
         raise NNJaxError(f"--out {str(path)!r}: {str(existing)!r} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise NNJaxError(f"--out {str(path)!r}: {str(existing)!r} is not writable")
     return path
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Write ``data`` to ``path`` atomically: a crash leaves the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -130,6 +144,11 @@ def _settings(recipe: Recipe, options: TrainOptions, data: Data) -> dict[str, An
     if epochs is None and options.steps is None:
         epochs = recipe.epochs
     total = options.steps if options.steps is not None else epochs * steps_per_epoch  # type: ignore[operator]
+    if total > _MAX_STEPS:
+        raise ConfigError(
+            f"the run would take {total} steps, more than the {_MAX_STEPS} a run can count; "
+            "ask for fewer --epochs or --steps"
+        )
     val_every = options.val_every or recipe.val_every or steps_per_epoch
     return {
         "epochs": epochs,
@@ -163,16 +182,39 @@ def _config(recipe: Recipe, model: Any, data: Data, settings: dict[str, Any]) ->
 
 
 def _read_config(out: Path) -> dict[str, Any]:
+    """The run folder's config.json, checked for what resuming and evaluating read."""
     path = out / "config.json"
     try:
-        config = json.loads(path.read_text())
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise NNJaxError(f"{str(out)!r} has no config.json: not an nn-jax run folder") from None
-    except (OSError, ValueError) as e:
-        raise NNJaxError(f"cannot read {str(path)!r}: {e}") from e
-    if not isinstance(config, dict) or not {"recipe", "model", "hyperparameters"} <= set(config):
-        raise NNJaxError(f"{str(path)!r} is not an nn-jax run config")
+        raise FileFormatError(
+            f"{str(out)!r} has no config.json: not an nn-jax run folder"
+        ) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise FileFormatError(f"cannot read {str(path)!r}: {e}") from None
+    try:
+        config = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise FileFormatError(f"{str(path)!r} is not valid JSON: {e}") from None
+    problem = _config_problem(config)
+    if problem:
+        raise FileFormatError(f"{str(path)!r} is not an nn-jax run config: {problem}")
     return config
+
+
+def _config_problem(config: Any) -> str | None:
+    """What is wrong with a run config read from JSON (``None``: nothing)."""
+    if not isinstance(config, dict):
+        return f"expected a JSON object, found {type(config).__name__}"
+    for key, kind in [("recipe", str), ("model_name", str), ("dataset", str), ("model", dict),
+                      ("hyperparameters", dict)]:  # fmt: skip
+        if not isinstance(config.get(key), kind):
+            found = type(config[key]).__name__ if key in config else "nothing"
+            return f"{key!r} must be a {'string' if kind is str else 'JSON object'}, found {found}"
+    seed = config["hyperparameters"].get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        return f"hyperparameters.seed must be an integer in [0, 2**32), found {seed!r:.40}"
+    return None
 
 
 def _check_resumable(out: Path, recipe: Recipe, settings: dict[str, Any]) -> None:
@@ -194,14 +236,27 @@ def _check_resumable(out: Path, recipe: Recipe, settings: dict[str, Any]) -> Non
 
 
 def _trim_history(path: Path, step: int) -> None:
-    """Keep the records of steps <= ``step`` (those saved with the checkpoint)."""
+    """Keep the records of steps <= ``step`` (those saved with the checkpoint); the file is
+    replaced atomically, so a crash here loses no record."""
 
     if not path.exists():
         return
-    kept = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
-    with path.open("w", encoding="utf-8") as f:
+    kept = []
+    for record in read_jsonl(path):
+        record_step = record.get("step")
+        if isinstance(record_step, bool) or not isinstance(record_step, int):
+            raise FileFormatError(
+                f"{str(path)!r}: a record has no integer 'step' ({str(record)[:80]}); fix or "
+                "delete the file to resume"
+            )
+        if record_step <= step:
+            kept.append(record)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    with JsonlLogger(tmp) as logger:
         for record in kept:
-            f.write(json.dumps(record) + "\n")
+            logger(None, record)
+    os.replace(tmp, path)
 
 
 def evaluate(recipe: Recipe, model: Any, params: Any, state: Any, part: Any) -> dict[str, float]:
@@ -247,7 +302,7 @@ def train_run(
         _trim_history(history_path, resumed_from)
     elif history_path.exists():
         history_path.unlink()  # a fresh run: no records of an earlier, unsaved one
-    (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    _write_json(out_dir / "config.json", config)
 
     train_data: Any = [data.train] if recipe.full_batch else data.train  # one batch a pass
     start = time.perf_counter()
@@ -288,7 +343,7 @@ def train_run(
         "train_seconds": round(seconds, 2),
         "out": str(out_dir),
     }
-    (out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    _write_json(out_dir / "result.json", result)
     result["line"] = (
         f"{title}: {format_metrics(recipe, test, examples)}; "
         f"{steps} steps in {seconds:.1f} s; run folder {out_dir}"
@@ -304,17 +359,26 @@ def evaluate_run(out: str | os.PathLike[str]) -> dict[str, Any]:
     """Test metrics of the run folder ``out``'s latest checkpoint, from its files alone."""
 
     out_dir = Path(out)
-    if not out_dir.is_dir():
-        raise NNJaxError(f"{str(out_dir)!r} is not a run folder")
+    try:
+        is_dir = out_dir.is_dir()
+    except (OSError, ValueError) as e:
+        raise NNJaxError(f"{str(out_dir)[:200]!r} cannot be read as a folder: {e}") from None
+    if not is_dir:
+        raise FileFormatError(f"{str(out_dir)!r} is not a run folder")
     config = _read_config(out_dir)
-    recipe = find_recipe(str(config.get("model_name")), str(config.get("dataset")))
-    model = from_config(config["model"])
+    recipe = find_recipe(config["model_name"], config["dataset"])
+    try:
+        model = from_config(config["model"])
+    except ConfigError as e:
+        raise FileFormatError(
+            f"{str(out_dir / 'config.json')!r}: its 'model' is not a valid model config: {e}"
+        ) from None
     with Checkpointer(out_dir / "checkpoints") as checkpointer:
         step = checkpointer.latest_step() if checkpointer.directory.is_dir() else None
         if step is None:
-            raise NNJaxError(f"{str(out_dir)!r} has no checkpoint: train it first")
-        arrays, _ = checkpointer.restore_arrays()
-    data = recipe.load(int(config["hyperparameters"]["seed"]))
+            raise FileFormatError(f"{str(out_dir)!r} has no checkpoint: train it first")
+        arrays, _ = checkpointer.restore_arrays(step=step)
+    data = recipe.load(config["hyperparameters"]["seed"])
     test = evaluate(recipe, model, arrays["params"], arrays["state"], data.test)
     examples = _num_examples(recipe, data.test)
     line = (
