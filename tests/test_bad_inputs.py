@@ -810,6 +810,8 @@ CLI_ROWS = [
     ("summary", "NoSuchModel"),
     ("reproduce", "cifar10"),
     ("train", "--lr", "fast"),
+    ("bench", "--name", "../outside"),
+    ("bench", "--seed", "-1"),
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,26 @@ def _positive(kind: type) -> Callable[[str], Any]:
 
     parse.__name__ = kind.__name__
     return parse
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**32), given {text!r}")
+    return value
+
+
+def _file_stem(text: str) -> str:
+    """A report file name stem: letters, digits, ``-``, ``_`` and ``.`` only (no folders), so
+    the reports land in ``--out`` and nowhere else."""
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}", text):
+        raise argparse.ArgumentTypeError(
+            f"expected a file name stem (letters, digits, '-', '_', '.'; no '/'), given {text!r}"
+        )
+    return text
 
 
 def _add_selection(parser: argparse.ArgumentParser) -> None:
@@ -99,8 +120,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default=Path("benchmarks/out"),
         help="output folder for NAME.json, NAME.md, NAME.png (default benchmarks/out)",
     )
-    parser.add_argument("--name", default="results", help="output file stem (default results)")
-    parser.add_argument("--seed", type=int, default=0, help="PRNG seed of params and batches")
+    parser.add_argument(
+        "--name", type=_file_stem, default="results", help="output file stem (default results)"
+    )
+    parser.add_argument("--seed", type=_seed, default=0, help="PRNG seed of params and batches")
     parser.add_argument(
         "--list", action="store_true", help="list workloads and frameworks, then exit"
     )
