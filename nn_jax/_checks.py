@@ -1,9 +1,7 @@
-"""Input checks shared by nn_jax modules, and the masked reduction of losses and metrics.
+"""Input checks shared by :mod:`nn_jax.losses` and :mod:`nn_jax.metrics`, and their reduction.
 
-A private module made for sharing: shape checks and the masked reduction of :mod:`nn_jax.losses`
-and :mod:`nn_jax.metrics`, and the masked *value* check :func:`check_range` that they,
-:mod:`nn_jax.segment` and :mod:`nn_jax.graph` use (labels past the class count, probabilities
-outside ``[0, 1]``, ids past the segment or node count; see :mod:`nn_jax.checks`). Its names
+A private module made for sharing: shape checks, label checks (value checks through
+:func:`nn_jax.checks.check_in_range`) and the masked reduction of losses and metrics. Its names
 are not part of the public API (nothing re-exports them) and may change without notice. The
 reduction rule is documented for users in the :mod:`nn_jax.losses` module docstring.
 """
@@ -17,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from nn_jax.checks import check_in_range, check_values, is_checking
+from nn_jax.checks import check_in_range
 from nn_jax.errors import ConfigError, ShapeError
 
 __all__ = [
@@ -25,68 +23,13 @@ __all__ = [
     "check_class_axis",
     "check_float",
     "check_mask",
-    "check_range",
     "check_same_shape",
-    "escape",
     "masked_reduce",
     "scores_and_int_labels",
 ]
 
 Reduction = Literal["mean", "sum", "none"]
 _REDUCTIONS: tuple[str, ...] = typing.get_args(Reduction)
-
-
-def escape(text: str) -> str:
-    """``text`` with braces doubled, for the message of :func:`nn_jax.checks.check_values`."""
-    return text.replace("{", "{{").replace("}", "}}")
-
-
-def check_range(
-    where: str,
-    what: str,
-    values: ArrayLike,
-    low: float,
-    high: float,
-    *,
-    closed: bool = False,
-    mask: ArrayLike | None = None,
-) -> None:
-    """Value check: ``values`` in ``[low, high)`` (``[low, high]`` if ``closed``), else a
-    ``ValueRangeError`` starting with ``where`` (a function name or ``layer.where()``).
-
-    With ``mask`` (broadcastable to ``values``' shape, same rank), only entries where it is
-    nonzero are checked: padding labels or ids there may hold anything. Concrete values are
-    checked now; traced ones only in checked mode, and outside it nothing is traced at all
-    (see :mod:`nn_jax.checks`).
-    """
-    if mask is None:
-        check_in_range(where, what, values, low, high, closed=closed)
-        return
-    values, mask = jnp.asarray(values), jnp.asarray(mask)
-    if values.size == 0 or not (is_checking() or _concrete(values, mask)):
-        return
-    keep = jnp.broadcast_to(mask, values.shape).astype(bool)
-    if jnp.issubdtype(values.dtype, jnp.integer):
-        info = jnp.iinfo(values.dtype)
-        big, small = jnp.asarray(info.max, values.dtype), jnp.asarray(info.min, values.dtype)
-    else:
-        big, small = jnp.asarray(jnp.inf, values.dtype), jnp.asarray(-jnp.inf, values.dtype)
-    # Masked entries take the neutral extremes: all masked passes, and lo/hi are the real ones.
-    lo = jnp.min(jnp.where(keep, values, big))
-    hi = jnp.max(jnp.where(keep, values, small))
-    upper = hi <= high if closed else hi < high
-    interval = f"[{low}, {high}]" if closed else f"[{low}, {high})"
-    check_values(
-        (lo >= low) & upper,
-        f"{escape(where)}: {escape(what)} must lie in {interval}, given values in "
-        "[{lo!s}, {hi!s}]",
-        lo=lo,
-        hi=hi,
-    )
-
-
-def _concrete(*values: jax.Array) -> bool:
-    return not any(isinstance(v, jax.core.Tracer) for v in values)
 
 
 def check_mask(fn_name: str, mask: ArrayLike, shape: tuple[int, ...]) -> jax.Array:
@@ -121,7 +64,7 @@ def masked_reduce(
         return jnp.sum(values) if reduction == "sum" else jnp.mean(values)
     mask = check_mask(fn_name, mask, values.shape)
     if mask.dtype != jnp.bool_:
-        check_range(fn_name, "mask weights", mask, 0, jnp.inf, closed=True)
+        check_in_range(fn_name, "mask weights", mask, 0, jnp.inf, closed=True)
     weights = jnp.broadcast_to(mask, values.shape).astype(values.dtype)
     weighted = jnp.where(weights != 0, values, jnp.zeros_like(values)) * weights
     if reduction == "none":
@@ -184,5 +127,5 @@ def scores_and_int_labels(
         mask = check_mask(fn_name, mask, labels.shape)
     classes = scores.shape[-1] if num_classes is None else num_classes
     what = f"labels (class indices for {name} of shape {scores.shape})"
-    check_range(fn_name, what, labels, 0, classes, mask=mask)
+    check_in_range(fn_name, what, labels, 0, classes, mask=mask)
     return scores, labels

@@ -26,9 +26,8 @@ import jax
 import jax.numpy as jnp
 
 from nn_jax import initializers
-from nn_jax._checks import escape
 from nn_jax._options import DtypeOptions
-from nn_jax.checks import check_values
+from nn_jax.checks import check_values, escape
 from nn_jax.core import (
     Array,
     Call,

@@ -96,29 +96,47 @@ def _show(value: Any) -> Any:
 
 
 def check_in_range(
-    where: str, what: str, values: Any, low: int | float, high: int | float, *, closed: bool = False
+    where: str,
+    what: str,
+    values: Any,
+    low: int | float,
+    high: int | float,
+    *,
+    closed: bool = False,
+    mask: Any = None,
 ) -> None:
     """Check that every element of ``values`` lies in ``[low, high)`` (``[low, high]`` if closed).
 
-    ``where`` is the error prefix (``layer.error``'s ``"Embedding at 'encoder/0'"``); ``what``
-    names the values (``"token ids"``). Empty arrays pass.
+    ``where`` is the error prefix (``layer.where()``, e.g. ``"Embedding at 'encoder/0'"``, or a
+    function name); ``what`` names the values (``"token ids"``). With ``mask`` (broadcastable
+    to ``values``), only entries where it is nonzero are checked: padding there may hold
+    anything. Empty arrays pass.
     """
     values = jnp.asarray(values)
-    if values.size == 0 or not (_CHECKING.get() or _is_concrete(values)):
+    if values.size == 0 or not (_CHECKING.get() or _is_concrete(values, mask)):
         return  # a traced check outside checked mode: trace nothing (no work left for XLA's DCE)
-    lo, hi = jnp.min(values), jnp.max(values)
+    if mask is None:
+        lo, hi = jnp.min(values), jnp.max(values)
+    else:
+        keep = jnp.broadcast_to(jnp.asarray(mask), values.shape).astype(bool)
+        # Masked entries take the neutral extremes: all masked passes, lo/hi are the real ones.
+        info = jnp.iinfo if jnp.issubdtype(values.dtype, jnp.integer) else jnp.finfo
+        big = jnp.asarray(info(values.dtype).max, values.dtype)
+        small = jnp.asarray(info(values.dtype).min, values.dtype)
+        lo, hi = jnp.min(jnp.where(keep, values, big)), jnp.max(jnp.where(keep, values, small))
     upper = hi <= high if closed else hi < high
     interval = f"[{low}, {high}]" if closed else f"[{low}, {high})"
     check_values(
         (lo >= low) & upper,
-        f"{_escape(where)}: {_escape(what)} must lie in {interval}, given values in "
+        f"{escape(where)}: {escape(what)} must lie in {interval}, given values in "
         "[{lo!s}, {hi!s}]",
         lo=lo,
         hi=hi,
     )
 
 
-def _escape(text: str) -> str:
+def escape(text: str) -> str:
+    """``text`` with braces doubled, for a :func:`check_values` message."""
     return text.replace("{", "{{").replace("}", "}}")
 
 

@@ -45,8 +45,8 @@ import jax
 import jax.numpy as jnp
 
 from nn_jax import initializers
-from nn_jax._checks import check_range
 from nn_jax._options import DtypeOptions
+from nn_jax.checks import check_in_range
 from nn_jax.core import (
     Array,
     Block,
@@ -157,7 +157,7 @@ def _check_graph(
         ):
             size = sizes[target]
             what = f"GraphBatch.{name} of the {slots} (indices into the {size} {target} slots)"
-            check_range(layer.where(), what, values, 0, size, mask=mask)
+            check_in_range(layer.where(), what, values, 0, size, mask=mask)
     return g
 
 

@@ -40,11 +40,11 @@ from nn_jax._checks import (
     check_class_axis,
     check_float,
     check_mask,
-    check_range,
     check_same_shape,
     masked_reduce,
     scores_and_int_labels,
 )
+from nn_jax.checks import check_in_range
 from nn_jax.errors import ConfigError
 
 __all__ = [
@@ -98,7 +98,7 @@ def _check_values(
         mask = check_mask(fn_name, mask, x.shape[:-1] if per_row else x.shape)
         if per_row:
             mask = mask[..., None]
-    check_range(fn_name, what, x, low, high, closed=True, mask=mask)
+    check_in_range(fn_name, what, x, low, high, closed=True, mask=mask)
 
 
 def _check_label_smoothing(fn_name: str, label_smoothing: float) -> float:

@@ -22,11 +22,11 @@ from jax.typing import ArrayLike
 
 from nn_jax._checks import (
     check_mask,
-    check_range,
     check_same_shape,
     masked_reduce,
     scores_and_int_labels,
 )
+from nn_jax.checks import check_in_range
 from nn_jax.errors import ConfigError
 
 __all__ = ["accuracy", "binary_accuracy", "top_k_accuracy"]
@@ -146,5 +146,5 @@ def binary_accuracy(
     check_same_shape(name, "probs_or_logits", scores, "targets", targets)
     if targets.dtype != jnp.bool_:
         checked_mask = None if mask is None else check_mask(name, mask, targets.shape)
-        check_range(name, "targets", targets, 0, 1, closed=True, mask=checked_mask)
+        check_in_range(name, "targets", targets, 0, 1, closed=True, mask=checked_mask)
     return _fraction((scores > threshold) == (targets > 0.5), mask, name)

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from nn_jax._checks import check_range
+from nn_jax.checks import check_in_range
 from nn_jax.errors import ShapeError
 
 __all__ = ["segment_count", "segment_max", "segment_mean", "segment_softmax", "segment_sum"]
@@ -64,7 +64,7 @@ def _prepare(
                 f"dtype {mask.dtype}"
             )
     what = "segment_ids" if mask is None else "segment_ids of the unmasked rows"
-    check_range(fn, what, segment_ids, 0, num_segments, mask=mask)
+    check_in_range(fn, what, segment_ids, 0, num_segments, mask=mask)
     if mask is None:
         return data, segment_ids, None
     # Out-of-range ids are dropped by the scatter inside jax.ops.segment_*.
