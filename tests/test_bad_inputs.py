@@ -12,7 +12,6 @@ Layers are initialized once per module (``_init`` caches by layer), and the rows
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 from collections.abc import Callable
@@ -39,18 +38,9 @@ from nn_jax.errors import (
     ValueRangeError,
 )
 from nn_jax.models import MLP, TransformerLM
+from tests.bad_calls import Bad, assert_named_error
 
 KEY = jax.random.key(0)
-
-
-@dataclasses.dataclass(frozen=True)
-class Bad:
-    """A wrong call, the error it must raise and fragments its message must contain."""
-
-    id: str
-    call: Callable[[], Any]
-    error: type[Exception]
-    says: tuple[str, ...]
 
 
 @functools.cache
@@ -784,12 +774,7 @@ FILE_ROWS: list[tuple[str, Callable[[Path], Any], type[Exception], tuple[str, ..
 
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: r.id)
 def test_bad_input_raises_a_named_error(row: Bad):
-    with pytest.raises(row.error) as info:
-        row.call()
-    assert isinstance(info.value, NNJaxError), f"{type(info.value).__name__} is not an NNJaxError"
-    message = str(info.value)
-    missing = [s for s in row.says if s not in message]
-    assert not missing, f"message lacks {missing}: {message}"
+    assert_named_error(row)
 
 
 @pytest.mark.parametrize("row", FILE_ROWS, ids=lambda r: r[0])
