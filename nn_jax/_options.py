@@ -7,7 +7,14 @@ from typing import Any
 
 import jax.numpy as jnp
 
-__all__ = ["DtypeOptions"]
+__all__ = ["DtypeOptions", "at_least_float32"]
+
+
+def at_least_float32(dtype: Any) -> Any:
+    """``dtype`` if it has 32 bits or more, else float32: where softmax, norms and positional
+    angles are computed for half-precision inputs. (``jnp.promote_types(dtype, float32)``
+    says the same, but is refused under ``jax.numpy_dtype_promotion("strict")``.)"""
+    return dtype if jnp.finfo(dtype).bits >= 32 else jnp.dtype(jnp.float32)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

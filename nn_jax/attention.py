@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from nn_jax import initializers
-from nn_jax._options import DtypeOptions
+from nn_jax._options import DtypeOptions, at_least_float32
 from nn_jax.checks import check_values, escape
 from nn_jax.core import (
     Array,
@@ -140,7 +140,7 @@ def _weights(
     grouped = (query * jnp.asarray(scale, query.dtype)).reshape((*batch, tq, hkv, hq // hkv, d))
     logits = jnp.einsum("...qhgd,...khd->...hgqk", grouped, key, precision=precision)
     shape = (*batch, hq, tq, tk)
-    logits = logits.reshape(shape).astype(jnp.promote_types(logits.dtype, jnp.float32))
+    logits = logits.reshape(shape).astype(at_least_float32(logits.dtype))
     if bias is not None:
         logits = logits + _explicit("bias", bias, shape, fn).astype(logits.dtype)
     if mask is None:

@@ -126,6 +126,9 @@ def _config_value(factory: str, name: str, value: Any) -> Any:
     return value
 
 
+_QR_FACTORIES = ("orthogonal", "delta_orthogonal")
+
+
 @dataclasses.dataclass(frozen=True)
 class JaxInitializer:
     """``jax.nn.initializers.<factory>(**arguments)`` as a value: ``(key, shape, dtype) -> Array``.
@@ -149,7 +152,12 @@ class JaxInitializer:
 
     def __call__(self, key: jax.Array, shape: Any, dtype: Any = None) -> jax.Array:
         init = getattr(jax.nn.initializers, self.factory)(**dict(self.arguments))
-        return init(key, shape) if dtype is None else init(key, shape, dtype)
+        if dtype is None:
+            return init(key, shape)
+        if self.factory in _QR_FACTORIES and jnp.finfo(dtype).bits < 32:
+            # The QR decomposition has no half-precision kernel on CPU: draw in float32, cast.
+            return init(key, shape, jnp.float32).astype(dtype)
+        return init(key, shape, dtype)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{name}={value!r}" for name, value in self.arguments)

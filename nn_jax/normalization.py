@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from nn_jax import initializers
+from nn_jax._options import at_least_float32
 from nn_jax.core import (
     Array,
     Call,
@@ -64,7 +65,7 @@ class _Normalization(Layer):
         return params
 
     def _stats_dtype(self, x: Array) -> Any:
-        return jnp.promote_types(x.dtype, jnp.float32)
+        return at_least_float32(x.dtype)
 
     def _out_dtype(self, x: Array, params: Params) -> Any:
         return self.dtype or jnp.result_type(x.dtype, *(p.dtype for p in params.values()))
@@ -213,10 +214,10 @@ class BatchNorm(_Normalization):
                 var = jax.lax.pmean(var, self.axis_name)
             m = self.momentum
             new_state = {
-                "mean": (m * running_mean + (1 - m) * mean.reshape(channels)).astype(
-                    running_mean.dtype
-                ),
-                "var": (m * running_var + (1 - m) * var.reshape(channels)).astype(
+                "mean": (
+                    m * running_mean.astype(mean.dtype) + (1 - m) * mean.reshape(channels)
+                ).astype(running_mean.dtype),
+                "var": (m * running_var.astype(var.dtype) + (1 - m) * var.reshape(channels)).astype(
                     running_var.dtype
                 ),
             }

@@ -25,6 +25,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from nn_jax import initializers
+from nn_jax._options import at_least_float32
 from nn_jax.core import (
     Array,
     Call,
@@ -112,7 +113,7 @@ def rotary_embedding(x: Any, positions: Any, *, base: float = 10000.0) -> Array:
             f"{x.shape}), given shape {positions.shape}"
         )
     half = x.shape[-1] // 2
-    dtype = jnp.promote_types(x.dtype, jnp.float32)
+    dtype = at_least_float32(x.dtype)
     inv_freq = base ** (-jnp.arange(half, dtype=dtype) * 2 / x.shape[-1])
     angles = positions.astype(dtype)[..., None] * inv_freq.reshape((1,) * positions.ndim + (half,))
     angles = angles.reshape((1,) * (x.ndim - 2 - positions.ndim) + angles.shape[:-1] + (1, half))
@@ -204,7 +205,7 @@ class _AdditivePositions(Layer):
             positions = start + jnp.arange(length)
             if self.decode:  # without it, 0..T-1 with T checked statically
                 self._check_positions("positions (decode state 'index' + 0..T-1)", positions)
-        dtype = jnp.promote_types(x.dtype, jnp.float32)
+        dtype = at_least_float32(x.dtype)
         pe = self._encodings(params, positions, features, dtype).astype(x.dtype)
         y = x + pe.reshape((1,) * (x.ndim - pe.ndim) + pe.shape)
         return y, ({"index": start + length} if self.decode else {})
