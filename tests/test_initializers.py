@@ -168,12 +168,16 @@ def test_concrete_draw_in_each_dtype(dtype):
     assert x.var() == pytest.approx(2 / 128, rel=0.15)
 
 
-@pytest.mark.skipif(jax.default_backend() != "cpu", reason="CPU-only limitation")
-def test_orthogonal_bfloat16_unsupported_on_cpu():
-    # Known JAX limitation (pinned so we notice when it is lifted): the QR behind orthogonal has
-    # no bfloat16 LAPACK kernel on CPU. Draw in float32 and cast instead.
-    with pytest.raises(NotImplementedError, match="bfloat16"):
-        I.orthogonal()(KEY, (8, 6), jnp.bfloat16)
+@pytest.mark.parametrize("factory", ["orthogonal", "delta_orthogonal"])
+def test_qr_initializers_draw_half_precision_in_float32(factory):
+    """JAX's QR has no bfloat16/float16 kernel on CPU: these draw in float32 and cast, so a
+    half-precision draw is the float32 draw rounded."""
+    init = getattr(I, factory)()
+    shape = (3, 3, 8, 6) if factory == "delta_orthogonal" else (8, 6)
+    for dtype in (jnp.bfloat16, jnp.float16):
+        half = init(KEY, shape, dtype)
+        assert half.dtype == dtype
+        np.testing.assert_array_equal(half, init(KEY, shape, jnp.float32).astype(dtype))
 
 
 # --- each factory is its jax.nn.initializers namesake, as a value ------------------------------
