@@ -173,7 +173,7 @@ def test_qr_initializers_draw_half_precision_in_float32(factory):
     """JAX's QR has no bfloat16/float16 kernel on CPU: these draw in float32 and cast, so a
     half-precision draw is the float32 draw rounded."""
     init = getattr(I, factory)()
-    shape = (3, 3, 8, 6) if factory == "delta_orthogonal" else (8, 6)
+    shape = (3, 3, 6, 8) if factory == "delta_orthogonal" else (8, 6)
     for dtype in (jnp.bfloat16, jnp.float16):
         half = init(KEY, shape, dtype)
         assert half.dtype == dtype
