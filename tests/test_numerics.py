@@ -21,8 +21,8 @@ and determinism.
   some reductions are only deterministic with ``--xla_gpu_deterministic_ops=true`` (not
   tested here: no GPU in CI).
 
-Runs under JAX's standard dtype promotion (strict promotion rejects half precision in some
-layers: tests/test_properties.py::test_half_precision_layers_under_strict_promotion).
+Runs under JAX's standard dtype promotion (tests/test_properties.py runs the layers under strict
+promotion, half precision included).
 """
 
 from __future__ import annotations
