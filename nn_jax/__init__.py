@@ -6,7 +6,7 @@ are plain nested dicts of arrays; side inputs (masks, lengths, ...) travel in th
 mapping. Train with ``jax.grad`` and optax.
 """
 
-from nn_jax import activations, data, initializers, losses, metrics, models
+from nn_jax import activations, compat, data, initializers, losses, metrics, models
 from nn_jax.activations import (
     elu,
     gelu,
@@ -219,6 +219,7 @@ __all__ = [
     "checked",
     "checking",
     "combine_masks",
+    "compat",
     "data",
     "dot_product_attention",
     "elu",

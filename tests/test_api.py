@@ -15,7 +15,15 @@ import pytest
 import nn_jax
 
 # Reached as ``nn_jax.<module>.<name>``: their names are not re-exported at the top level.
-NAMESPACE_MODULES = {"activations", "data", "initializers", "losses", "metrics", "models"}
+NAMESPACE_MODULES = {
+    "activations",
+    "compat",
+    "data",
+    "initializers",
+    "losses",
+    "metrics",
+    "models",
+}
 # Namespace modules whose names are re-exported at the top level too (``nn.relu``).
 REEXPORTED_NAMESPACES = {"activations"}
 # The command line (``nn-jax``), the jobs, benchmarks and reproductions it runs: a program, not

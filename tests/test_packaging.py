@@ -51,7 +51,8 @@ def test_runtime_dependencies_are_what_nn_jax_imports_at_module_level():
     declared = {IMPORT_NAMES.get(name, name) for name in declared}
     # the jobs' and loggers' extras, imported where they are used
     lazily_imported_extras = {"matplotlib", "sklearn", "mnist1d", "networkx", "tensorboardX"}
-    lazily_imported_extras |= {"torch"}
+    # the compat bridges' extras (nn_jax.compat.*, imported only when used)
+    lazily_imported_extras |= {"torch", "safetensors", "flax", "equinox"}
     assert declared == _imported_top_level_packages() - lazily_imported_extras
     assert PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"] == ["nn_jax*"]
 
