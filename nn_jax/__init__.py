@@ -8,16 +8,25 @@ mapping. Train with ``jax.grad`` and optax.
 
 from nn_jax import activations, compat, data, initializers, losses, metrics, models
 from nn_jax.activations import (
+    celu,
     elu,
     gelu,
     get_activation,
+    glu,
+    hard_sigmoid,
+    hard_swish,
+    hard_tanh,
     identity,
     leaky_relu,
+    log_sigmoid,
     log_softmax,
+    mish,
     relu,
+    relu6,
     selu,
     sigmoid,
     silu,
+    soft_sign,
     softmax,
     softplus,
     swish,
@@ -47,7 +56,7 @@ from nn_jax.core import (
     tap,
     tapping,
 )
-from nn_jax.dense import Dense, Flatten, Linear, Reshape
+from nn_jax.dense import Dense, Flatten, Linear, PReLU, Reshape
 from nn_jax.embedding import Embedding
 from nn_jax.errors import (
     ArgumentError,
@@ -88,7 +97,14 @@ from nn_jax.masks import (
 from nn_jax.monitor import Monitor, activation_health, layer_norms
 from nn_jax.normalization import BatchNorm, GroupNorm, InstanceNorm, LayerNorm, RMSNorm
 from nn_jax.plots import HistoryLike, plot_history
-from nn_jax.pooling import AdaptiveAvgPool, AvgPool, GlobalAvgPool, GlobalMaxPool, MaxPool
+from nn_jax.pooling import (
+    AdaptiveAvgPool,
+    AdaptiveMaxPool,
+    AvgPool,
+    GlobalAvgPool,
+    GlobalMaxPool,
+    MaxPool,
+)
 from nn_jax.positional import (
     LearnedPositionalEmbedding,
     RotaryEmbedding,
@@ -130,6 +146,7 @@ __version__ = "0.1.0"
 __all__ = [
     "RNN",
     "AdaptiveAvgPool",
+    "AdaptiveMaxPool",
     "ApplyFn",
     "ArgumentError",
     "AvgPool",
@@ -178,6 +195,7 @@ __all__ = [
     "MultiHeadAttention",
     "NNJaxError",
     "Objective",
+    "PReLU",
     "Parallel",
     "ParameterFree",
     "Params",
@@ -214,6 +232,7 @@ __all__ = [
     "attention_weights",
     "batch_graphs",
     "causal_mask",
+    "celu",
     "check_in_range",
     "check_values",
     "checked",
@@ -229,11 +248,16 @@ __all__ = [
     "from_json",
     "gelu",
     "get_activation",
+    "glu",
+    "hard_sigmoid",
+    "hard_swish",
+    "hard_tanh",
     "identity",
     "initializers",
     "is_checking",
     "layer_norms",
     "leaky_relu",
+    "log_sigmoid",
     "log_softmax",
     "losses",
     "make_attention_mask",
@@ -245,6 +269,7 @@ __all__ = [
     "map_layers",
     "masked_mean_over_time",
     "metrics",
+    "mish",
     "models",
     "nested",
     "param_count",
@@ -254,6 +279,7 @@ __all__ = [
     "read_jsonl",
     "register_layer",
     "relu",
+    "relu6",
     "rotary_embedding",
     "segment_count",
     "segment_max",
@@ -265,6 +291,7 @@ __all__ = [
     "sigmoid",
     "silu",
     "sinusoidal_encoding",
+    "soft_sign",
     "softmax",
     "softplus",
     "split_batch",

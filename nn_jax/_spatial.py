@@ -195,9 +195,20 @@ def dilate(size: int, dilation: int) -> int:
     return 0 if size == 0 else (size - 1) * dilation + 1
 
 
-def out_size(size: int, pads: tuple[int, int], window: int, stride: int) -> int:
-    """Number of windows of ``window`` elements at ``stride`` in ``size`` padded by ``pads``."""
-    return (size + pads[0] + pads[1] - window) // stride + 1
+def out_size(
+    size: int, pads: tuple[int, int], window: int, stride: int, ceil_mode: bool = False
+) -> int:
+    """Number of windows of ``window`` (dilated) elements at ``stride`` in ``size`` padded by
+    ``pads``: ``floor((size + lo + hi - window) / stride) + 1``.
+
+    With ``ceil_mode`` (pooling) the division rounds up, less the last window when it would
+    start inside the high padding (at or past ``size + lo``): PyTorch's
+    ``pooling_output_shape_pad_lr``.
+    """
+    out = (size + pads[0] + pads[1] - window + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + pads[0]:
+        out -= 1
+    return out
 
 
 def check_format(owner: str, data_format: str) -> None:

@@ -1,5 +1,5 @@
-"""Dense building blocks: ``Dense`` (also under PyTorch's name ``Linear``), ``Flatten``,
-``Reshape``.
+"""Dense building blocks: ``Dense`` (also under PyTorch's name ``Linear``), ``PReLU`` (a ReLU
+with a learned negative slope), ``Flatten``, ``Reshape``.
 
 Also here, for the other layer modules with a weight ``w`` and a bias ``b`` (convolutions,
 recurrent cells, attention, graph layers), not re-exported at the top level:
@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import KW_ONLY
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +32,7 @@ from nn_jax.core import (
 )
 from nn_jax.errors import ConfigError, ShapeError
 
-__all__ = ["Dense", "Flatten", "Linear", "Reshape"]
+__all__ = ["Dense", "Flatten", "Linear", "PReLU", "Reshape"]
 
 default_kernel_init: Initializer = initializers.lecun_normal()
 """LeCun normal, as in Flax; PyTorch's ``nn.Linear`` uses a uniform of the same scale family."""
@@ -138,6 +139,89 @@ def check_floating(layer: Layer, x: Array) -> None:
 Linear = Dense
 """Alias of :class:`Dense` under PyTorch's name (``torch.nn.Linear``), kept because PyTorch users
 know it: the same class, so ``Linear(3) == Dense(3)``."""
+
+
+default_alpha_init: Initializer = initializers.constant(0.25)
+"""PReLU's initial slope, PyTorch's ``nn.PReLU(init=0.25)``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PReLU(Layer):
+    """ReLU with a learned negative slope: ``y = x`` where ``x > 0``, else ``alpha * x``.
+
+    PyTorch: ``nn.PReLU(num_parameters, init)``. ``num_parameters=1`` shares one slope over
+    every element; ``num_parameters=C`` learns one slope per channel, the entries along
+    ``channel_axis`` (which must have size ``C``). PyTorch's channel axis is 1 (``(N, C, ...)``);
+    here it is ``-1`` by default (channels last): pass ``channel_axis=1`` for PyTorch's layout.
+    The derivative at ``x = 0`` is ``alpha``, as PyTorch's.
+
+    Args:
+        num_parameters: number of slopes: 1 (shared) or the number of channels ``C``.
+        channel_axis: the axis of ``x`` holding the channels (used when ``num_parameters > 1``).
+        dtype: computation dtype; ``None`` uses the promoted dtype of input and ``alpha``.
+        param_dtype: storage dtype of ``alpha``.
+        alpha_init: ``(key, shape, dtype)`` initializer of the slopes; default
+            ``constant(0.25)``, PyTorch's ``init=0.25`` (``nn.PReLU(init=v)`` is
+            ``alpha_init=initializers.constant(v)``).
+
+    Input ``(...)`` floating-point -> the same shape. Params ``alpha: (num_parameters,)``.
+
+    >>> import jax, jax.numpy as jnp
+    >>> layer = PReLU(3)
+    >>> params, _ = layer.init(jax.random.key(0), jnp.zeros((2, 3)))
+    >>> jax.tree.map(jnp.shape, params)
+    {'alpha': (3,)}
+    >>> layer(params, jnp.array([[-4.0, 0.0, 2.0]]))
+    Array([[-1.,  0.,  2.]], dtype=float32)
+    """
+
+    num_parameters: Size = 1
+    _: KW_ONLY
+    channel_axis: int = -1
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    alpha_init: Initializer = default_alpha_init
+
+    field_notes: ClassVar[Mapping[str, str]] = {"num_parameters": "the number of slopes"}
+
+    def _alpha_shape(self, x: Any) -> tuple[int, ...]:
+        """``alpha`` reshaped to broadcast against ``x`` (no rank promotion), after checking
+        that ``x``'s channel axis has ``num_parameters`` entries."""
+        if self.num_parameters == 1:
+            return (1,) * jnp.ndim(x)
+        shape = tuple(jnp.shape(x))
+        if not -len(shape) <= self.channel_axis < len(shape):
+            raise self.error(
+                ShapeError,
+                f"channel_axis={self.channel_axis} is outside the input's {len(shape)} axes "
+                f"(input shape {shape}); with num_parameters={self.num_parameters} the input "
+                "needs a channel axis",
+            )
+        axis = self.channel_axis % len(shape)
+        if shape[axis] != self.num_parameters:
+            raise self.error(
+                ShapeError,
+                f"input axis {self.channel_axis} (channel_axis) has size {shape[axis]} (input "
+                f"shape {shape}), expected num_parameters={self.num_parameters}, one slope per "
+                "channel; pass channel_axis=1 for PyTorch's (N, C, ...) layout",
+            )
+        return tuple(self.num_parameters if a == axis else 1 for a in range(len(shape)))
+
+    def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
+        self._alpha_shape(x)
+        alpha = initializers.initialize(
+            self.alpha_init, key, (self.num_parameters,), self.param_dtype
+        )
+        return {"alpha": alpha}, {}
+
+    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
+        alpha = self.param(params, "alpha", (self.num_parameters,))
+        x = jnp.asarray(x)
+        check_floating(self, x)
+        shape = self._alpha_shape(x)
+        dtype = self.dtype or jnp.result_type(x.dtype, alpha.dtype)
+        x, alpha = x.astype(dtype), alpha.astype(dtype).reshape(shape)
+        return jnp.where(x > 0, x, alpha * x), {}
 
 
 def _check_batch_dims(layer: Flatten | Reshape) -> None:

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 from nn_jax import initializers
 from nn_jax.core import Array, Call, Initializer, Layer, Params, PRNGKey, Size, State
-from nn_jax.errors import ShapeError
+from nn_jax.errors import ConfigError, ShapeError
 
 __all__ = ["Embedding"]
 
@@ -32,6 +32,14 @@ class Embedding(Layer):
     :meth:`attend` is the tied output projection of a language model,
     ``logits = h @ table.T``: the same table maps tokens in and hidden states out.
 
+    ``padding_idx`` (PyTorch ``nn.Embedding(padding_idx=...)``): that row is initialized to
+    zeros and the lookup passes it no gradient (``jax.lax.stop_gradient`` on that row), so an
+    optimizer whose update comes from the gradient leaves it unchanged (decoupled weight decay
+    would shrink a non-zero row, as in PyTorch; a zero row stays zero). As in PyTorch the
+    lookup reads the row as stored: a loaded non-zero row is used as is, still with no
+    gradient. :meth:`attend` reads the whole table, as a tied PyTorch output layer does, so a
+    tied model gives that row the output projection's gradient.
+
     Args:
         num_embeddings: vocabulary size ``V``.
         features: embedding size ``D``.
@@ -40,6 +48,9 @@ class Embedding(Layer):
         table_init: ``(key, shape, dtype)`` initializer of the table (default normal,
             variance ``1 / D``; PyTorch's ``nn.Embedding`` draws ``normal(stddev=1.0)``). No
             fan-in is passed.
+        padding_idx: ``None`` (default), or the index of the padding row, in
+            ``[-num_embeddings, num_embeddings)``; a negative index counts from the end as in
+            PyTorch and is stored as ``num_embeddings + padding_idx``.
 
     Input ``(...)`` integer indices -> ``(..., D)``. Params ``table: (V, D)``. No side inputs.
 
@@ -51,6 +62,12 @@ class Embedding(Layer):
     >>> h = emb(params, jnp.array([[1, 2, 3, 4, 5]]))
     >>> emb.attend(params, h).shape
     (1, 5, 100)
+    >>> padded = Embedding(100, 8, padding_idx=-1)
+    >>> padded.padding_idx
+    99
+    >>> params, _ = padded.init(jax.random.key(0), jnp.zeros((2, 5), jnp.int32))
+    >>> padded(params, jnp.array([99, 1]))[0]
+    Array([0., 0., 0., 0., 0., 0., 0., 0.], dtype=float32)
     """
 
     num_embeddings: Size
@@ -59,10 +76,25 @@ class Embedding(Layer):
     dtype: Any = None
     param_dtype: Any = jnp.float32
     table_init: Initializer = default_embedding_init
+    padding_idx: int | None = None
+
+    def __post_init__(self) -> None:
+        index, size = self.padding_idx, self.num_embeddings
+        if index is None:
+            return
+        if not -size <= index < size:
+            raise ConfigError(
+                f"Embedding: padding_idx must be None or an index in [{-size}, {size}) "
+                f"(num_embeddings={size}; negative counts from the end), given {index}"
+            )
+        object.__setattr__(self, "padding_idx", index % size)
 
     def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
         shape = (self.num_embeddings, self.features)
-        return {"table": self.table_init(key, shape, self.param_dtype)}, {}
+        table = self.table_init(key, shape, self.param_dtype)
+        if self.padding_idx is not None:
+            table = table.at[self.padding_idx].set(0)
+        return {"table": table}, {}
 
     def _table(self, params: Params) -> Array:
         table = self.param(params, "table", (self.num_embeddings, self.features))
@@ -77,7 +109,11 @@ class Embedding(Layer):
                 "ids with x.astype(jnp.int32)",
             )
         self.check_range("indices", x, 0, self.num_embeddings)
-        return jnp.take(self._table(params), x, axis=0), {}
+        table = self._table(params)
+        if self.padding_idx is not None:
+            row = self.padding_idx
+            table = table.at[row].set(jax.lax.stop_gradient(table[row]))
+        return jnp.take(table, x, axis=0), {}
 
     def attend(self, params: Params, x: Any) -> Array:
         """Tied output logits ``x @ table.T``: ``(..., D) -> (..., V)``.

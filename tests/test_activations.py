@@ -73,6 +73,10 @@ def test_reexports_are_jax_functions():
     assert A.gelu is jax.nn.gelu
     assert A.swish is A.silu
     assert A.tanh is jnp.tanh
+    # The PyTorch-parity set (checked against PyTorch's formulas in test_torch_parity_layers.py).
+    for name in ("mish", "hard_swish", "hard_sigmoid", "hard_tanh", "relu6", "celu", "glu"):
+        assert getattr(A, name) is getattr(jax.nn, name)
+    assert A.soft_sign is jax.nn.soft_sign and A.log_sigmoid is jax.nn.log_sigmoid
 
 
 def test_the_one_alias_is_swish_and_it_is_documented():

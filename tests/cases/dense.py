@@ -13,12 +13,15 @@ from nn_jax import (
     Sequential,
     pytorch_defaults,
 )
+from nn_jax.dense import PReLU
 from nn_jax.models import MLP, SimpleNetwork
 from tests.cases import Case, normal
 
 CASES = [
     Case("dense", Dense(5), normal(4, 3)),
     Case("dense_no_bias_rank3", Dense(2, use_bias=False), normal(2, 3, 4)),
+    Case("prelu_shared", PReLU(), normal(4, 3)),
+    Case("prelu_per_channel_pytorch_layout", PReLU(3, channel_axis=1), normal(2, 3, 5)),
     Case("flatten", Flatten(), normal(2, 3, 4)),
     Case("reshape", Reshape((4, 3)), normal(2, 12)),
     Case("lambda_tanh", Lambda(jax.numpy.tanh), normal(3, 4)),
