@@ -110,6 +110,20 @@ CASES = {
     "mae": (L.mae, PRED, TARGET, {}, np.abs(PRED - TARGET)),
     "huber": (L.huber, PRED, TARGET, {"delta": DELTA}, _huber(PRED - TARGET)),
     "kl": (L.kl_divergence, np.log(DIST), T_DIST, {}, _kl(T_DIST, np.log(DIST))),
+    "nll": (
+        L.nll_loss,
+        _log_softmax(LOGITS),
+        INT_LABELS,
+        {},
+        -_log_softmax(LOGITS)[np.arange(B), INT_LABELS],
+    ),
+    "smooth_l1": (
+        L.smooth_l1,
+        PRED,
+        TARGET,
+        {"beta": DELTA},
+        _huber(PRED - TARGET) / DELTA,  # PyTorch's SmoothL1Loss is HuberLoss / beta
+    ),
 }
 NAMES = sorted(CASES)
 
