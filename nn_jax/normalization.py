@@ -9,7 +9,14 @@ Each standardizes its input over some axes and then applies an optional learned 
 default 0), either switched off with ``use_scale=False`` / ``use_bias=False``. Statistics are
 computed in at least float32 (so bfloat16 inputs are normalized accurately); the output has the
 promoted dtype of input and params unless ``dtype`` is given. Variances are biased (divided by
-the element count).
+the element count); only BatchNorm's running variance can be updated with the unbiased one
+(``unbiased_running_var=True``, PyTorch's rule).
+
+PyTorch parity: ``BatchNorm(axis=1, momentum=1 - p, unbiased_running_var=True)`` is
+``nn.BatchNorm2d(C, momentum=p)``; ``GroupNorm(G, channel_axis=1)`` is ``nn.GroupNorm(G, C)``;
+``InstanceNorm(channel_axis=1, use_scale=False, use_bias=False)`` is ``nn.InstanceNorm2d(C)``
+(PyTorch's ``affine=False`` default); ``LayerNorm(axis=(-2, -1))`` is
+``nn.LayerNorm((D1, D2))``. PyTorch's ``weight``/``bias`` are ``scale``/``b`` here.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import abc
 import dataclasses
 import math
 from dataclasses import KW_ONLY
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import jax
 import jax.numpy as jnp
@@ -126,10 +133,24 @@ class BatchNorm(_Normalization):
         \\text{mean}' = m \\cdot \\text{mean} + (1 - m) \\cdot \\mu_B, \\qquad
         \\text{var}' = m \\cdot \\text{var} + (1 - m) \\cdot \\sigma^2_B
 
-    with ``m = momentum`` (the decay of the running average, as in Flax and Keras: PyTorch's
-    ``momentum=0.1`` is ``m = 0.9`` here) and :math:`\\sigma^2_B` biased (PyTorch's running
-    variance uses the unbiased one). Evaluation (``train=False``): normalize with the running
-    ``mean``/``var``; the state is returned unchanged.
+    with ``m = momentum``, the decay of the running average as in Flax and Keras. PyTorch's
+    ``momentum`` is the weight of the *new* batch: PyTorch ``nn.BatchNorm2d(momentum=0.1)``
+    (its default) is ``momentum=0.9`` here; the default here, ``0.99``, is Flax's.
+    :math:`\\sigma^2_B` is the biased batch variance (divided by the ``n`` elements reduced
+    per feature), unless ``unbiased_running_var=True``: then the running variance is updated
+    with the unbiased :math:`\\sigma^2_B \\cdot n / (n - 1)`, as PyTorch does (the batch is
+    still normalized with the biased variance, as in PyTorch). With ``axis_name``, ``n``
+    counts the elements of every replica.
+
+    ``momentum=None`` is PyTorch's cumulative moving average (``nn.BatchNorm2d(momentum=None)``):
+    the state gains a step counter ``num_batches_tracked`` (an int32 scalar, init 0, as
+    PyTorch's buffer of that name), and a training step ``k`` (counted from 1) updates
+    ``mean' = mean + (mu_B - mean) / k`` (the variance likewise), so the running statistics are
+    the plain average of all batch statistics seen. Only this mode has the counter: the default
+    state tree is ``{"mean", "var"}``.
+
+    Evaluation (``train=False``): normalize with the running ``mean``/``var``; the state is
+    returned unchanged.
 
     The state is required in both modes: ``apply(params, state, x, train=...)`` with the state
     from ``init`` (thread the returned one). Called without it, e.g. ``layer(params, x)``, it
@@ -142,15 +163,24 @@ class BatchNorm(_Normalization):
     ``jax.vmap(..., axis_name=...)``), so every replica uses the global batch's statistics;
     each replica's local batch must have the same size.
 
+    PyTorch: ``nn.BatchNorm1d/2d/3d(C, eps, momentum=p, affine, track_running_stats=True)`` is
+    ``BatchNorm(axis=1, epsilon=eps, momentum=1 - p, unbiased_running_var=True)`` (``affine=False``:
+    ``use_scale=False, use_bias=False``); ``weight``/``bias``/``running_mean``/``running_var``
+    are ``scale``/``b``/``mean``/``var``.
+
     Args:
-        momentum: decay of the running averages, in ``[0, 1]``.
+        momentum: decay of the running averages, in ``[0, 1]`` (``1 -`` PyTorch's), or
+            ``None`` for the cumulative average (PyTorch ``momentum=None``).
+        unbiased_running_var: update the running variance with the unbiased batch variance
+            (PyTorch's rule) instead of the biased one (Flax's, Keras's; the default).
         epsilon: added to the variance.
         axis: the feature axis (``-1`` channels last; ``1`` for NCHW inputs).
         axis_name: name(s) of mapped axes to average batch statistics over, or ``None``.
         use_scale, use_bias, scale_init, b_init, dtype, param_dtype: the affine map.
 
     Input ``(..., C)`` -> same shape. Params ``scale: (C,)``, ``b: (C,)``; state
-    ``mean: (C,)`` (init 0), ``var: (C,)`` (init 1), stored in ``param_dtype``.
+    ``mean: (C,)`` (init 0), ``var: (C,)`` (init 1), stored in ``param_dtype``, and with
+    ``momentum=None`` also ``num_batches_tracked: ()`` int32.
 
     >>> import jax, jax.numpy as jnp
     >>> bn = BatchNorm()
@@ -158,10 +188,15 @@ class BatchNorm(_Normalization):
     >>> jax.tree.map(jnp.shape, (params, state))
     ({'b': (3,), 'scale': (3,)}, {'mean': (3,), 'var': (3,)})
     >>> y, state = bn.apply(params, state, jnp.ones((8, 4, 4, 3)), train=True)
+    >>> torch_like = BatchNorm(axis=1, momentum=None, unbiased_running_var=True)
+    >>> _, state = torch_like.init(jax.random.key(0), jnp.zeros((8, 3, 4, 4)))
+    >>> jax.tree.map(jnp.shape, state)
+    {'mean': (3,), 'num_batches_tracked': (), 'var': (3,)}
     """
 
     _: KW_ONLY
-    momentum: Rate = 0.99
+    momentum: Rate | None = 0.99
+    unbiased_running_var: bool = False
     axis: int = -1
     axis_name: str | tuple[str, ...] | None = None
 
@@ -176,7 +211,43 @@ class BatchNorm(_Normalization):
             "mean": jnp.zeros((channels,), self.param_dtype),
             "var": jnp.ones((channels,), self.param_dtype),
         }
+        if self.momentum is None:
+            state["num_batches_tracked"] = jnp.zeros((), jnp.int32)
         return self._affine_params(key, (channels,)), state
+
+    def _updated_stats(
+        self,
+        running_mean: Array,
+        running_var: Array,
+        counter: Array | None,
+        mean: Array,
+        var: Array,
+    ) -> State:
+        """The running statistics after one training step with batch ``mean``/``var``: ``(C,)``.
+
+        The new value is ``decay * running + (1 - decay) * batch`` with ``decay = momentum``,
+        or ``1 - 1 / k`` at step ``k`` (from 1) of the cumulative average (``momentum=None``,
+        PyTorch's ``running + (batch - running) / k``; step 1 replaces the initial values).
+        """
+        state: dict[str, Array] = {}
+        steps = None
+        decay: Any
+        weight: Any
+        if counter is None:
+            decay = cast(float, self.momentum)
+            weight = 1 - decay
+        else:
+            counter = jnp.asarray(counter)
+            steps = counter + jnp.ones((), counter.dtype)
+            weight = 1 / steps.astype(mean.dtype)
+            decay = 1 - weight
+        for name, running, batch in (("mean", running_mean, mean), ("var", running_var, var)):
+            state[name] = (decay * running.astype(batch.dtype) + weight * batch).astype(
+                running.dtype
+            )
+        if steps is not None:
+            state["num_batches_tracked"] = steps
+        return state
 
     def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
         x = jnp.asarray(x)
@@ -190,6 +261,15 @@ class BatchNorm(_Normalization):
                     ShapeError,
                     f"state {name!r} has shape {value.shape}, expected ({channels},) for an input "
                     f"with {channels} features on axis {self.axis} (input shape {x.shape})",
+                )
+        counter = None
+        if self.momentum is None:
+            counter = self.state_entry(state, "num_batches_tracked")
+            if jnp.shape(counter) != ():
+                raise self.error(
+                    ShapeError,
+                    f"state 'num_batches_tracked' has shape {jnp.shape(counter)}, expected () "
+                    "(a scalar step counter; momentum=None keeps a cumulative average)",
                 )
         full = [1] * x.ndim
         full[feature] = channels
@@ -212,18 +292,25 @@ class BatchNorm(_Normalization):
             var = jnp.mean(jnp.square(xs - mean), axis=reduce, keepdims=True)
             if self.axis_name is not None:
                 var = jax.lax.pmean(var, self.axis_name)
-            m = self.momentum
-            new_state = {
-                "mean": (
-                    m * running_mean.astype(mean.dtype) + (1 - m) * mean.reshape(channels)
-                ).astype(running_mean.dtype),
-                "var": (m * running_var.astype(var.dtype) + (1 - m) * var.reshape(channels)).astype(
-                    running_var.dtype
-                ),
-            }
+                count *= jax.lax.axis_size(self.axis_name)
+            batch_var = var.reshape(channels)
+            if self.unbiased_running_var:
+                if count == 1:
+                    raise self.error(
+                        ShapeError,
+                        f"unbiased_running_var=True needs 2 or more elements per feature over "
+                        f"all replicas of axis_name={self.axis_name!r}, given 1 (input shape "
+                        f"{x.shape}): the unbiased variance divides by n - 1 = 0",
+                    )
+                batch_var = batch_var * (count / (count - 1))
+            new_state = self._updated_stats(
+                running_mean, running_var, counter, mean.reshape(channels), batch_var
+            )
         else:
             mean, var = running_mean.reshape(full), running_var.reshape(full)
             new_state = {"mean": running_mean, "var": running_var}
+            if counter is not None:
+                new_state["num_batches_tracked"] = counter
         # Fold scale into the per-channel factor, as Flax and Haiku do:
         # y = (x - mean) * (scale * rsqrt(var + eps)) + b. Standardizing first keeps a
         # full-size tensor for the backward pass (a ResNet-8 training step on CPU: 1.45x slower).
@@ -304,53 +391,105 @@ class RMSNorm(_AxisNorm):
 
 @dataclasses.dataclass(frozen=True)
 class _ChannelGroupNorm(_Normalization):
-    """Per example, over all its non-batch axes within groups of consecutive channels (last
-    axis); subclasses give the number of groups."""
+    """Per example (axis 0), over all its other axes within groups of consecutive channels
+    (``channel_axis``); subclasses give the number of groups."""
+
+    _: KW_ONLY
+    channel_axis: int = -1
+
+    min_rank: ClassVar[int] = 2
+    spatial: ClassVar[str] = "..."
+
+    def __post_init__(self) -> None:
+        if self.channel_axis == 0:
+            raise ConfigError(
+                f"{type(self).__name__}: channel_axis must not be 0, the batch axis; use 1 for "
+                "PyTorch's (N, C, *spatial) layout or -1 (the default) for (N, *spatial, C)"
+            )
+
+    def _layout(self) -> str:
+        """The input layout for messages: ``(N, *spatial, C)``, ``(N, C, *spatial)``, ..."""
+        if self.channel_axis == -1:
+            return f"(N, {self.spatial}, C)"
+        return f"(N, C, {self.spatial})" if self.channel_axis == 1 else "(N, ...)"
+
+    def _channel_axis(self, x: Any) -> int:
+        """``channel_axis`` as a non-negative axis of ``x`` (checked: in range, not 0)."""
+        ndim = len(x.shape)
+        if ndim < self.min_rank:
+            self.check_rank(x, self.min_rank, what=f"input {self._layout()}")
+        axis = self.channel_axis % ndim if -ndim <= self.channel_axis < ndim else None
+        if axis is None or axis == 0:
+            problem = "is out of range" if axis is None else "is axis 0, the batch axis,"
+            raise self.error(
+                ShapeError,
+                f"channel_axis={self.channel_axis} {problem} for an input of rank {ndim} (input "
+                f"shape {tuple(x.shape)}); expected an axis in [1, {ndim}) or [-{ndim - 1}, -1]",
+            )
+        return axis
 
     @abc.abstractmethod
-    def _groups(self, x: Any) -> int:
-        """The number of channel groups for input ``x`` (checked to suit it)."""
+    def _groups(self, x: Any, axis: int) -> int:
+        """The number of groups for the channels ``x.shape[axis]`` (checked to divide them)."""
 
     def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
-        self._groups(x)
-        return self._affine_params(key, (x.shape[-1],)), {}
+        axis = self._channel_axis(x)
+        self._groups(x, axis)
+        return self._affine_params(key, (x.shape[axis],)), {}
 
     def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
         x = jnp.asarray(x)
-        groups = self._groups(x)
+        axis = self._channel_axis(x)
+        groups = self._groups(x, axis)
         xs = x.astype(self._stats_dtype(x))
-        grouped = xs.reshape((*x.shape[:-1], groups, x.shape[-1] // groups))
-        axes = (*range(1, grouped.ndim - 2), grouped.ndim - 1)
+        # Split the channel axis in place into (groups, C / groups), with no transpose, and
+        # reduce over every axis but the batch axis and the group axis.
+        grouped = xs.reshape(
+            (*x.shape[:axis], groups, x.shape[axis] // groups, *x.shape[axis + 1 :])
+        )
+        axes = tuple(a for a in range(1, grouped.ndim) if a != axis)
         y = _normalize(grouped, axes, self.epsilon).reshape(x.shape)
-        return self._affine(params, y, (x.ndim - 1,), x), {}
+        return self._affine(params, y, (axis,), x), {}
 
 
 @dataclasses.dataclass(frozen=True)
 class GroupNorm(_ChannelGroupNorm):
     """Group normalization (Wu & He, 2018): per example, over spatial axes and channel groups.
 
-    The ``C`` channels (last axis) are split into ``num_groups`` consecutive groups of
-    ``C / num_groups``; each example (axis 0 is the batch) is standardized over all its other
-    axes within each group. ``num_groups=1`` is LayerNorm over ``(..., C)``; ``num_groups=C``
-    is :class:`InstanceNorm`. For channels-first data, move the channel axis last.
+    The ``C`` channels (axis ``channel_axis``, default the last) are split into ``num_groups``
+    consecutive groups of ``C / num_groups``; each example (axis 0 is the batch) is
+    standardized over all its other axes within each group. ``num_groups=1`` is LayerNorm over
+    every non-batch axis; ``num_groups=C`` is :class:`InstanceNorm`.
+
+    PyTorch: ``nn.GroupNorm(G, C, eps, affine)`` on ``(N, C, *spatial)`` is
+    ``GroupNorm(G, channel_axis=1, epsilon=eps)`` (``affine=False``: ``use_scale=False,
+    use_bias=False``); its ``weight``/``bias`` are ``scale``/``b``.
 
     Args:
         num_groups: number of groups; it divides ``C``.
+        channel_axis: the channel axis (negative counts from the end; not 0, the batch axis):
+            ``-1`` for ``(N, *spatial, C)``, ``1`` for PyTorch's ``(N, C, *spatial)``.
         epsilon, use_scale, use_bias, scale_init, b_init, dtype, param_dtype: see module.
 
-    Input ``(N, ..., C)`` -> same shape. Params ``scale: (C,)``, ``b: (C,)``.
+    Input ``(N, ..., C)`` (or ``(N, C, ...)`` with ``channel_axis=1``) -> same shape.
+    Params ``scale: (C,)``, ``b: (C,)``.
+
+    >>> import jax, jax.numpy as jnp
+    >>> gn = GroupNorm(2, channel_axis=1)
+    >>> params, _ = gn.init(jax.random.key(0), jnp.zeros((2, 4, 5, 5)))
+    >>> jax.tree.map(jnp.shape, params)
+    {'b': (4,), 'scale': (4,)}
     """
 
     num_groups: Size
 
-    def _groups(self, x: Any) -> int:
-        if len(x.shape) < 2:
-            self.check_rank(x, 2)
-        if x.shape[-1] % self.num_groups:
+    def _groups(self, x: Any, axis: int) -> int:
+        if x.shape[axis] % self.num_groups:
+            where = "last axis" if axis == len(x.shape) - 1 else f"axis {axis}"
             raise self.error(
                 ShapeError,
-                f"input channels {x.shape[-1]} (last axis of input shape {tuple(x.shape)}) must "
-                f"be divisible by num_groups={self.num_groups}",
+                f"input channels {x.shape[axis]} ({where} of input shape {tuple(x.shape)}) "
+                f"must be divisible by num_groups={self.num_groups}",
             )
         return self.num_groups
 
@@ -362,14 +501,29 @@ class InstanceNorm(_ChannelGroupNorm):
     Equal to ``GroupNorm(num_groups=C)``. Uses no running statistics (as PyTorch's default
     ``track_running_stats=False``), so train and eval behave the same.
 
+    PyTorch: ``nn.InstanceNorm1d/2d/3d(C)`` on ``(N, C, *spatial)`` is
+    ``InstanceNorm(channel_axis=1, use_scale=False, use_bias=False)``: PyTorch's default is
+    ``affine=False`` (no learned scale and bias) while nn_jax's is a learned ``scale``/``b``
+    (as Flax's); ``affine=True`` is ``InstanceNorm(channel_axis=1)``. PyTorch's
+    ``track_running_stats=True`` (running statistics for eval) has no equivalent here: use
+    :class:`BatchNorm` if you need running statistics.
+
     Args:
+        channel_axis: the channel axis (negative counts from the end; not 0, the batch axis):
+            ``-1`` for ``(N, *spatial, C)``, ``1`` for PyTorch's ``(N, C, *spatial)``.
         epsilon, use_scale, use_bias, scale_init, b_init, dtype, param_dtype: see module.
 
-    Input ``(N, *spatial, C)`` (at least one spatial axis) -> same shape.
-    Params ``scale: (C,)``, ``b: (C,)``.
+    Input ``(N, *spatial, C)`` (or ``(N, C, *spatial)`` with ``channel_axis=1``; at least one
+    spatial axis) -> same shape. Params ``scale: (C,)``, ``b: (C,)``.
+
+    >>> import jax, jax.numpy as jnp
+    >>> params, _ = InstanceNorm(channel_axis=1).init(jax.random.key(0), jnp.zeros((2, 3, 8)))
+    >>> jax.tree.map(jnp.shape, params)
+    {'b': (3,), 'scale': (3,)}
     """
 
-    def _groups(self, x: Any) -> int:
-        if len(x.shape) < 3:
-            self.check_rank(x, 3, what="input (N, *spatial, C)")
-        return x.shape[-1]
+    min_rank = 3
+    spatial = "*spatial"
+
+    def _groups(self, x: Any, axis: int) -> int:
+        return cast(int, x.shape[axis])

@@ -664,6 +664,23 @@ class StackedRNN(Block):
 
     Params: ``{"0": ..., "1": ..., ...}``, one entry per layer.
 
+    PyTorch's ``nn.LSTM(F, H, num_layers=L, bidirectional=True, batch_first=True,
+    dropout=p)`` with ``(h0, c0)`` and packed sequences is
+    ``StackedRNN((Bidirectional(RNN(LSTMCell(H))),) * L, dropout_rate=p)`` applied with
+    ``side={"lengths": lengths, "initial_carry": carries}`` (``batch_first=False`` is
+    ``RNN(..., time_major=True)``). ``h0``/``c0`` and ``h_n``/``c_n`` are
+    ``(L * 2, B, H)`` with row ``l * 2 + d`` for layer ``l``, direction ``d``
+    (0 forward, 1 backward), so ``carries = {str(l): {"forward": (h0[2 * l], c0[2 * l]),
+    "backward": (h0[2 * l + 1], c0[2 * l + 1])} for l in range(L)}``, and ``h_n[2 * l + d]``,
+    ``c_n[2 * l + d]`` are the tap ``f"{l}/{('forward', 'backward')[d]}/carry"`` (a pair
+    ``(h, c)``), read with :func:`nn_jax.inspect.apply_with_intermediates` (``capture="*carry"``).
+    The output ``(B, T, 2H)`` is ``pad_packed_sequence``'s: zero at padded steps, and the
+    backward direction starts from its ``h0`` at each sequence's last real step. ``nn.GRU`` is
+    the same with ``GRUCell(H)`` and carries ``h0[2 * l + d]`` alone. Weights map per layer and
+    direction (suffix ``_l{l}``, ``_l{l}_reverse``) as :class:`LSTMCell` and :class:`GRUCell`
+    say. Not expressible: ``proj_size`` (LSTM projections); ``bias=False`` is zero ``b`` (and
+    ``b_hn``) left trainable.
+
     >>> import jax, jax.numpy as jnp
     >>> stack = StackedRNN((RNN(GRUCell(8)), RNN(GRUCell(4), return_sequences=False)))
     >>> params, _ = stack.init(jax.random.key(0), jnp.zeros((2, 5, 3)))

@@ -110,6 +110,21 @@ def test_batch_norm_state_round_trips_through_jit_and_scan():
     np.testing.assert_allclose(scanned_state["mean"], expected_mean, rtol=1e-5, atol=1e-6)
 
 
+def test_batch_norm_cumulative_average_threads_its_counter_through_scan():
+    """momentum=None: after k steps the running mean is the plain mean of the k batch means."""
+    bn = BatchNorm(momentum=None)
+    xs = np.random.default_rng(4).standard_normal((3, 5, 2)).astype(np.float32) * 2 + 1
+    params, state0 = bn.init(KEY, xs[0])
+
+    def body(state, x):
+        return bn.apply(params, state, x, train=True)[1], None
+
+    state, _ = jax.jit(lambda s: jax.lax.scan(body, s, xs))(state0)
+    assert int(state["num_batches_tracked"]) == 3
+    np.testing.assert_allclose(state["mean"], xs.mean(axis=1).mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(state["var"], xs.var(axis=1).mean(axis=0), rtol=1e-5)
+
+
 def test_batch_norm_axis_name_averages_statistics_over_the_mapped_axis():
     """vmap(axis_name=...) over 4 shards equals BatchNorm over the concatenated batch."""
     bn_global = BatchNorm(momentum=0.5)
@@ -262,7 +277,9 @@ def test_errors_and_config():
         ShapeError, match=r"LayerNorm at <root>: axis=\(2,\) is out of range for an input of rank 2"
     ):
         LayerNorm(axis=2).init(KEY, jnp.zeros((2, 3)))
-    with pytest.raises(ConfigError, match=r"BatchNorm: momentum must be in \[0, 1\], given 1.5"):
+    with pytest.raises(
+        ConfigError, match=r"BatchNorm: momentum must be in \[0, 1\] or None, given 1.5"
+    ):
         BatchNorm(momentum=1.5)
     with pytest.raises(ConfigError, match=r"GroupNorm: num_groups must be a positive int"):
         GroupNorm(0)
