@@ -68,6 +68,7 @@ from nn_jax.errors import (
     ShapeError,
     ValueRangeError,
 )
+from nn_jax.export import ExportedModel, export_model, load_exported, save_exported
 from nn_jax.graph import (
     GATConv,
     GCNConv,
@@ -165,6 +166,7 @@ __all__ = [
     "Dropout",
     "EarlyStopping",
     "Embedding",
+    "ExportedModel",
     "FeedForward",
     "FileFormatError",
     "Flatten",
@@ -242,6 +244,7 @@ __all__ = [
     "data",
     "dot_product_attention",
     "elu",
+    "export_model",
     "fit",
     "flatten_params",
     "from_config",
@@ -257,6 +260,7 @@ __all__ = [
     "is_checking",
     "layer_norms",
     "leaky_relu",
+    "load_exported",
     "log_sigmoid",
     "log_softmax",
     "losses",
@@ -281,6 +285,7 @@ __all__ = [
     "relu",
     "relu6",
     "rotary_embedding",
+    "save_exported",
     "segment_count",
     "segment_max",
     "segment_mean",
