@@ -165,31 +165,44 @@ def test_init_from_shape_struct_is_identical(case, initialized):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_eval_shape_matches_output(case, initialized):
+@pytest.fixture(scope="module")
+def eager(case, initialized):
+    """The case's output, computed op by op from the NumPy inputs (once per case: eager
+    application is the slow part of these checks)."""
+    x, params, state, side = initialized
+    return _apply(case, params, state, x, side)
+
+
+@pytest.fixture(scope="module")
+def jitted(case):
+    """The case's apply under ``jax.jit`` (compiled once per case, shared by the checks)."""
+    return jax.jit(lambda p, s, x, side: _apply(case, p, s, x, side))
+
+
+def test_eval_shape_matches_output(case, initialized, eager):
     x, params, state, side = initialized
     predicted = jax.eval_shape(
         lambda p, s, x, side: _apply(case, p, s, x, side), params, state, x, side
     )
-    actual = _apply(case, params, state, x, side)
-    assert jax.tree.structure(predicted) == jax.tree.structure(actual)
-    for p, a in zip(jax.tree.leaves(predicted), jax.tree.leaves(actual), strict=True):
+    assert jax.tree.structure(predicted) == jax.tree.structure(eager)
+    for p, a in zip(jax.tree.leaves(predicted), jax.tree.leaves(eager), strict=True):
         assert (p.shape, p.dtype) == (a.shape, a.dtype)
 
 
-def test_jit_equals_eager(case, initialized):
+def test_jit_equals_eager(initialized, eager, jitted):
     x, params, state, side = initialized
-    eager = _apply(case, params, state, x, side)
-    jitted = jax.jit(lambda p, s, x, side: _apply(case, p, s, x, side))(params, state, x, side)
-    _assert_trees_close(eager, jitted)
+    _assert_trees_close(eager, jitted(params, state, x, side))
 
 
-def test_numpy_and_jax_inputs_agree(case, initialized):
+def test_numpy_and_jax_inputs_agree(case, initialized, eager):
     x, params, state, side = initialized
     as_jax = jax.tree.map(jnp.asarray, (x, side))
-    _assert_trees_close(_apply(case, params, state, x, side), _apply(case, params, state, *as_jax))
+    _assert_trees_close(eager, _apply(case, params, state, *as_jax))
 
 
-def test_vmap_equals_loop(case, initialized):
+def test_vmap_equals_loop(case, initialized, jitted):
+    """``vmap`` of apply equals apply example by example (both compiled: eager equality is
+    :func:`test_jit_equals_eager`'s)."""
     if not case.vmap:
         pytest.skip("layer couples examples across the mapped axis")
     _, params, state, _ = initialized
@@ -198,19 +211,29 @@ def test_vmap_equals_loop(case, initialized):
     sides = [_side(case, seed=s) for s in seeds]
     stack = lambda trees: jax.tree.map(lambda *a: np.stack(a), *trees)  # noqa: E731
     # The side inputs are mapped on axis 0 with the input (None, without any, maps nothing).
-    mapped = jax.vmap(lambda x, side: _apply(case, params, state, x, side))(
-        stack(xs), None if case.side is None else stack(sides)
+    mapped = jax.jit(jax.vmap(jitted, in_axes=(None, None, 0, 0)))(
+        params, state, stack(xs), None if case.side is None else stack(sides)
     )
-    looped = [_apply(case, params, state, x, side) for x, side in zip(xs, sides, strict=True)]
+    looped = [jitted(params, state, x, side) for x, side in zip(xs, sides, strict=True)]
     _assert_trees_close(mapped, jax.tree.map(lambda *a: jnp.stack(a), *looped))
 
 
 def _directional_fd_check(f, point, rtol, seed=0):
-    """Compare grad(f)·v with a central difference along 3 random directions v (float64)."""
+    """Compare grad(f)·v with a central difference along random directions v (float64).
+
+    ``point`` is a tuple of parts (params, input): two directions move one part each, so an
+    error in one part's gradient is not hidden by the other's, then one moves them all."""
     g = jax.grad(f)(point)
     rng = np.random.default_rng(seed)
-    for _ in range(3):
-        v = jax.tree.map(lambda a: rng.standard_normal(np.shape(a)), point)
+    parts = [i for i, part in enumerate(point) if _floats(part)]
+    for moved in [(i,) for i in parts for _ in range(2)] + [tuple(parts)]:
+        v = tuple(
+            jax.tree.map(
+                lambda a, i=i, moved=moved: rng.standard_normal(np.shape(a)) * (i in moved),
+                part,
+            )
+            for i, part in enumerate(point)
+        )
         analytic = sum(
             np.vdot(np.asarray(a), b)
             for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(v), strict=True)
@@ -219,6 +242,7 @@ def _directional_fd_check(f, point, rtol, seed=0):
         minus = f(jax.tree.map(lambda a, d: a - FD_EPS * d, point, v))
         numeric = (float(plus) - float(minus)) / (2 * FD_EPS)
         assert abs(analytic - numeric) <= rtol * max(abs(analytic), abs(numeric), 1.0), (
+            moved,
             analytic,
             numeric,
         )
@@ -237,33 +261,31 @@ def test_float64_gradients_match_finite_differences(case):
             lambda a: jnp.asarray(a, jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a,
             params,
         )
-        if _floats(params):
-            _directional_fd_check(
-                jax.jit(lambda p: _scalar_loss(_apply(case, p, state, x, side, "standard")[0])),
-                params,
-                case.fd_rtol,
-            )
-        if case.grad_input and _floats(x):
-            # Differentiate the floating leaves only (graphs carry integer indices and masks).
-            leaves, treedef = jax.tree.flatten(x)
-            is_float = [np.issubdtype(np.asarray(a).dtype, np.floating) for a in leaves]
+        # Params and the input's floating leaves in one point (graphs carry integer indices
+        # and masks): one compiled loss and one compiled gradient per case.
+        leaves, treedef = jax.tree.flatten(x)
+        is_float = [np.issubdtype(np.asarray(a).dtype, np.floating) for a in leaves]
+        if not case.grad_input:
+            is_float = [False] * len(leaves)
 
-            def rebuild(floats):
-                it = iter(floats)
-                return jax.tree.unflatten(
-                    treedef, [next(it) if f else a for a, f in zip(leaves, is_float, strict=True)]
+        def rebuild(floats):
+            it = iter(floats)
+            return jax.tree.unflatten(
+                treedef, [next(it) if f else a for a, f in zip(leaves, is_float, strict=True)]
+            )
+
+        point = (params, [jnp.asarray(a) for a, f in zip(leaves, is_float, strict=True) if f])
+        if not _floats(point):
+            pytest.skip("nothing floating to differentiate")
+        _directional_fd_check(
+            jax.jit(
+                lambda pt: _scalar_loss(
+                    _apply(case, pt[0], state, rebuild(pt[1]), side, "standard")[0]
                 )
-
-            _directional_fd_check(
-                jax.jit(
-                    lambda fl: _scalar_loss(
-                        _apply(case, params, state, rebuild(fl), side, "standard")[0]
-                    )
-                ),
-                [jnp.asarray(a) for a, f in zip(leaves, is_float, strict=True) if f],
-                case.fd_rtol,
-                seed=1,
-            )
+            ),
+            point,
+            case.fd_rtol,
+        )
 
 
 def test_train_step_compiles_once(case, initialized):
