@@ -217,11 +217,32 @@ class MultiHeadAttention(Layer, DtypeOptions):
     """Multi-head attention with projections: self- or cross-attention, GQA/MQA, a decode cache.
 
     .. math::
-        q = x_q W_q + b_q,\\; k = x_{kv} W_k + b_k,\\; v = x_{kv} W_v + b_v,\\qquad
+        q = x_q W_q + b_q,\\; k = x_k W_k + b_k,\\; v = x_v W_v + b_v,\\qquad
         y = \\text{attention}(q, k, v)\\, W_o + b_o
 
-    Input: ``x`` (self-attention, ``x_q = x_kv = x``) or the pair ``(x_q, x_kv)``
-    (cross-attention; the two may have different feature sizes).
+    Input, one of:
+
+    * ``x`` ``(..., T, F_q)``: self-attention, ``x_q = x_k = x_v = x``;
+    * the pair ``(x_q, x_kv)``, ``(..., Tq, F_q)`` and ``(..., Tk, F_kv)``: cross-attention,
+      ``x_k = x_v = x_kv`` (the two may have different feature sizes);
+    * the triple ``(x_q, x_k, x_v)``, ``(..., Tq, F_q)``, ``(..., Tk, F_k)`` and
+      ``(..., Tk, F_v)``: separate key and value inputs, each of its own feature size (PyTorch:
+      ``nn.MultiheadAttention(embed_dim, num_heads, kdim=F_k, vdim=F_v)`` called as
+      ``mha(query, key, value)``; batch first, as ``batch_first=True``).
+
+    PyTorch's ``nn.MultiheadAttention(E, H, bias=True, kdim, vdim)`` maps onto these params
+    (``use_bias=True``, ``head_dim = E // H``, ``D = E // H``): its packed
+    ``in_proj_weight`` ``(3E, E)`` splits into rows ``[W_q; W_k; W_v]`` (or, with ``kdim`` /
+    ``vdim`` other than ``E``, the separate ``q_proj_weight`` ``(E, F_q)``,
+    ``k_proj_weight`` ``(E, F_k)``, ``v_proj_weight`` ``(E, F_v)``) and
+    ``w_q = W_q.T.reshape(F_q, H, D)`` (likewise ``w_k``, ``w_v``); ``in_proj_bias`` ``(3E,)``
+    splits into ``b_q, b_k, b_v``, each ``.reshape(H, D)``; ``out_proj.weight`` ``(E, E)`` is
+    ``w_o = out_proj.weight.T.reshape(H, D, E)`` and ``out_proj.bias`` is ``b_o``. Head ``h``
+    owns the features ``h*D .. (h+1)*D - 1`` of the projections, as in PyTorch. Its
+    ``key_padding_mask`` (``True`` = ignore) is the side input ``"key_mask"`` negated, a
+    boolean ``attn_mask`` (``True`` = not allowed) is ``"mask"`` negated, and a float additive
+    ``attn_mask`` is ``"mask": attn_mask == 0`` (for 0 / -inf masks). ``add_bias_kv`` and
+    ``add_zero_attn`` have no equivalent.
 
     Args:
         num_heads: query heads ``H``.
@@ -231,8 +252,9 @@ class MultiHeadAttention(Layer, DtypeOptions):
         out_features: output size (default ``F_q``).
         causal: query ``i`` attends only to keys ``j <= i`` (self-attention; by time step, not by
             the ``"positions"`` side input).
-        dropout_rate: dropout on the attention weights in training (needs ``rng``).
-        use_bias: add ``b_q``, ``b_k``, ``b_v``, ``b_o``.
+        dropout_rate: dropout on the attention weights in training (needs ``rng``; PyTorch:
+            ``dropout``).
+        use_bias: add ``b_q``, ``b_k``, ``b_v``, ``b_o`` (PyTorch: ``bias``).
         scale: logit scale (default ``1 / sqrt(D)``).
         rope: a :class:`~nn_jax.positional.RotaryEmbedding` applied to ``q`` and ``k`` at
             their positions (see the side input ``"positions"``).
@@ -248,8 +270,8 @@ class MultiHeadAttention(Layer, DtypeOptions):
         w_init, b_init: initializers, applied to the 2-D ``(F_in, H*D)`` / ``(H*D, F_out)``
             views of the kernels (LeCun normal, zeros). A fan-in initializer
             (:class:`~nn_jax.initializers.FanInInitializer`) gets the view's rows: ``F_q``
-            (``w_q``, ``b_q``), ``F_kv`` (``w_k``, ``w_v``, ``b_k``, ``b_v``), ``H*D`` (``w_o``,
-            ``b_o``).
+            (``w_q``, ``b_q``), ``F_k`` (``w_k``, ``b_k``), ``F_v`` (``w_v``, ``b_v``),
+            ``H*D`` (``w_o``, ``b_o``).
         w_o_init: initializer of the output kernel ``w_o`` (default ``None``: ``w_init``).
             PyTorch's ``nn.MultiheadAttention`` initializes its packed input projection with
             ``xavier_uniform_`` and its output projection as an ``nn.Linear`` weight.
@@ -274,9 +296,11 @@ class MultiHeadAttention(Layer, DtypeOptions):
     dropout in training); read them with :func:`nn_jax.inspect.apply_with_intermediates`
     (``capture="*weights"``).
 
-    Input ``(..., T, F_q)`` or ``((..., Tq, F_q), (..., Tk, F_kv))`` -> ``(..., Tq, F_out)``.
-    Params: ``w_q: (F_q, H, D)``, ``w_k: (F_kv, K, D)``, ``w_v: (F_kv, K, D)``,
-    ``w_o: (H, D, F_out)``, ``b_q: (H, D)``, ``b_k: (K, D)``, ``b_v: (K, D)``, ``b_o: (F_out,)``.
+    Input ``(..., T, F_q)``, ``((..., Tq, F_q), (..., Tk, F_kv))`` or
+    ``((..., Tq, F_q), (..., Tk, F_k), (..., Tk, F_v))`` -> ``(..., Tq, F_out)``.
+    Params: ``w_q: (F_q, H, D)``, ``w_k: (F_k, K, D)``, ``w_v: (F_v, K, D)``,
+    ``w_o: (H, D, F_out)``, ``b_q: (H, D)``, ``b_k: (K, D)``, ``b_v: (K, D)``, ``b_o: (F_out,)``
+    (``F_k = F_v = F_kv`` for the pair, ``F_q`` for self-attention).
 
     >>> import jax, jax.numpy as jnp
     >>> mha = MultiHeadAttention(4, num_kv_heads=2)
@@ -286,6 +310,12 @@ class MultiHeadAttention(Layer, DtypeOptions):
     >>> valid = jnp.arange(5)[None] < jnp.array([[5], [3]])  # (B, Tk): 5 and 3 real keys
     >>> mha(params, jnp.ones((2, 5, 16)), side={"key_mask": valid}).shape
     (2, 5, 16)
+    >>> x_q, x_k, x_v = jnp.zeros((2, 3, 16)), jnp.zeros((2, 6, 5)), jnp.zeros((2, 6, 7))
+    >>> params, _ = mha.init(jax.random.key(0), (x_q, x_k, x_v))  # PyTorch kdim=5, vdim=7
+    >>> {k: params[k].shape for k in ("w_q", "w_k", "w_v", "w_o")}
+    {'w_q': (16, 4, 4), 'w_k': (5, 2, 4), 'w_v': (7, 2, 4), 'w_o': (4, 4, 16)}
+    >>> mha(params, (x_q, x_k, x_v)).shape
+    (2, 3, 16)
     """
 
     num_heads: Size
@@ -319,24 +349,41 @@ class MultiHeadAttention(Layer, DtypeOptions):
         """The number of key/value heads ``K``."""
         return self.num_heads if self.num_kv_heads is None else self.num_kv_heads
 
-    def _inputs(self, x: Any) -> tuple[Any, Any, bool]:
-        """``(x_q, x_kv, is_cross)``, rank-checked."""
+    def _inputs(self, x: Any) -> tuple[Any, Any, Any, bool]:
+        """``(x_q, x_k, x_v, is_cross)``, rank- and shape-checked."""
         cross = isinstance(x, tuple)
-        if cross and len(x) != 2:
+        if cross and len(x) not in (2, 3):
             raise self.error(
                 ShapeError,
-                f"cross-attention input must be the pair (x_q, x_kv), given {len(x)} items",
+                "cross-attention input must be the pair (x_q, x_kv) or the triple "
+                f"(x_q, x_k, x_v), given a tuple of {len(x)} items",
             )
-        xq, xkv = x if cross else (x, x)
+        if not cross:
+            xq = xk = xv = x
+        elif len(x) == 2:
+            xq, xk = x
+            xv = xk
+        else:
+            xq, xk, xv = x
         if not isinstance(xq, jax.ShapeDtypeStruct):
-            xq, xkv = jnp.asarray(xq), jnp.asarray(xkv)
+            xq, xk, xv = jnp.asarray(xq), jnp.asarray(xk), jnp.asarray(xv)
+        separate = cross and len(x) == 3
+        k_name = "keys input (..., Tk, F_k)" if separate else "keys/values input (..., Tk, F_kv)"
         self.check_rank(xq, 2, what="queries input (..., Tq, F_q)")
-        self.check_rank(xkv, 2, what="keys/values input (..., Tk, F_kv)")
-        if xq.shape[:-2] != xkv.shape[:-2]:
+        self.check_rank(xk, 2, what=k_name)
+        if separate:
+            self.check_rank(xv, 2, what="values input (..., Tk, F_v)")
+        if xq.shape[:-2] != xk.shape[:-2]:
             raise self.error(
                 ShapeError,
-                f"queries input {xq.shape} and keys/values input {xkv.shape} must share their "
-                "leading (batch) axes",
+                f"queries input {xq.shape} and {k_name.split(' (')[0]} {xk.shape} must share "
+                "their leading (batch) axes",
+            )
+        if separate and xv.shape[:-1] != xk.shape[:-1]:
+            raise self.error(
+                ShapeError,
+                f"values input (..., Tk, F_v) must share the batch axes and Tk of the keys "
+                f"input {xk.shape}, given {xv.shape}",
             )
         if cross and self.decode:
             raise self.error(
@@ -344,7 +391,7 @@ class MultiHeadAttention(Layer, DtypeOptions):
                 "decode=True caches self-attention keys/values; for cross-attention use "
                 "decode=False (the context is given whole at every step)",
             )
-        return xq, xkv, cross
+        return xq, xk, xv, cross
 
     def _head_dim(self, features: int) -> int:
         if self.head_dim is not None:
@@ -358,8 +405,8 @@ class MultiHeadAttention(Layer, DtypeOptions):
         return features // self.num_heads
 
     def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
-        xq, xkv, _ = self._inputs(x)
-        fq, fkv = xq.shape[-1], xkv.shape[-1]
+        xq, xk, xv, _ = self._inputs(x)
+        fq, fk, fv = xq.shape[-1], xk.shape[-1], xv.shape[-1]
         h, kv, d = self.num_heads, self.kv_heads, self._head_dim(fq)
         f_out = self.out_features or fq
         keys = jax.random.split(key, 8)
@@ -371,15 +418,15 @@ class MultiHeadAttention(Layer, DtypeOptions):
 
         params = {
             "w_q": draw(self.w_init, 0, (fq, h * d), fq).reshape(fq, h, d),
-            "w_k": draw(self.w_init, 1, (fkv, kv * d), fkv).reshape(fkv, kv, d),
-            "w_v": draw(self.w_init, 2, (fkv, kv * d), fkv).reshape(fkv, kv, d),
+            "w_k": draw(self.w_init, 1, (fk, kv * d), fk).reshape(fk, kv, d),
+            "w_v": draw(self.w_init, 2, (fv, kv * d), fv).reshape(fv, kv, d),
             "w_o": draw(w_o_init, 3, (h * d, f_out), h * d).reshape(h, d, f_out),
         }
         if self.use_bias:
             params |= {
                 "b_q": draw(self.b_init, 4, (h * d,), fq).reshape(h, d),
-                "b_k": draw(self.b_init, 5, (kv * d,), fkv).reshape(kv, d),
-                "b_v": draw(self.b_init, 6, (kv * d,), fkv).reshape(kv, d),
+                "b_k": draw(self.b_init, 5, (kv * d,), fk).reshape(kv, d),
+                "b_v": draw(self.b_init, 6, (kv * d,), fv).reshape(kv, d),
                 "b_o": draw(self.b_init, 7, (f_out,), h * d),
             }
         state: State = {}
@@ -410,17 +457,17 @@ class MultiHeadAttention(Layer, DtypeOptions):
         return y
 
     def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Any, State]:
-        xq, xkv, cross = self._inputs(x)
+        xq, xk, xv, cross = self._inputs(x)
         w_q = self.param(params, "w_q")
         if w_q.ndim != 3:
             raise self.error(
                 ShapeError, f"parameter 'w_q' has shape {w_q.shape}, expected (F, H, D)"
             )
         d = w_q.shape[-1]
-        dtype = self.dtype or jnp.result_type(xq.dtype, xkv.dtype, w_q.dtype)
+        dtype = self.dtype or jnp.result_type(xq.dtype, xk.dtype, xv.dtype, w_q.dtype)
         q = self._project(params, xq, "q", self.num_heads, d, dtype)
-        k = self._project(params, xkv, "k", self.kv_heads, d, dtype)
-        v = self._project(params, xkv, "v", self.kv_heads, d, dtype)
+        k = self._project(params, xk, "k", self.kv_heads, d, dtype)
+        v = self._project(params, xv, "v", self.kv_heads, d, dtype)
         tq = q.shape[-3]
         start: Any = self.state_entry(state, "cache_index") if self.decode else 0
         if self.rope is not None:

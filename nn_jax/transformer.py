@@ -12,10 +12,50 @@ Both blocks come in the two residual arrangements:
 :class:`~nn_jax.normalization.RMSNorm`. Dropout (``dropout_rate``) is applied to each residual
 branch in training and needs an ``rng``.
 
+The feed-forward network is chosen by ``ffn``: ``"gelu"`` (GELU, tanh approximation, as GPT-2;
+the default), ``"gelu_exact"`` (GELU with ``erf``; PyTorch's ``activation="gelu"``),
+``"relu"`` (PyTorch's default ``activation="relu"``), each ``Dense -> act -> Dense`` with
+biases, or ``"swiglu"`` (gated SiLU, no biases; Shazeer, 2020).
+
 Side inputs reach the blocks' self-attention unchanged (``"mask"``, ``"key_mask"``,
 ``"lengths"``, ``"positions"``: see :class:`~nn_jax.attention.MultiHeadAttention`); the decoder
-block gives its cross-attention the side input ``"memory_key_mask"`` as that attention's
-``"key_mask"``. ``decode=True`` turns on the self-attention cache for incremental decoding.
+block gives its cross-attention the side inputs ``"memory_key_mask"`` and ``"memory_mask"`` as
+that attention's ``"key_mask"`` and ``"mask"``. ``decode=True`` turns on the self-attention
+cache for incremental decoding.
+
+**PyTorch.** With ``ffn="relu"`` (or ``"gelu_exact"``), ``norm="layer"``, the default
+``epsilon=1e-5`` and ``num_kv_heads=None``, the blocks compute what PyTorch's
+``nn.TransformerEncoderLayer`` / ``nn.TransformerDecoderLayer(d_model, nhead,
+dim_feedforward=mlp_features, activation="relu" | "gelu", layer_norm_eps=epsilon,
+batch_first=True, norm_first=(norm_position == "pre"), bias=True)`` compute in eval mode.
+PyTorch's ``dropout`` is applied to the residual branches and inside the feed-forward network
+(after the activation); here ``dropout_rate`` is applied to the residual branches only and
+``attention_dropout_rate`` to the attention weights (PyTorch's attention dropout uses the same
+``dropout``). Every linear map and norm has a bias, as PyTorch's ``bias=True``. PyTorch's
+boolean masks mean ``True`` = *not* allowed, the opposite of nn_jax's: negate them. The
+parameter correspondence (``W.T`` is a PyTorch ``nn.Linear`` weight transposed to
+``(in, out)``; ``D = d_model // nhead``):
+
+==========================================  ==================================================
+PyTorch ``state_dict`` entry                 nn_jax param
+==========================================  ==================================================
+``self_attn.in_proj_weight`` ``(3E, E)``    rows ``[0:E]``, ``[E:2E]``, ``[2E:3E]`` are
+                                            ``W_q, W_k, W_v``: ``<attention>/w_q =
+                                            W_q.T.reshape(E, H, D)``, likewise ``w_k``, ``w_v``
+``self_attn.in_proj_bias`` ``(3E,)``        ``<attention>/b_q, b_k, b_v``, each ``(H, D)``
+``self_attn.out_proj.weight`` ``(E, E)``    ``<attention>/w_o = weight.T.reshape(H, D, E)``
+``self_attn.out_proj.bias``                 ``<attention>/b_o``
+``multihead_attn.*`` (decoder)              ``cross_attention/*``, as above
+``linear1.weight``, ``linear1.bias``        ``mlp/up/w`` (``weight.T``), ``mlp/up/b``
+``linear2.weight``, ``linear2.bias``        ``mlp/down/w`` (``weight.T``), ``mlp/down/b``
+``norm1.weight``, ``norm1.bias``            ``<attention>_norm/scale``, ``<attention>_norm/b``
+``norm2.*`` (encoder)                       ``mlp_norm/scale``, ``mlp_norm/b``
+``norm2.*`` (decoder)                       ``cross_attention_norm/scale``, ``/b``
+``norm3.*`` (decoder)                       ``mlp_norm/scale``, ``mlp_norm/b``
+==========================================  ==================================================
+
+where ``<attention>`` is ``attention`` in the encoder block and ``self_attention`` in the
+decoder block.
 """
 
 from __future__ import annotations
@@ -24,11 +64,12 @@ import dataclasses
 from dataclasses import KW_ONLY
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
 from nn_jax.activations import get_activation
 from nn_jax.attention import MultiHeadAttention
-from nn_jax.core import Activation, Block, Layer, NonNegative, Rate, Scope, Side, Size
+from nn_jax.core import Activation, Array, Block, Layer, NonNegative, Rate, Scope, Side, Size
 from nn_jax.dense import Dense
 from nn_jax.errors import ConfigError, ShapeError
 from nn_jax.normalization import LayerNorm, RMSNorm
@@ -37,7 +78,12 @@ from nn_jax.regularization import Dropout
 
 __all__ = ["FeedForward", "TransformerDecoderBlock", "TransformerEncoderBlock"]
 
-_FFN = ("gelu", "swiglu")
+_FFN = ("gelu", "gelu_exact", "relu", "swiglu")
+
+
+def _gelu_exact(x: Array) -> Array:
+    """GELU with ``erf``, ``x * Phi(x)`` (PyTorch's ``nn.GELU()``, ``activation="gelu"``)."""
+    return jax.nn.gelu(x, approximate=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,9 +127,12 @@ class FeedForward(Block):
 
 
 def _feed_forward(kind: str, hidden: int) -> FeedForward:
+    """The block's feed-forward network for ``ffn=kind`` (one of ``_FFN``)."""
     if kind == "swiglu":
         return FeedForward(hidden, activation="silu", gated=True, use_bias=False)
-    return FeedForward(hidden)
+    if kind == "gelu_exact":
+        return FeedForward(hidden, activation=_gelu_exact)
+    return FeedForward(hidden, activation=kind)
 
 
 def _norm(kind: str, epsilon: float) -> Layer:
@@ -169,6 +218,17 @@ class TransformerEncoderBlock(_BlockOptions):
 
     With ``causal=True`` it is the block of a decoder-only language model (GPT).
 
+    PyTorch: ``nn.TransformerEncoderLayer(F, H, dim_feedforward=mlp_features,
+    activation="relu", layer_norm_eps=epsilon, batch_first=True, norm_first=False)`` is
+    ``TransformerEncoderBlock(H, mlp_features, ffn="relu", norm_position="post",
+    epsilon=epsilon)`` (``norm_first=True``: ``norm_position="pre"``; ``activation="gelu"``:
+    ``ffn="gelu_exact"``); its call ``layer(src, src_mask, src_key_padding_mask)`` is
+    ``block(params, src, side={"mask": ~src_mask, "key_mask": ~src_key_padding_mask})`` for
+    boolean masks, and ``is_causal=True`` (with a causal ``src_mask``) is ``causal=True``.
+    ``self_attn`` is ``attention``, ``linear1``/``linear2`` are ``mlp/up``/``mlp/down``,
+    ``norm1``/``norm2`` are ``attention_norm``/``mlp_norm`` (the full table is in the module
+    docstring).
+
     Args:
         num_heads: attention heads ``H``.
         mlp_features: feed-forward inner size (typically ``4 * F``).
@@ -177,11 +237,13 @@ class TransformerEncoderBlock(_BlockOptions):
         causal: causal self-attention.
         norm_position: ``"pre"`` or ``"post"`` (see the module docstring).
         norm: ``"layer"`` or ``"rms"``.
-        ffn: ``"gelu"`` (:class:`FeedForward` with GELU) or ``"swiglu"``.
+        ffn: ``"gelu"`` (:class:`FeedForward` with GELU, tanh approximation; the default),
+            ``"gelu_exact"`` (GELU with ``erf``; PyTorch ``activation="gelu"``), ``"relu"``
+            (PyTorch ``activation="relu"``, its default) or ``"swiglu"`` (gated, no biases).
         dropout_rate: residual-branch dropout; attention_dropout_rate: on the weights.
         rope: a :class:`~nn_jax.positional.RotaryEmbedding` for the attention, or ``None``.
         decode: incremental decoding (self-attention cache in the state).
-        epsilon: the norms' epsilon.
+        epsilon: the norms' epsilon (PyTorch: ``layer_norm_eps``, also ``1e-5`` by default).
 
     Side inputs: those of :class:`~nn_jax.attention.MultiHeadAttention` (``"mask"``,
     ``"key_mask"``, ``"lengths"``, ``"positions"``), given to the self-attention.
@@ -209,16 +271,45 @@ class TransformerEncoderBlock(_BlockOptions):
 
 @dataclasses.dataclass(frozen=True)
 class TransformerDecoderBlock(_BlockOptions):
-    """Causal self-attention, cross-attention to a memory, and a feed-forward network.
+    """Self-attention (causal by default), cross-attention to a memory, a feed-forward network.
 
     The decoder block of the encoder-decoder Transformer (Vaswani et al., 2017). Options as
     :class:`TransformerEncoderBlock`; ``rope`` applies to the self-attention only, and
     ``decode`` caches the self-attention (the memory is given whole at every step).
 
+    The memory (the encoder's output) comes in as the second item of the input pair
+    ``(x, memory)``; the cross-attention projects it with its own ``w_k``, ``w_v`` (so its
+    feature size ``F_mem`` may differ from ``F``).
+
+    PyTorch: ``nn.TransformerDecoderLayer(F, H, dim_feedforward=mlp_features,
+    activation="relu", layer_norm_eps=epsilon, batch_first=True, norm_first=False)`` is
+    ``TransformerDecoderBlock(H, mlp_features, ffn="relu", norm_position="post",
+    epsilon=epsilon, causal=False)`` (``norm_first=True``: ``norm_position="pre"``;
+    ``activation="gelu"``: ``ffn="gelu_exact"``): PyTorch's decoder layer masks nothing
+    unless given ``tgt_mask``. Its call ``layer(tgt, memory, tgt_mask, memory_mask,
+    tgt_key_padding_mask, memory_key_padding_mask)`` with boolean masks is
+    ``block(params, (tgt, memory), side={"mask": ~tgt_mask, "memory_mask": ~memory_mask,
+    "key_mask": ~tgt_key_padding_mask, "memory_key_mask": ~memory_key_padding_mask})``; a
+    causal ``tgt_mask`` (``nn.Transformer.generate_square_subsequent_mask``,
+    ``tgt_is_causal=True``) is ``causal=True``. ``self_attn`` is ``self_attention``,
+    ``multihead_attn`` is ``cross_attention``, ``linear1``/``linear2`` are
+    ``mlp/up``/``mlp/down``, ``norm1``/``norm2``/``norm3`` are ``self_attention_norm`` /
+    ``cross_attention_norm`` / ``mlp_norm`` (the full table is in the module docstring).
+
+    Args:
+        num_heads, mlp_features, num_kv_heads, head_dim, norm_position, norm, ffn,
+            dropout_rate, attention_dropout_rate, rope, decode, epsilon: as
+            :class:`TransformerEncoderBlock`.
+        causal: causal self-attention (default ``True``: token ``i`` sees targets ``j <= i``);
+            ``False`` lets every target step attend to every other (PyTorch's decoder layer
+            without ``tgt_mask``). The cross-attention is never causal.
+
     Side inputs: those of :class:`~nn_jax.attention.MultiHeadAttention` (``"mask"``,
-    ``"key_mask"``, ``"lengths"``, ``"positions"``) for the self-attention, and
-    ``"memory_key_mask"``: ``(..., S)`` bools marking the real memory steps, given to the
-    cross-attention as its ``"key_mask"`` (the cross-attention gets no other side input).
+    ``"key_mask"``, ``"lengths"``, ``"positions"``) for the self-attention, and for the
+    cross-attention (which gets no other side input): ``"memory_key_mask"``: ``(..., S)``
+    bools marking the real memory steps (its ``"key_mask"``), and ``"memory_mask"``: bools
+    broadcastable to ``(..., H, T, S)``, ``True`` = target step may attend to memory step (its
+    ``"mask"``).
 
     Taps: ``self_attention/weights`` ``(..., H, T, T)`` and ``cross_attention/weights``
     ``(..., H, T, S)``.
@@ -226,17 +317,35 @@ class TransformerDecoderBlock(_BlockOptions):
     Input ``((..., T, F), (..., S, F_mem))`` -> ``(..., T, F)``. Params: ``self_attention``,
     ``self_attention_norm``, ``cross_attention``, ``cross_attention_norm``, ``mlp``,
     ``mlp_norm``.
+
+    >>> import jax, jax.numpy as jnp
+    >>> block = TransformerDecoderBlock(2, 32, ffn="relu", norm_position="post", causal=False)
+    >>> x, memory = jnp.zeros((2, 4, 8)), jnp.zeros((2, 6, 5))
+    >>> params, _ = block.init(jax.random.key(0), (x, memory))
+    >>> jax.tree.map(jnp.shape, params["cross_attention"])["w_k"]
+    (5, 2, 4)
+    >>> block(params, (x, memory)).shape
+    (2, 4, 8)
     """
+
+    _: KW_ONLY
+    causal: bool = True
 
     def forward(self, scope: Scope, x: Any) -> Any:
         if not isinstance(x, tuple) or len(x) != 2:
             raise self.error(ShapeError, "expected the pair (x, memory) as input")
         x, memory = x
         memory = jnp.asarray(memory)
-        self_attention = self._attention(causal=True, decode=self.decode)
+        self_attention = self._attention(causal=self.causal, decode=self.decode)
         x = self._sublayer(scope, "self_attention", self_attention, x)
-        memory_key_mask = scope.side_input("memory_key_mask")
         cross = dataclasses.replace(self._attention(causal=False), rope=None)
-        cross_side = {} if memory_key_mask is None else {"key_mask": memory_key_mask}
+        cross_side = {
+            name: value
+            for name, value in (
+                ("key_mask", scope.side_input("memory_key_mask")),
+                ("mask", scope.side_input("memory_mask")),
+            )
+            if value is not None
+        }
         x = self._sublayer(scope, "cross_attention", cross, x, memory, side=cross_side)
         return self._mlp(scope, x)

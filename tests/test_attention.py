@@ -371,3 +371,35 @@ def test_multi_head_attention_errors():
         layer(params, jnp.zeros((2, 3, 5)))
     with pytest.raises(ShapeError, match="must share their leading"):
         layer(params, (jnp.zeros((2, 3, 4)), jnp.zeros((3, 3, 4))))
+
+
+def test_separate_key_and_value_inputs_errors_and_params():
+    """The triple (x_q, x_k, x_v): w_k and w_v follow their own inputs; Tk and the batch axes
+    must agree; decode stays self-attention only; a pair's params do not fit a triple."""
+    layer = MultiHeadAttention(2)
+    xq, xk, xv = jnp.zeros((2, 3, 4)), jnp.zeros((2, 5, 6)), jnp.zeros((2, 5, 7))
+    params, _ = layer.init(KEY, (xq, xk, xv))
+    assert jax.tree.map(jnp.shape, params) == {
+        "w_q": (4, 2, 2),
+        "w_k": (6, 2, 2),
+        "w_v": (7, 2, 2),
+        "w_o": (2, 2, 4),
+        "b_q": (2, 2),
+        "b_k": (2, 2),
+        "b_v": (2, 2),
+        "b_o": (4,),
+    }
+    with pytest.raises(
+        ShapeError,
+        match=r"MultiHeadAttention at <root>: values input \(\.\.\., Tk, F_v\) must share the "
+        r"batch axes and Tk of the keys input \(2, 5, 6\), given \(2, 4, 7\)",
+    ):
+        layer(params, (xq, xk, jnp.zeros((2, 4, 7))))
+    with pytest.raises(ShapeError, match=r"values input \(\.\.\., Tk, F_v\) must have rank >= 2"):
+        layer(params, (xq, xk, jnp.zeros(7)))
+    with pytest.raises(ShapeError, match=r"the pair \(x_q, x_kv\) or the triple .* 4 items"):
+        layer(params, (xq, xk, xv, xv))
+    with pytest.raises(ShapeError, match=r"parameter 'w_v' has shape \(7, 2, 2\), expected"):
+        layer(params, (xq, xk))
+    with pytest.raises(ConfigError, match="for cross-attention use decode=False"):
+        MultiHeadAttention(2, decode=True).init(KEY, (xq, xk, xv))

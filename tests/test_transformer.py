@@ -421,6 +421,17 @@ def test_model_config_errors():
         TransformerEncoder(2, norm_position="middle")
     with pytest.raises(ConfigError, match="num_kv_heads=3 must divide num_heads=4"):
         TransformerLM(10, num_heads=4, num_kv_heads=3)
+    with pytest.raises(
+        ConfigError,
+        match=r"ffn must be one of \('gelu', 'gelu_exact', 'relu', 'swiglu'\), given 'tanh'",
+    ):
+        TransformerLM(10, ffn="tanh")
+    with pytest.raises(
+        ConfigError, match="TransformerLM: tie_embeddings must be True or False, given 1"
+    ):
+        TransformerLM(10, tie_embeddings=1)
+    with pytest.raises(ShapeError, match="TransformerLM at <root>: expected integer token ids"):
+        TransformerLM(10, num_layers=1, d_model=8, num_heads=2).init(KEY, jnp.zeros((1, 3)))
     with pytest.raises(ConfigError, match="pooling must be 'mean' or 'none'"):
         TransformerEncoder(2, pooling="max")
     with pytest.raises(ShapeError, match=r"T <= max_length=4"):

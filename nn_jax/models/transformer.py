@@ -18,7 +18,20 @@ from typing import TYPE_CHECKING, Any, cast
 import jax
 import jax.numpy as jnp
 
-from nn_jax.core import Array, Block, Layer, Params, PRNGKey, Rate, Scope, Side, Size
+from nn_jax.core import (
+    Array,
+    Block,
+    Call,
+    Layer,
+    Params,
+    PRNGKey,
+    Rate,
+    Scope,
+    Side,
+    Size,
+    State,
+    current_path,
+)
 from nn_jax.dense import Dense
 from nn_jax.embedding import Embedding
 from nn_jax.errors import ConfigError, RngError, ShapeError
@@ -71,8 +84,12 @@ class _Stack(Block):
                 f"{name}: positional must be one of {_POSITIONAL}, given {self.positional!r}"
             )
         if self.vocab_size is not None:
-            Embedding(self.vocab_size, self.d_model)
+            self._embedding()  # validates vocab_size
         self._block()  # validates the block options
+
+    def _embedding(self) -> Embedding:
+        """The token embedding ``(V, D)`` (``vocab_size`` must be set)."""
+        return Embedding(cast(int, self.vocab_size), self.d_model)
 
     def _block(self) -> TransformerEncoderBlock:
         return TransformerEncoderBlock(
@@ -104,8 +121,7 @@ class _Stack(Block):
         ``"key_mask"``.
         """
         if self.vocab_size is not None:
-            embedding = Embedding(self.vocab_size, self.d_model)
-            h = scope("embedding", embedding, x) * math.sqrt(self.d_model)
+            h = scope("embedding", self._embedding(), x) * math.sqrt(self.d_model)
         else:
             h = scope("input_projection", Dense(self.d_model), x)
         if h.ndim < 2 or (self.positional == "learned" and h.shape[-2] > self.max_length):
@@ -175,8 +191,11 @@ class TransformerEncoder(_Stack):
             ``"none"``.
         pooling: ``"mean"`` over the real steps -> ``(B, C)``, or ``"none"`` -> per-step logits
             ``(B, T, C)`` (sequence labelling).
-        norm_position, norm, ffn, dropout_rate, attention_dropout_rate: see
+        norm_position, norm, dropout_rate, attention_dropout_rate: see
             :class:`~nn_jax.transformer.TransformerEncoderBlock`.
+        ffn: the blocks' feed-forward network: ``"gelu"`` (tanh approximation, the default),
+            ``"gelu_exact"`` (``erf``; PyTorch ``activation="gelu"``), ``"relu"`` (PyTorch's
+            default) or ``"swiglu"``; see :class:`~nn_jax.transformer.TransformerEncoderBlock`.
 
     Input ``x``: ``(B, T)`` token ids or ``(B, T, F)`` features. Output ``(B, C)`` logits
     (``(B, T, C)`` with ``pooling="none"``).
@@ -232,6 +251,13 @@ class TransformerLM(_Stack):
         vocab_size: vocabulary size ``V``.
         num_layers, d_model, num_heads, num_kv_heads, mlp_features, norm_position, norm, ffn,
             dropout_rate, attention_dropout_rate: as :class:`TransformerEncoder`.
+        tie_embeddings: compute the logits with the token embedding's transpose,
+            ``logits = h @ E.T`` for the final hidden states ``h`` ``(..., T, D)`` and the
+            embedding table ``E = params["embedding"]["table"]`` ``(V, D)`` (weight tying,
+            Press & Wolf, 2017; GPT-2, whose ``lm_head`` is ``nn.Linear(D, V, bias=False)``
+            sharing ``wte.weight``). There is then no ``head`` entry in the params and no output
+            bias; ``E`` gets gradient from both uses. The path ``embedding`` then runs twice
+            (the lookup, then the logits), so a tap capture of ``embedding`` keeps the logits.
         max_length: the most positions (learned table size; :func:`generate`'s limit).
         positional: ``"rope"`` (default), ``"learned"``, ``"sinusoidal"`` or ``"none"``.
         decode: incremental decoding: every attention keeps a key/value cache and every
@@ -239,8 +265,9 @@ class TransformerLM(_Stack):
             ``(B, L)`` creates a cache for ``L`` steps; each ``apply`` on ``(B, n)`` new tokens
             returns their logits and the advanced state. :func:`generate` does this for you.
 
-    Input ``(..., T)`` int tokens -> ``(..., T, V)`` logits. Params: ``embedding``,
-    ``positions`` (learned), ``block_0`` ..., ``final_norm`` (pre-LN), ``head: {w: (D, V)}``.
+    Input ``(..., T)`` int tokens -> ``(..., T, V)`` logits. Params: ``embedding: {table: (V,
+    D)}``, ``positions`` (learned), ``block_0`` ..., ``final_norm`` (pre-LN), ``head: {w: (D,
+    V)}`` (not with ``tie_embeddings``).
 
     Side inputs (all optional): ``"key_mask"`` (``(B, T)`` bools, ``True`` = a real token; in
     decode mode ``(B, L)`` over the cache) and ``"lengths"`` (``(B,)`` ints, right padding;
@@ -258,18 +285,57 @@ class TransformerLM(_Stack):
     >>> params, _ = lm.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
     >>> generate(lm, params, jnp.array([[1, 2, 3]]), 4).shape
     (1, 7)
+    >>> tied = TransformerLM(50, num_layers=1, d_model=16, num_heads=2, tie_embeddings=True)
+    >>> params, _ = tied.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
+    >>> sorted(params), params["embedding"]["table"].shape
+    (['block_0', 'embedding', 'final_norm'], (50, 16))
     """
 
     vocab_size: Size
     _: KW_ONLY
     positional: str = "rope"
     decode: bool = False
+    tie_embeddings: bool = False
 
     causal = True
 
+    def _embedding(self) -> Embedding:
+        if self.tie_embeddings:
+            return _TiedEmbedding(self.vocab_size, self.d_model)
+        return super()._embedding()
+
     def forward(self, scope: Scope, x: Any) -> Array:
-        h, _ = self._encode(scope, jnp.asarray(x))
+        x = jnp.asarray(x)
+        if not jnp.issubdtype(x.dtype, jnp.integer):
+            raise self.error(
+                ShapeError,
+                f"expected integer token ids, given dtype {x.dtype} (shape {x.shape}); cast "
+                "them with x.astype(jnp.int32)",
+            )
+        h, _ = self._encode(scope, x)
+        if self.tie_embeddings:
+            return scope("embedding", self._embedding(), h)  # h @ table.T
         return scope("head", Dense(self.vocab_size, use_bias=False), h)
+
+
+@dataclasses.dataclass(frozen=True)
+class _TiedEmbedding(Embedding):
+    """An :class:`~nn_jax.embedding.Embedding` that is also the tied output projection.
+
+    Integer input ``(...)``: the lookup, ``(..., D)``. Float input ``(..., D)``: the logits
+    ``x @ table.T``, ``(..., V)`` (:meth:`~nn_jax.embedding.Embedding.attend`). One layer for
+    both, so that :class:`TransformerLM` calls it twice under the one name ``embedding`` and
+    both uses share (and train) the same ``table``.
+    """
+
+    def where(self) -> str:
+        return f"Embedding (tied) at {current_path()}"
+
+    def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Array, State]:
+        x = jnp.asarray(x)
+        if jnp.issubdtype(x.dtype, jnp.inexact):
+            return self.attend(params, x), {}
+        return super().compute(params, state, x, call)
 
 
 def generate(

@@ -22,6 +22,10 @@ def pair(q_shape, kv_shape):
     return lambda g: (g.standard_normal(q_shape), g.standard_normal(kv_shape))
 
 
+def triple(q_shape, k_shape, v_shape):
+    return lambda g: tuple(g.standard_normal(shape) for shape in (q_shape, k_shape, v_shape))
+
+
 def tokens(batch, steps, vocab):
     return lambda g: g.integers(0, vocab, (batch, steps))
 
@@ -55,6 +59,12 @@ CASES = [
         "mha_cross_out_features",
         MultiHeadAttention(2, head_dim=3, out_features=4),
         pair((2, 3, 6), (2, 5, 4)),
+    ),
+    Case(
+        "mha_separate_key_value_inputs",
+        MultiHeadAttention(2),
+        triple((2, 3, 4), (2, 5, 6), (2, 5, 3)),
+        side=key_mask(2, 5),
     ),
     Case(
         "mha_gqa_causal_rope",
@@ -123,6 +133,12 @@ CASES = [
         side=lambda g: key_mask(2, 4)(g) | key_mask(2, 6, "memory_key_mask")(g),
     ),
     Case(
+        "decoder_block_non_causal_relu_post_memory_mask",
+        TransformerDecoderBlock(2, 16, ffn="relu", norm_position="post", causal=False),
+        pair((2, 4, 8), (2, 6, 5)),
+        side=lambda g: {"memory_mask": (g.random((2, 1, 4, 6)) < 0.7) | (np.arange(6) == 0)},
+    ),
+    Case(
         "transformer_encoder_features",
         TransformerEncoder(3, num_layers=2, d_model=8, num_heads=2, positional="learned"),
         normal(2, 6, 3),
@@ -163,6 +179,13 @@ CASES = [
             norm="rms",
             positional="learned",
             max_length=8,
+        ),
+        tokens(2, 6, 13),
+    ),
+    Case(
+        "transformer_lm_tied_gelu_exact",
+        TransformerLM(
+            13, num_layers=1, d_model=8, num_heads=2, ffn="gelu_exact", tie_embeddings=True
         ),
         tokens(2, 6, 13),
     ),
