@@ -67,3 +67,15 @@ def test_checked_mode_example_raises_the_printed_error(capsys):
     exec(block, {})
     printed = capsys.readouterr().out.strip()
     assert printed == "Embedding at <root>: indices must lie in [0, 10), given values in [1, 12]"
+
+
+def test_pytorch_weights_example_round_trips():
+    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
+    (block,) = [b for b in blocks if "from_torch" in b]
+    namespace: dict = {}
+    exec(block, namespace)  # asserts the round trip itself
+    params, sd, x = namespace["params"], namespace["state_dict"], np.ones((3, 4))
+    h = np.maximum(x @ sd["0.weight"].T + sd["0.bias"], 0) @ sd["2.weight"].T + sd["2.bias"]
+    y = namespace["model"](params, x.astype(np.float32))
+    np.testing.assert_allclose(y, h, rtol=1e-5, atol=1e-5)
+
