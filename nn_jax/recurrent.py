@@ -678,8 +678,9 @@ class StackedRNN(Block):
     backward direction starts from its ``h0`` at each sequence's last real step. ``nn.GRU`` is
     the same with ``GRUCell(H)`` and carries ``h0[2 * l + d]`` alone. Weights map per layer and
     direction (suffix ``_l{l}``, ``_l{l}_reverse``) as :class:`LSTMCell` and :class:`GRUCell`
-    say. Not expressible: ``proj_size`` (LSTM projections); ``bias=False`` is zero ``b`` (and
-    ``b_hn``) left trainable.
+    say; :mod:`nn_jax.compat.torch` does all of this (``from_torch`` for the weights,
+    ``initial_carry_from_torch`` and ``final_carry_to_torch`` for the states). Not expressible:
+    ``proj_size`` (LSTM projections); ``bias=False`` is zero ``b`` (and ``b_hn``) left trainable.
 
     >>> import jax, jax.numpy as jnp
     >>> stack = StackedRNN((RNN(GRUCell(8)), RNN(GRUCell(4), return_sequences=False)))

@@ -1282,7 +1282,7 @@ def test_multi_head_attention(o, seed):
     mlp=st.integers(1, 4),
     norm_position=st.sampled_from(["pre", "post"]),
     norm=st.sampled_from(["layer", "rms"]),
-    ffn=st.sampled_from(["gelu", "swiglu"]),
+    ffn=st.sampled_from(["gelu", "gelu_exact", "relu", "swiglu"]),
     causal=st.booleans(),
     dropout=st.sampled_from([0.0, 0.3]),
     steps=st.integers(1, 3),
