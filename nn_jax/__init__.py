@@ -57,6 +57,16 @@ from nn_jax.core import (
     tapping,
 )
 from nn_jax.dense import Dense, Flatten, Linear, PReLU, Reshape
+from nn_jax.drift import (
+    DriftGroup,
+    DriftReport,
+    UnitStatistics,
+    activation_statistics,
+    drift_report,
+    ks_2samp,
+    plot_drift,
+    population_stability_index,
+)
 from nn_jax.embedding import Embedding
 from nn_jax.errors import (
     ArgumentError,
@@ -162,6 +172,8 @@ __all__ = [
     "Conv",
     "ConvTranspose",
     "Dense",
+    "DriftGroup",
+    "DriftReport",
     "DropPath",
     "Dropout",
     "EarlyStopping",
@@ -225,9 +237,11 @@ __all__ = [
     "TrainState",
     "TransformerDecoderBlock",
     "TransformerEncoderBlock",
+    "UnitStatistics",
     "Upsample",
     "ValueRangeError",
     "activation_health",
+    "activation_statistics",
     "activations",
     "apply_with_intermediates",
     "as_layer",
@@ -243,6 +257,7 @@ __all__ = [
     "compat",
     "data",
     "dot_product_attention",
+    "drift_report",
     "elu",
     "export_model",
     "fit",
@@ -258,6 +273,7 @@ __all__ = [
     "identity",
     "initializers",
     "is_checking",
+    "ks_2samp",
     "layer_norms",
     "leaky_relu",
     "load_exported",
@@ -277,7 +293,9 @@ __all__ = [
     "models",
     "nested",
     "param_count",
+    "plot_drift",
     "plot_history",
+    "population_stability_index",
     "pytorch_defaults",
     "pytorch_layer_defaults",
     "read_jsonl",

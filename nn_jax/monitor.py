@@ -38,6 +38,32 @@ __all__ = ["Monitor", "activation_health", "layer_norms"]
 _SATURATION = 0.99
 _RELU_LIKE = (relu, jax.nn.relu6)
 
+ActivationKind = Literal["relu", "tanh", "sigmoid", "other"]
+
+
+def activation_kind(layer: Layer | None) -> ActivationKind:
+    """``"relu"`` (ReLU or ReLU6), ``"tanh"``, ``"sigmoid"`` for those activation layers (a
+    :class:`~nn_jax.core.Lambda` of the function), else ``"other"``: the outputs whose dead or
+    saturated units :func:`activation_health` and :mod:`nn_jax.drift` count."""
+    fn = layer.fn if isinstance(layer, Lambda) else None
+    if any(fn is f for f in _RELU_LIKE):
+        return "relu"
+    if fn is tanh:
+        return "tanh"
+    if fn is sigmoid:
+        return "sigmoid"
+    return "other"
+
+
+def saturated(value: Array, kind: ActivationKind) -> Array:
+    """Where a ``tanh`` output is beyond ±0.99, a ``sigmoid`` one outside [0.01, 0.99]; all
+    ``False`` for other kinds."""
+    if kind == "tanh":
+        return jnp.abs(value) > _SATURATION
+    if kind == "sigmoid":
+        return (value < 1 - _SATURATION) | (value > _SATURATION)
+    return jnp.zeros(value.shape, bool)
+
 
 @dataclasses.dataclass(frozen=True)
 class Monitor:
@@ -93,15 +119,12 @@ def activation_health(
         value = jax.lax.stop_gradient(value)
         paths.append(path)
         flags.append(~jnp.all(jnp.isfinite(value)))
-        fn = getattr(layers.get(path), "fn", None) if isinstance(layers.get(path), Lambda) else None
-        if fn in _RELU_LIKE and value.ndim >= 1:
+        kind = activation_kind(layers.get(path))
+        if kind == "relu" and value.ndim >= 1:
             units = value.reshape(-1, value.shape[-1])
             stats[f"dead_relu/{path}"] = jnp.mean(jnp.all(units <= 0, axis=0))
-        elif fn is tanh:
-            stats[f"saturated/{path}"] = jnp.mean(jnp.abs(value) > _SATURATION)
-        elif fn is sigmoid:
-            low, high = 1 - _SATURATION, _SATURATION
-            stats[f"saturated/{path}"] = jnp.mean((value < low) | (value > high))
+        elif kind in ("tanh", "sigmoid"):
+            stats[f"saturated/{path}"] = jnp.mean(saturated(value, kind))
     nonfinite = jnp.stack(flags) if flags else jnp.zeros((0,), bool)
     return stats, paths, nonfinite
 
