@@ -242,7 +242,8 @@ class Taps:
     """What :func:`tapping` collects: tapped values (and the layers that made them) by path.
 
     ``values`` holds the values whose path matches one of the ``capture`` patterns (after any
-    edit); ``layers`` maps each child path a :class:`Scope` ran to its layer. A path visited twice
+    edit); ``layers`` maps each child path a :class:`Scope` ran to its layer, ``calls`` to the
+    input and side inputs it was called with. A path visited twice
     (a shared child called twice) keeps the last value.
     """
 
@@ -250,6 +251,7 @@ class Taps:
     edit: Mapping[str, Callable[[Any], Any]]
     values: dict[str, Any] = dataclasses.field(default_factory=dict)
     layers: dict[str, Layer] = dataclasses.field(default_factory=dict)
+    calls: dict[str, tuple[Any, Side]] = dataclasses.field(default_factory=dict)
 
     def visit(self, path: str, value: Any) -> Any:
         for pattern, fn in self.edit.items():
@@ -1295,6 +1297,7 @@ class Scope:
             taps = _TAPS.get()
             if taps is not None:
                 taps.layers[layer_path()] = layer
+                taps.calls[layer_path()] = (x, self.call.side if side is None else side)
                 y = taps.visit(layer_path(), y)
         return y
 

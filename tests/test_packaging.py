@@ -53,6 +53,8 @@ def test_runtime_dependencies_are_what_nn_jax_imports_at_module_level():
     lazily_imported_extras = {"matplotlib", "sklearn", "mnist1d", "networkx", "tensorboardX"}
     # the compat bridges' extras (nn_jax.compat.*, imported only when used)
     lazily_imported_extras |= {"torch", "safetensors", "flax", "equinox"}
+    # the notebooks' extras (treescope renderings, the seed's interactive diagram)
+    lazily_imported_extras |= {"treescope", "ipywidgets", "IPython"}
     assert declared == _imported_top_level_packages() - lazily_imported_extras
     assert PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"] == ["nn_jax*"]
 
