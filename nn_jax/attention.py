@@ -293,8 +293,11 @@ class MultiHeadAttention(Layer, DtypeOptions):
         keys are always at ``0 .. Tk-1``.
 
     Taps: ``weights``, the ``(..., H, Tq, Tk)`` attention weights applied to the values (after
-    dropout in training); read them with :func:`nn_jax.inspect.apply_with_intermediates`
-    (``capture="*weights"``).
+    dropout in training); ``heads``, the ``(..., Tq, H, Dv)`` per-head outputs ``weights @ v``
+    before the output projection (``y = sum_h heads[..., h, :] @ w_o[h] + b_o``, so zeroing head
+    ``h`` there knocks it out: :func:`nn_jax.interventions.knock_out_heads`). Read them with
+    :func:`nn_jax.inspect.apply_with_intermediates` (``capture="*weights"``), replace them with
+    its ``edit``.
 
     Input ``(..., T, F_q)``, ``((..., Tq, F_q), (..., Tk, F_kv))`` or
     ``((..., Tq, F_q), (..., Tk, F_k), (..., Tk, F_v))`` -> ``(..., Tq, F_out)``.
@@ -502,7 +505,7 @@ class MultiHeadAttention(Layer, DtypeOptions):
         if call.train and self.dropout_rate > 0:
             weights = _dropout(weights, self.dropout_rate, self.require_rng(call.rng))
         weights = tap("weights", weights)
-        out = _attend(weights, v, self.precision)
+        out = tap("heads", _attend(weights, v, self.precision))
         w_o = self.param(params, "w_o")
         if w_o.shape[:2] != (self.num_heads, d):
             raise self.error(

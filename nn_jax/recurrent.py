@@ -448,7 +448,9 @@ class RNN(Layer):
     the module docstring.
 
     Taps: ``"carry"``, the final carry (after the last real step of each sequence, or the
-    initial carry for a sequence with none), at ``<rnn path>/carry``.
+    initial carry for a sequence with none), at ``<rnn path>/carry``. Editing it changes
+    nothing (it is not used after the scan); values inside the scan body (per-step carries,
+    gates) are not tapped.
 
     Input ``(*batch, T, F)`` -> ``(*batch, T, H)`` (``(*batch, H)`` with
     ``return_sequences=False``). Params: ``{"cell": cell params}``.

@@ -248,7 +248,9 @@ class TransformerEncoderBlock(_BlockOptions):
     Side inputs: those of :class:`~nn_jax.attention.MultiHeadAttention` (``"mask"``,
     ``"key_mask"``, ``"lengths"``, ``"positions"``), given to the self-attention.
 
-    Taps: ``attention/weights``, the ``(..., H, T, T)`` attention weights.
+    Taps: ``attention/weights``, the ``(..., H, T, T)`` attention weights, and
+    ``attention/heads``, the ``(..., T, H, D)`` per-head outputs before the output projection
+    (knock a head out with :func:`nn_jax.interventions.knock_out_heads`).
 
     Input ``(..., T, F)`` -> same shape. Params: ``attention``, ``attention_norm``, ``mlp``,
     ``mlp_norm``.
@@ -312,7 +314,8 @@ class TransformerDecoderBlock(_BlockOptions):
     ``"mask"``).
 
     Taps: ``self_attention/weights`` ``(..., H, T, T)`` and ``cross_attention/weights``
-    ``(..., H, T, S)``.
+    ``(..., H, T, S)``; ``self_attention/heads`` and ``cross_attention/heads``, the per-head
+    outputs ``(..., T, H, D)`` before each output projection.
 
     Input ``((..., T, F), (..., S, F_mem))`` -> ``(..., T, F)``. Params: ``self_attention``,
     ``self_attention_norm``, ``cross_attention``, ``cross_attention_norm``, ``mlp``,

@@ -46,9 +46,26 @@ class MLP(Block):
         activation: between layers (a callable or a name such as ``"relu"``).
         final_activation: after the last layer (``None``: logits).
 
-    Params: ``{"dense_0": {"w", "b"}, ..., "dense_{n-1}": {...}}``. The activations are
-    parameter-free children ``activation_0``, ... (and ``final_activation``), so their outputs
-    are tapped by path (``apply_with_intermediates``, the dead-ReLU monitor).
+    Input ``(..., F)`` -> ``(..., widths[-1])``. Params: ``{"dense_0": {"w": (F, widths[0]),
+    "b": (widths[0],)}, ..., "dense_{n-1}": {...}}``.
+
+    Taps (paths for :func:`~nn_jax.inspect.apply_with_intermediates` and its ``edit``): the
+    pre-activations ``dense_<i>`` ``(..., widths[i])``, and the post-activations
+    ``activation_<i>`` for ``i < n - 1`` (``final_activation`` when set): the activations are
+    parameter-free children, so they add nothing to the params. Zeroing unit ``j`` of
+    ``activation_<i>`` (:func:`nn_jax.interventions.zero_units`) ablates hidden unit ``j``.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from nn_jax.inspect import apply_with_intermediates
+    >>> mlp = MLP((8, 8, 3), activation="tanh")
+    >>> params, state = mlp.init(jax.random.key(0), jnp.zeros((2, 5)))
+    >>> jax.tree.map(jnp.shape, params)["dense_1"]
+    {'b': (8,), 'w': (8, 8)}
+    >>> _, _, values = apply_with_intermediates(mlp, params, state, jnp.ones((2, 5)))
+    >>> list(values)
+    ['dense_0', 'activation_0', 'dense_1', 'activation_1', 'dense_2']
+    >>> values["activation_1"].shape
+    (2, 8)
     """
 
     widths: Sizes

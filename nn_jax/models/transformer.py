@@ -278,7 +278,10 @@ class TransformerLM(_Stack):
     e.g. ``jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0)``. ``"mask"`` reaches the attention.
 
     Taps: ``block_<i>/attention/weights``, each block's ``(B, H, T, T)`` attention weights:
-    ``nn_jax.inspect.apply_with_intermediates(lm, params, state, x, capture="*weights")``.
+    ``nn_jax.inspect.apply_with_intermediates(lm, params, state, x, capture="*weights")``;
+    ``block_<i>/attention/heads``, the per-head outputs ``(B, T, H, D)`` (knock a head out
+    with :func:`nn_jax.interventions.knock_out_heads`); ``block_<i>``, the residual stream
+    after each block.
 
     >>> import jax, jax.numpy as jnp
     >>> lm = TransformerLM(50, num_layers=1, d_model=16, num_heads=2)
