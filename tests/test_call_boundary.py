@@ -213,7 +213,7 @@ ROWS: list[Bad] = [
         "mlp/unknown-activation",
         lambda: MLP((4, 2), activation="relu7"),
         ConfigError,
-        ("MLP: activation", "'relu7'", "relu, selu"),
+        ("MLP: activation", "'relu7'", "relu, relu6, selu"),
     ),
     Bad(
         "mlp/layer-as-activation",
