@@ -78,4 +78,3 @@ def test_pytorch_weights_example_round_trips():
     h = np.maximum(x @ sd["0.weight"].T + sd["0.bias"], 0) @ sd["2.weight"].T + sd["2.bias"]
     y = namespace["model"](params, x.astype(np.float32))
     np.testing.assert_allclose(y, h, rtol=1e-5, atol=1e-5)
-
