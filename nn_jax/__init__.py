@@ -68,6 +68,15 @@ from nn_jax.core import (
     tapping,
 )
 from nn_jax.dense import Dense, Flatten, Linear, PReLU, Reshape
+from nn_jax.diagram import (
+    MLP_DIAGRAM_DEFAULTS,
+    DiagramValues,
+    MLPDiagram,
+    draw_mlp_diagram,
+    mlp_diagram_forward,
+    mlp_diagram_model,
+    mlp_diagram_params,
+)
 from nn_jax.drift import (
     DriftGroup,
     DriftReport,
@@ -179,6 +188,7 @@ from nn_jax.transformer import FeedForward, TransformerDecoderBlock, Transformer
 __version__ = "0.1.0"
 
 __all__ = [
+    "MLP_DIAGRAM_DEFAULTS",
     "RNN",
     "AdaptiveAvgPool",
     "AdaptiveMaxPool",
@@ -197,6 +207,7 @@ __all__ = [
     "Conv",
     "ConvTranspose",
     "Dense",
+    "DiagramValues",
     "DriftGroup",
     "DriftReport",
     "DropPath",
@@ -227,6 +238,7 @@ __all__ = [
     "LayerNorm",
     "LearnedPositionalEmbedding",
     "Linear",
+    "MLPDiagram",
     "MapLayers",
     "MaxPool",
     "MessagePassing",
@@ -288,6 +300,7 @@ __all__ = [
     "completeness",
     "data",
     "dot_product_attention",
+    "draw_mlp_diagram",
     "drift_report",
     "elu",
     "export_model",
@@ -324,6 +337,9 @@ __all__ = [
     "masked_mean_over_time",
     "metrics",
     "mish",
+    "mlp_diagram_forward",
+    "mlp_diagram_model",
+    "mlp_diagram_params",
     "models",
     "nested",
     "output_fn",
