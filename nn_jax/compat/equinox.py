@@ -17,19 +17,18 @@ Equinox is imported by this module only: ``import nn_jax`` never needs it.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
-import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from nn_jax.compat._foreign import foreign_errors, takes_keyword
 from nn_jax.core import Call, Layer, Params, State
-from nn_jax.errors import ArgumentError, ConfigError, NNJaxError, ParamsError, ShapeError
+from nn_jax.errors import ArgumentError, ConfigError, ParamsError, ShapeError
 
 __all__ = ["EquinoxModule", "NNJaxModule", "to_equinox"]
 
@@ -113,31 +112,6 @@ def _from_dict(layer: Layer, what: str, tree: Any, template: Any) -> Any:
             f"{what} returned by this layer's init",
         )
     return jax.tree.unflatten(treedef, leaves)
-
-
-def _takes(fn: Callable[..., Any], name: str) -> bool:
-    """Whether ``fn`` accepts the keyword ``name`` (by name or through ``**kwargs``)."""
-    try:
-        parameters = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return True
-    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
-
-
-@contextlib.contextmanager
-def _foreign_errors(layer: Layer, what: str, x: Any) -> Iterator[None]:
-    """Re-raise a Equinox module's own error (a raw JAX shape or type error) as a ``ShapeError``
-    naming this layer's path and the input shapes; nn_jax's own errors pass unchanged."""
-    try:
-        yield
-    except NNJaxError:
-        raise
-    except (TypeError, ValueError, IndexError) as e:
-        shapes = jax.tree.map(jnp.shape, x)
-        raise layer.error(
-            ShapeError,
-            f"the wrapped {what} failed on inputs of shape {shapes}: {type(e).__name__}: {e}",
-        ) from e
 
 
 def _has_random_dropout(module: Any) -> bool:
@@ -237,7 +211,7 @@ class EquinoxModule(Layer):
             self.require_rng(None)
         stateful = state_skeleton is not None
         eqx_state = _from_dict(self, "state", state, state_skeleton) if stateful else None
-        takes_key = _takes(module.__call__, "key")
+        takes_key = takes_keyword(module.__call__, "key", if_unknown=True)
 
         def run(xi: Any, s: Any, key: PRNGKey | None) -> tuple[Any, Any]:
             kwargs = {"key": key} if takes_key and key is not None else {}
@@ -247,7 +221,7 @@ class EquinoxModule(Layer):
 
         what = f"Equinox module {type(module).__name__}"
         if not self.vmap:
-            with _foreign_errors(self, what, x):
+            with foreign_errors(self, what, x):
                 y, new_state = run(x, eqx_state, call.rng)
         else:
             batch = {jnp.shape(leaf)[0] for leaf in jax.tree.leaves(x) if jnp.ndim(leaf)}
@@ -267,7 +241,7 @@ class EquinoxModule(Layer):
                 out_axes=(0, None),
                 axis_name="batch",
             )
-            with _foreign_errors(self, what, x):
+            with foreign_errors(self, what, x):
                 y, new_state = mapped(x, eqx_state, keys)
         return y, ({} if new_state is None else _to_dict(new_state))
 

@@ -26,22 +26,21 @@ stax's own layers ignore.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
-import inspect
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from nn_jax.combinators import Parallel, Sequential
+from nn_jax.compat._foreign import foreign_errors, takes_keyword
 from nn_jax.conv import Conv as _Conv
 from nn_jax.core import Call, Lambda, Layer, Params, State
 from nn_jax.dense import Dense as _Dense
 from nn_jax.dense import Flatten as _Flatten
-from nn_jax.errors import ArgumentError, ConfigError, NNJaxError, ParamsError, ShapeError
+from nn_jax.errors import ArgumentError, ConfigError, ParamsError, ShapeError
 from nn_jax.pooling import AvgPool as _AvgPool
 from nn_jax.pooling import MaxPool as _MaxPool
 from nn_jax.regularization import Dropout as _Dropout
@@ -136,30 +135,6 @@ def _shape_of(x: Any) -> Shape:
     return tuple(int(d) for d in jnp.shape(x))
 
 
-def _takes(fn: Callable[..., Any], name: str) -> bool:
-    try:
-        parameters = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
-
-
-@contextlib.contextmanager
-def _foreign_errors(layer: Layer, what: str, x: Any) -> Iterator[None]:
-    """Re-raise a stax layer's own error (a raw JAX shape or type error) as a ``ShapeError``
-    naming this layer's path and the input shapes; nn_jax's own errors pass unchanged."""
-    try:
-        yield
-    except NNJaxError:
-        raise
-    except (TypeError, ValueError, IndexError) as e:
-        shapes = jax.tree.map(jnp.shape, x)
-        raise layer.error(
-            ShapeError,
-            f"the wrapped {what} failed on inputs of shape {shapes}: {type(e).__name__}: {e}",
-        ) from e
-
-
 # --------------------------------------------------------------------------------------------
 # stax -> nn_jax.
 
@@ -193,7 +168,7 @@ class StaxLayer(Layer):
 
     def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
         init_fun: Callable[..., Any] = self.init_fun
-        with _foreign_errors(self, "stax init_fun", x), _stax_promotes():
+        with foreign_errors(self, "stax init_fun", x), _stax_promotes():
             _, params = init_fun(key, _shape_of(x))
         return self._as_params(params), {}
 
@@ -210,15 +185,15 @@ class StaxLayer(Layer):
         shape = _shape_of(x)
         init_fun: Callable[..., Any] = self.init_fun
         apply_fun: Callable[..., Any] = self.apply_fun
-        with _foreign_errors(self, "stax init_fun", x), _stax_promotes():
+        with foreign_errors(self, "stax init_fun", x), _stax_promotes():
             template = jax.eval_shape(lambda k: init_fun(k, shape)[1], jax.random.key(0))
         stax_params = _from_dict(self, params, template, shape)
         kwargs: dict[str, Any] = {}
-        if _takes(apply_fun, "rng"):
+        if takes_keyword(apply_fun, "rng", if_unknown=False):
             kwargs["rng"] = call.rng
-        if _takes(apply_fun, "train"):
+        if takes_keyword(apply_fun, "train", if_unknown=False):
             kwargs["train"] = call.train
-        with _foreign_errors(self, "stax apply_fun", x), _stax_promotes():
+        with foreign_errors(self, "stax apply_fun", x), _stax_promotes():
             return apply_fun(stax_params, x, **kwargs), {}
 
 
