@@ -131,8 +131,9 @@ def test_global_pools_match_numpy(spatial_dims):
     np.testing.assert_array_equal(first({}, np.moveaxis(x, -1, 1)), x.max(axes))
 
 
-def np_adaptive_avg(x, out):
-    """PyTorch's definition: bin i of o over n inputs is [floor(i*n/o), ceil((i+1)*n/o))."""
+def np_adaptive(x, out, reduce=np.mean):
+    """PyTorch's nn.AdaptiveAvgPoolNd (``reduce=np.max``: AdaptiveMaxPoolNd): bin i of o over
+    n inputs is [floor(i*n/o), ceil((i+1)*n/o))."""
     sizes = x.shape[1:-1]
     bins = [
         [(int(np.floor(i * n / o)), int(np.ceil((i + 1) * n / o))) for i in range(o)]
@@ -142,7 +143,7 @@ def np_adaptive_avg(x, out):
     for idx in itertools.product(*map(range, out)):
         region = tuple(slice(*bins[a][i]) for a, i in enumerate(idx))
         patch = x[(slice(None), *region)].reshape(x.shape[0], -1, x.shape[-1])
-        y[(slice(None), *idx)] = patch.mean(axis=1)
+        y[(slice(None), *idx)] = reduce(patch, axis=1)
     return y
 
 
@@ -161,7 +162,7 @@ def test_adaptive_avg_pool_matches_pytorch_bins(shape, out):
     x = np.random.default_rng(0).standard_normal(shape)
     with jax.enable_x64(True):
         y = AdaptiveAvgPool(out)({}, x)
-    np.testing.assert_allclose(np.asarray(y), np_adaptive_avg(x, out), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(y), np_adaptive(x, out), rtol=1e-12, atol=1e-12)
 
 
 def test_errors_name_layer_path_expected_and_given():

@@ -21,6 +21,7 @@ from nn_jax.dense import PReLU
 from nn_jax.embedding import Embedding
 from nn_jax.errors import ConfigError, ShapeError
 from nn_jax.pooling import AdaptiveMaxPool, AvgPool, MaxPool
+from tests.test_pooling import np_adaptive
 
 KEY = jax.random.key(0)
 
@@ -327,22 +328,6 @@ def test_max_pool_ceil_mode_window_larger_than_input():
     np.testing.assert_array_equal(MaxPool(3, ceil_mode=True)({}, x), [[[5.0]]])
 
 
-def np_adaptive_max(x, out):
-    """nn.AdaptiveMaxPoolNd: bin i of o over n inputs is [floor(i n / o), ceil((i + 1) n / o))."""
-    sizes = x.shape[1:-1]
-    bins = [
-        [(int(np.floor(i * n / o)), int(np.ceil((i + 1) * n / o))) for i in range(o)]
-        for n, o in zip(sizes, out, strict=True)
-    ]
-    y = np.zeros((x.shape[0], *out, x.shape[-1]))
-    for idx in itertools.product(*map(range, out)):
-        region = tuple(slice(*bins[a][i]) for a, i in enumerate(idx))
-        y[(slice(None), *idx)] = (
-            x[(slice(None), *region)].reshape(x.shape[0], -1, x.shape[-1]).max(1)
-        )
-    return y
-
-
 @pytest.mark.parametrize(
     ("shape", "out"),
     [
@@ -357,7 +342,7 @@ def test_adaptive_max_pool_matches_pytorch_bins(shape, out):
     x = np.random.default_rng(0).standard_normal(shape)
     with jax.enable_x64(True):
         y = np.asarray(AdaptiveMaxPool(out)({}, x))
-    np.testing.assert_array_equal(y, np_adaptive_max(x, out))
+    np.testing.assert_array_equal(y, np_adaptive(x, out, np.max))
 
 
 def test_adaptive_max_pool_gradient_goes_to_each_bins_argmax():
@@ -380,7 +365,7 @@ def test_adaptive_max_pool_int_and_channels_first_forms():
     x = np.random.default_rng(2).standard_normal((2, 7, 5, 3)).astype(np.float32)
     first = jax.jit(lambda v: AdaptiveMaxPool(3, data_format="channels_first")({}, v))
     np.testing.assert_array_equal(
-        first(x.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1), np_adaptive_max(x, (3, 3))
+        first(x.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1), np_adaptive(x, (3, 3), np.max)
     )
     with pytest.raises(ConfigError, match=r"AdaptiveMaxPool: output_size must be an int >= 1"):
         AdaptiveMaxPool(0)
