@@ -6,7 +6,17 @@ are plain nested dicts of arrays; side inputs (masks, lengths, ...) travel in th
 mapping. Train with ``jax.grad`` and optax.
 """
 
-from nn_jax import activations, compat, data, initializers, losses, metrics, models
+from nn_jax import (
+    activations,
+    compat,
+    data,
+    distributed,
+    initializers,
+    losses,
+    metrics,
+    models,
+    parallel,
+)
 from nn_jax.activations import (
     celu,
     elu,
@@ -32,7 +42,12 @@ from nn_jax.activations import (
     swish,
     tanh,
 )
-from nn_jax.attention import MultiHeadAttention, attention_weights, dot_product_attention
+from nn_jax.attention import (
+    ATTENTION_IMPLEMENTATIONS,
+    MultiHeadAttention,
+    attention_weights,
+    dot_product_attention,
+)
 from nn_jax.attribution import (
     Completeness,
     attention_rollout,
@@ -44,7 +59,7 @@ from nn_jax.attribution import (
     saliency,
     smooth_grad,
 )
-from nn_jax.checkpoint import Checkpointer
+from nn_jax.checkpoint import Checkpointer, abstract_target
 from nn_jax.checks import check_in_range, check_values, checked, checking, is_checking
 from nn_jax.combinators import Branch, Parallel, Residual, Sequential
 from nn_jax.config import from_config, from_json, register_layer, to_config, to_json
@@ -96,6 +111,7 @@ from nn_jax.errors import (
     ParamsError,
     RngError,
     ShapeError,
+    ShardingError,
     ValueRangeError,
 )
 from nn_jax.export import ExportedModel, export_model, load_exported, save_exported
@@ -156,6 +172,14 @@ from nn_jax.positional import (
     rotary_embedding,
     sinusoidal_encoding,
 )
+from nn_jax.precision import (
+    DynamicLossScale,
+    LossScaledState,
+    LossScaleState,
+    MixedPrecision,
+    Policy,
+    cast_floats,
+)
 from nn_jax.presets import MapLayers, map_layers, pytorch_defaults, pytorch_layer_defaults
 from nn_jax.recurrent import (
     RNN,
@@ -167,7 +191,10 @@ from nn_jax.recurrent import (
     StackedRNN,
 )
 from nn_jax.regularization import Dropout, DropPath, SpatialDropout
+from nn_jax.remat import REMAT_POLICIES, Remat, checkpoint_policy, rematerializing
+from nn_jax.repeat import Repeat
 from nn_jax.resize import Upsample
+from nn_jax.rules import Resolved, Rule, Rules
 from nn_jax.segment import segment_count, segment_max, segment_mean, segment_softmax, segment_sum
 from nn_jax.train import (
     Batch,
@@ -188,7 +215,9 @@ from nn_jax.transformer import FeedForward, TransformerDecoderBlock, Transformer
 __version__ = "0.1.0"
 
 __all__ = [
+    "ATTENTION_IMPLEMENTATIONS",
     "MLP_DIAGRAM_DEFAULTS",
+    "REMAT_POLICIES",
     "RNN",
     "AdaptiveAvgPool",
     "AdaptiveMaxPool",
@@ -212,6 +241,7 @@ __all__ = [
     "DriftReport",
     "DropPath",
     "Dropout",
+    "DynamicLossScale",
     "EarlyStopping",
     "Embedding",
     "ExportedModel",
@@ -238,10 +268,13 @@ __all__ = [
     "LayerNorm",
     "LearnedPositionalEmbedding",
     "Linear",
+    "LossScaleState",
+    "LossScaledState",
     "MLPDiagram",
     "MapLayers",
     "MaxPool",
     "MessagePassing",
+    "MixedPrecision",
     "Monitor",
     "MultiHeadAttention",
     "NNJaxError",
@@ -252,17 +285,24 @@ __all__ = [
     "Params",
     "ParamsError",
     "PatchingResult",
+    "Policy",
     "RMSNorm",
     "Record",
     "RecurrentCell",
+    "Remat",
+    "Repeat",
     "Reshape",
     "Residual",
+    "Resolved",
     "RngError",
     "RotaryEmbedding",
+    "Rule",
+    "Rules",
     "SAGEConv",
     "Scope",
     "Sequential",
     "ShapeError",
+    "ShardingError",
     "Side",
     "SimpleRNNCell",
     "SinusoidalPositionalEncoding",
@@ -279,6 +319,7 @@ __all__ = [
     "UnitStatistics",
     "Upsample",
     "ValueRangeError",
+    "abstract_target",
     "activation_health",
     "activation_patching",
     "activation_statistics",
@@ -288,17 +329,20 @@ __all__ = [
     "attention_rollout",
     "attention_weights",
     "batch_graphs",
+    "cast_floats",
     "causal_mask",
     "celu",
     "check_in_range",
     "check_values",
     "checked",
     "checking",
+    "checkpoint_policy",
     "collect_attention_weights",
     "combine_masks",
     "compat",
     "completeness",
     "data",
+    "distributed",
     "dot_product_attention",
     "draw_mlp_diagram",
     "drift_report",
@@ -343,6 +387,7 @@ __all__ = [
     "models",
     "nested",
     "output_fn",
+    "parallel",
     "param_bytes",
     "param_count",
     "patch",
@@ -355,6 +400,7 @@ __all__ = [
     "register_layer",
     "relu",
     "relu6",
+    "rematerializing",
     "render_array",
     "render_tree",
     "rotary_embedding",

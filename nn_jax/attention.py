@@ -13,6 +13,20 @@ attend to nothing) gets all-zero weights, so its output is **zero** (plus the ou
 layer), never NaN, and no gradient flows through it.
 
 The softmax is computed in at least float32, whatever the input dtype.
+
+**Kernels** (``implementation``, on the function and the layer): ``"explicit"`` is nn_jax's
+own ``einsum -> masked softmax -> einsum``, which materializes the weights (the ``weights`` tap
+reads them; dropout acts on them); ``"xla"`` and ``"cudnn"`` call
+:func:`jax.nn.dot_product_attention` (``"cudnn"``: cuDNN's fused flash attention, NVIDIA GPUs,
+float16/bfloat16, head size a multiple of 8). ``None`` (the default) picks per call, when
+tracing: ``"cudnn"`` where cuDNN supports the call (NVIDIA GPU, float16/bfloat16, head size a
+multiple of 8 up to 128, or 256 on Hopper and later, no dropout, no ``precision``, and, in the
+layer, only causal and ``"lengths"`` masks), else ``"explicit"`` (JAX's ``"xla"`` kernel is
+the same einsum-softmax-einsum program; on CPU the two train the benchmark transformer at the
+same speed within noise). The layer runs the explicit kernel whatever
+``implementation`` says while a :func:`nn_jax.core.tapping` block captures or edits its
+``weights`` (e.g. :func:`nn_jax.inspect.apply_with_intermediates`), so the tap always sees the
+weights that made the output. All kernels give a fully masked row a zero output.
 """
 
 from __future__ import annotations
@@ -20,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import KW_ONLY
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +53,7 @@ from nn_jax.core import (
     Size,
     State,
     tap,
+    tapped,
 )
 from nn_jax.errors import ConfigError, RngError, ShapeError
 from nn_jax.masks import causal_mask, combine_masks, sequence_mask
@@ -46,12 +61,156 @@ from nn_jax.positional import RotaryEmbedding, rotary_embedding
 from nn_jax.regularization import Dropout
 
 __all__ = [
+    "ATTENTION_IMPLEMENTATIONS",
     "MultiHeadAttention",
     "attention_weights",
     "dot_product_attention",
 ]
 
 _KERNEL_INIT: Initializer = initializers.lecun_normal()
+
+Implementation = Literal["explicit", "xla", "cudnn"]
+ATTENTION_IMPLEMENTATIONS: tuple[str, ...] = ("explicit", "xla", "cudnn")
+"""The attention kernels (``implementation=None`` chooses one; see the module docstring)."""
+
+
+def _check_implementation(where: str, implementation: Any) -> None:
+    if implementation is not None and implementation not in ATTENTION_IMPLEMENTATIONS:
+        raise ConfigError(
+            f"{where}: implementation must be None (choose per call) or one of "
+            f"{', '.join(map(repr, ATTENTION_IMPLEMENTATIONS))}, given {implementation!r}"
+        )
+
+
+def _cudnn_max_head_dim() -> int:
+    """The largest head size cuDNN's flash attention takes here; 0 off NVIDIA GPUs."""
+    device = jax.devices()[0]
+    if device.platform != "gpu" or "cuda" not in device.client.platform_version.lower():
+        return 0
+    major = int(str(getattr(device, "compute_capability", "0")).split(".")[0])
+    return 256 if major >= 9 else 128  # Hopper and later: 256 (jax.nn.dot_product_attention)
+
+
+def _cudnn_supports(query: Array, key: Array, value: Array) -> bool:
+    """cuDNN flash attention's own conditions on the arrays (dtype, head sizes, device)."""
+    d = query.shape[-1]
+    return (
+        query.dtype in (jnp.float16, jnp.bfloat16)
+        and query.dtype == key.dtype == value.dtype
+        and value.shape[-1] == d
+        and d % 8 == 0
+        and d <= _cudnn_max_head_dim()
+    )
+
+
+def _explicit_only(
+    query: Array, key: Array, value: Array, *, dropout: bool, precision: Any
+) -> str | None:
+    """Why only the explicit kernel can run this call (what JAX's function lacks), or None."""
+    if dropout:
+        return "dropout"
+    if precision is not None:
+        return "precision argument"
+    if value.shape[-1] != key.shape[-1]:
+        return f"value head size ({value.shape[-1]}) other than the key's ({key.shape[-1]})"
+    if not query.dtype == key.dtype == value.dtype:
+        return f"mixed dtypes (query {query.dtype}, key {key.dtype}, value {value.dtype})"
+    return None
+
+
+def _choose(
+    where: str,
+    implementation: str | None,
+    query: Array,
+    key: Array,
+    value: Array,
+    *,
+    structured: bool,
+    explicit_only: str | None,
+) -> str:
+    """The kernel for one call: ``implementation``, or the choice for ``None``.
+
+    ``structured``: every mask is one cuDNN takes natively (causal, key lengths);
+    ``explicit_only``: why only the explicit kernel can run (:func:`_explicit_only`).
+    """
+    if implementation is None:
+        if explicit_only is None and structured and _cudnn_supports(query, key, value):
+            return "cudnn"
+        return "explicit"
+    if implementation != "explicit" and explicit_only is not None:
+        raise ConfigError(
+            f"{where}: implementation={implementation!r} runs jax.nn.dot_product_attention, "
+            f"which does not support {explicit_only}; use implementation='explicit' or None"
+        )
+    if implementation == "cudnn" and not _cudnn_supports(query, key, value):
+        raise ConfigError(
+            f"{where}: implementation='cudnn' needs an NVIDIA GPU and float16/bfloat16 "
+            f"queries, keys and values with a head size that is a multiple of 8 up to "
+            f"{_cudnn_max_head_dim() or 128}; given {query.dtype} query {query.shape}, key "
+            f"{key.shape}, value {value.shape} on {jax.devices()[0].device_kind}"
+        )
+    return implementation
+
+
+def _fused(
+    query: Array,
+    key: Array,
+    value: Array,
+    *,
+    implementation: str,
+    mask: Array | None = None,
+    bias: Array | None = None,
+    is_causal: bool = False,
+    kv_lengths: Array | None = None,
+    scale: float | None = None,
+) -> Array:
+    """:func:`jax.nn.dot_product_attention` on nn_jax's layout: any batch axes ``...``;
+    ``mask`` and ``bias`` of the weights' rank, broadcastable to ``(..., Hq, Tq, Tk)``; key
+    lengths ``(...)``. Rows with no key to attend to give zeros (JAX's kernels would give them
+    the mean of the values; cuDNN gets at least one key per row, so that its backward pass
+    stays finite, and the row is zeroed after)."""
+    *batch, tq, hq, _ = query.shape
+    tk, n = key.shape[-3], math.prod(batch)
+    kernel: Literal["xla", "cudnn"] = "cudnn" if implementation == "cudnn" else "xla"
+
+    def flat(a: Array) -> Array:
+        return a.reshape((n, *a.shape[len(batch) :]))
+
+    def flat_weights_shaped(a: Array) -> Array:
+        """``(..., H | 1, Tq | 1, Tk | 1)`` as the 4-d ``(B | 1, H | 1, ., .)`` JAX takes."""
+        inner = a.shape[len(batch) :]
+        if any(m != 1 for m in a.shape[: len(batch)]):
+            a = flat(jnp.broadcast_to(a, (*batch, *inner)))
+        else:
+            a = a.reshape((1, *inner))
+        if kernel == "cudnn":  # cuDNN takes only full (Tq, Tk) masks and biases
+            a = jnp.broadcast_to(a, (*a.shape[:2], tq, tk))
+        return a
+
+    valid: Array | None = None  # (..., Tq | 1, Hq | 1): rows with at least one key
+    if kv_lengths is not None:
+        kv_lengths = jnp.broadcast_to(jnp.asarray(kv_lengths, jnp.int32), batch)
+        valid = (kv_lengths > 0)[..., None, None]
+        kv_lengths = jnp.maximum(kv_lengths, 1).reshape(n)
+    if mask is not None:
+        rows = jnp.swapaxes(jnp.any(mask, axis=-1), -1, -2)
+        valid = rows if valid is None else valid & rows
+        mask = flat_weights_shaped(mask)
+    if bias is not None:
+        bias = flat_weights_shaped(bias)
+    out = jax.nn.dot_product_attention(
+        flat(query),
+        flat(key),
+        flat(value),
+        bias=bias,
+        mask=mask,
+        scale=scale,
+        is_causal=is_causal,
+        key_value_seq_lengths=kv_lengths,
+        implementation=kernel,
+    )
+    out = out.reshape((*batch, tq, hq, value.shape[-1]))
+    return out if valid is None else jnp.where(valid[..., None], out, 0)
 
 
 def _check_broadcast(what: str, given: tuple[int, ...], shape: tuple[int, ...], fn: str) -> None:
@@ -65,11 +224,24 @@ def _check_broadcast(what: str, given: tuple[int, ...], shape: tuple[int, ...], 
         )
 
 
-def _explicit(what: str, a: Any, shape: tuple[int, ...], fn: str) -> Array:
-    """``a`` left-padded to ``len(shape)`` axes and broadcast to ``shape``, or a ShapeError."""
+def _padded(what: str, a: Any, shape: tuple[int, ...], fn: str) -> Array:
+    """``a`` left-padded to ``len(shape)`` axes (broadcastable to ``shape``), or a ShapeError."""
     a = jnp.asarray(a)
     _check_broadcast(what, a.shape, shape, fn)
-    return jnp.broadcast_to(a.reshape((1,) * (len(shape) - a.ndim) + a.shape), shape)
+    return a.reshape((1,) * (len(shape) - a.ndim) + a.shape)
+
+
+def _explicit(what: str, a: Any, shape: tuple[int, ...], fn: str) -> Array:
+    """``a`` left-padded to ``len(shape)`` axes and broadcast to ``shape``, or a ShapeError."""
+    return jnp.broadcast_to(_padded(what, a, shape, fn), shape)
+
+
+def _mask_like(fn: str, mask: Any, shape: tuple[int, ...]) -> Array:
+    """A boolean ``mask`` left-padded to the weights' rank, or a ShapeError."""
+    mask = _padded("mask", mask, shape, fn)
+    if mask.dtype != jnp.bool_:
+        raise ShapeError(f"{fn}: mask must be boolean (True = attend), given dtype {mask.dtype}")
+    return mask
 
 
 def _check_qkv(fn: str, query: Array, key: Array, value: Array | None = None) -> None:
@@ -145,9 +317,7 @@ def _weights(
         logits = logits + _explicit("bias", bias, shape, fn).astype(logits.dtype)
     if mask is None:
         return jax.nn.softmax(logits, axis=-1).astype(query.dtype)
-    mask = _explicit("mask", mask, shape, fn)
-    if mask.dtype != jnp.bool_:
-        raise ShapeError(f"{fn}: mask must be boolean (True = attend), given dtype {mask.dtype}")
+    mask = jnp.broadcast_to(_mask_like(fn, mask, shape), shape)
     logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
     weights = jnp.where(mask, jax.nn.softmax(logits, axis=-1), 0.0)
     return weights.astype(query.dtype)
@@ -184,6 +354,7 @@ def dot_product_attention(
     dropout_rate: float = 0.0,
     dropout_rng: PRNGKey | None = None,
     precision: Any = None,
+    implementation: Implementation | None = None,
 ) -> Array:
     """Scaled dot-product attention (Vaswani et al., 2017) with grouped-query heads.
 
@@ -199,14 +370,34 @@ def dot_product_attention(
         scale: logit scale (default ``1 / sqrt(D)``).
         dropout_rate: dropout on the weights (inverted; needs ``dropout_rng`` when > 0).
         dropout_rng: key for the dropout.
-        precision: passed to ``jnp.einsum``.
+        precision: passed to ``jnp.einsum`` (explicit kernel only).
+        implementation: ``"explicit"``, ``"xla"``, ``"cudnn"`` or ``None`` (default): the
+            kernel (see the module docstring). ``None`` takes cuDNN for unmasked, unbiased
+            float16/bfloat16 attention on an NVIDIA GPU, else the explicit kernel.
 
     Returns:
         ``(..., Tq, Hq, Dv)``.
     """
     fn = "dot_product_attention"
+    _check_implementation(fn, implementation)
     query, key, value = jnp.asarray(query), jnp.asarray(key), jnp.asarray(value)
     _check_qkv(fn, query, key, value)
+    reason = _explicit_only(query, key, value, dropout=dropout_rate > 0, precision=precision)
+    structured = mask is None and bias is None
+    kernel = _choose(
+        fn, implementation, query, key, value, structured=structured, explicit_only=reason
+    )
+    if kernel != "explicit":
+        shape = (*query.shape[:-3], query.shape[-2], query.shape[-3], key.shape[-3])
+        return _fused(
+            query,
+            key,
+            value,
+            implementation=kernel,
+            mask=None if mask is None else _mask_like(fn, mask, shape),
+            bias=None if bias is None else _padded("bias", bias, shape, fn),
+            scale=scale,
+        )
     weights = _weights(fn, query, key, mask=mask, bias=bias, scale=scale, precision=precision)
     weights = _dropout(weights, dropout_rate, dropout_rng)
     return _attend(weights, value, precision)
@@ -276,6 +467,12 @@ class MultiHeadAttention(Layer, DtypeOptions):
             PyTorch's ``nn.MultiheadAttention`` initializes its packed input projection with
             ``xavier_uniform_`` and its output projection as an ``nn.Linear`` weight.
         dtype, param_dtype, precision: as for :class:`~nn_jax.dense.Dense`.
+        implementation: the attention kernel, ``None`` (default: cuDNN's fused attention on an
+            NVIDIA GPU in float16/bfloat16 with only causal and ``"lengths"`` masks and no
+            dropout, else the explicit one), ``"explicit"`` (nn_jax's einsums and softmax),
+            ``"xla"`` or ``"cudnn"`` (:func:`jax.nn.dot_product_attention`; neither takes
+            ``dropout_rate`` or ``precision``). While a tapping block captures or edits this
+            layer's ``weights``, the explicit kernel runs whatever this says.
 
     Side inputs (all optional; the masks combine with the causal mask by logical *and*, and a
     query left with no key gets a zero attention output):
@@ -335,8 +532,17 @@ class MultiHeadAttention(Layer, DtypeOptions):
     w_init: Initializer = _KERNEL_INIT
     b_init: Initializer = initializers.zeros
     w_o_init: Initializer | None = None
+    implementation: str | None = None
 
     def __post_init__(self) -> None:
+        _check_implementation("MultiHeadAttention", self.implementation)
+        if self.implementation in ("xla", "cudnn") and (self.dropout_rate or self.precision):
+            raise ConfigError(
+                f"MultiHeadAttention: implementation={self.implementation!r} runs "
+                "jax.nn.dot_product_attention, which has no dropout and no precision argument; "
+                f"given dropout_rate={self.dropout_rate}, precision={self.precision}: use "
+                "implementation=None (fused when it can be) or 'explicit'"
+            )
         if self.num_heads % self.kv_heads:
             raise ConfigError(
                 f"MultiHeadAttention: num_kv_heads={self.num_kv_heads} must divide "
@@ -487,25 +693,52 @@ class MultiHeadAttention(Layer, DtypeOptions):
             structural = key_pos[None, :] < start + tq  # steps written so far
         if self.causal:
             structural = causal_mask(tq, k.shape[-3], offset=start)
-        key_valid = self._key_mask(call, k.shape[:-2], cross)
+        key_mask, lengths = self._key_inputs(call, k.shape[:-2], cross)
         shape = (*q.shape[:-3], self.num_heads, tq, k.shape[-3])
-        weights = _weights(
-            self.where(),
-            q,
-            k,
-            mask=combine_masks(
-                structural,
-                None if key_valid is None else key_valid[..., None, None, :],
-                self._boolean_mask(call, shape),
-            ),
-            bias=None,
-            scale=self.scale,
-            precision=self.precision,
+        user_mask = self._boolean_mask(call, shape)
+        dropout = call.train and self.dropout_rate > 0
+        kernel = "explicit"
+        if not tapped("weights"):  # the weights tap needs the weights
+            kernel = _choose(
+                self.where(),
+                self.implementation,
+                q,
+                k,
+                v,
+                structured=not self.decode and key_mask is None and user_mask is None,
+                explicit_only=_explicit_only(q, k, v, dropout=dropout, precision=self.precision),
+            )
+        if lengths is not None and (kernel == "explicit" or key_mask is not None):
+            key_mask = combine_masks(key_mask, sequence_mask(lengths, shape[-1]))
+            lengths = None
+        causal = self.causal and not self.decode and kernel != "explicit"  # JAX's is_causal
+        mask = combine_masks(
+            None if causal else structural,
+            None if key_mask is None else key_mask[..., None, None, :],
+            user_mask,
         )
-        if call.train and self.dropout_rate > 0:
-            weights = _dropout(weights, self.dropout_rate, self.require_rng(call.rng))
-        weights = tap("weights", weights)
-        out = tap("heads", _attend(weights, v, self.precision))
+        if kernel == "explicit":
+            weights = _weights(
+                self.where(), q, k, mask=mask, bias=None, scale=self.scale, precision=self.precision
+            )
+            if dropout:
+                weights = _dropout(weights, self.dropout_rate, self.require_rng(call.rng))
+            weights = tap("weights", weights)
+            out = _attend(weights, v, self.precision)
+        else:
+            if mask is not None:
+                mask = mask.reshape((1,) * (len(shape) - mask.ndim) + mask.shape)
+            out = _fused(
+                q,
+                k,
+                v,
+                implementation=kernel,
+                mask=mask,
+                is_causal=causal,
+                kv_lengths=lengths,
+                scale=self.scale,
+            )
+        out = tap("heads", out)
         w_o = self.param(params, "w_o")
         if w_o.shape[:2] != (self.num_heads, d):
             raise self.error(
@@ -559,16 +792,18 @@ class MultiHeadAttention(Layer, DtypeOptions):
         _check_broadcast("side input 'mask'", mask.shape, shape, self.where())
         return mask
 
-    def _key_mask(self, call: Call, shape: tuple[int, ...], cross: bool) -> Array | None:
-        """``(..., Tk)`` valid keys from the side inputs ``"key_mask"`` and ``"lengths"``."""
+    def _key_inputs(
+        self, call: Call, shape: tuple[int, ...], cross: bool
+    ) -> tuple[Array | None, Array | None]:
+        """The side inputs ``"key_mask"`` ``(..., Tk)`` and ``"lengths"`` ``(...)``, checked."""
         key_mask = self.side_input(call, "key_mask")
         if key_mask is not None:
             key_mask = self.side_array("key_mask", key_mask, shape, "(..., Tk)")
         if cross:
-            return key_mask
+            return key_mask, None
         lengths = self.side_input(call, "lengths")
         if lengths is None:
-            return key_mask
+            return key_mask, None
         if self.decode:
             raise self.error(
                 ConfigError,
@@ -577,7 +812,7 @@ class MultiHeadAttention(Layer, DtypeOptions):
             )
         lengths = self.side_array("lengths", lengths, shape[:-1], "(the batch axes)")
         self.check_range("side input 'lengths'", lengths, 0, shape[-1], closed=True)
-        return combine_masks(key_mask, sequence_mask(lengths, shape[-1]))
+        return key_mask, lengths
 
     def _write_cache(self, state: State, k: Array, v: Array, start: Array) -> tuple[Array, Array]:
         cached_k = self.state_entry(state, "cached_key")

@@ -30,6 +30,24 @@ What this module adds, so that a damaged folder never loads silently or destroys
   killed save or delete are removed by the next save.
 * **Names cannot escape the folder.** Steps are checked integers >= 0; item names are fixed.
 
+**Sharded train states** (built on orbax's tensorstore reads and ``jax.sharding``). Saving a
+train state whose arrays are sharded over a mesh writes each shard once (orbax). Restoring is
+driven by the *target*: each target leaf is a ``jax.Array`` or a ``jax.ShapeDtypeStruct`` with a
+``.sharding`` (:func:`abstract_target` builds one from ``jax.eval_shape`` without creating a
+single array), and orbax reads, for every device, only the slice of the saved array that the
+target sharding puts there and places it on that device (``ArrayRestoreArgs(sharding=...)``
+underneath ``StandardRestore``). A checkpoint saved on one mesh so restores onto another mesh,
+another spec, or one device, and no full copy of a sharded array is ever made on one device or
+read into host memory by orbax (flax#5110, orbax#1105).
+
+The checksums are the one exception, and what they cost: each array's SHA-256 is taken over its
+whole value, gathered to host memory one array at a time (``np.asarray``) — at save and again
+after a restore. That is one device-to-host copy of the train state each way and a peak of one
+array's size in host memory (never on a device), and it makes the digest independent of the
+sharding, so a step saved on 8 devices verifies on 1. An array this process cannot read whole
+(``not is_fully_addressable``: sharded over several hosts) is not digested: it is saved with no
+checksum, and a restored one is not verified (tensorstore's own integrity checks still apply).
+
 >>> import tempfile, jax, jax.numpy as jnp, optax
 >>> from nn_jax import Dense, TrainState
 >>> ts = TrainState.create(Dense(2), optax.adam(1e-3), jax.random.key(0), jnp.zeros((1, 3)))
@@ -63,7 +81,14 @@ from typing import Any, Literal
 import jax
 import numpy as np
 
-from nn_jax.errors import ArgumentError, ConfigError, FileFormatError, NNJaxError, ParamsError
+from nn_jax.errors import (
+    ArgumentError,
+    ConfigError,
+    FileFormatError,
+    NNJaxError,
+    ParamsError,
+    ShapeError,
+)
 from nn_jax.train import TrainState
 
 
@@ -79,7 +104,7 @@ class _Orbax:
 
 ocp = _Orbax()
 
-__all__ = ["Checkpointer"]
+__all__ = ["Checkpointer", "abstract_target"]
 
 _ARRAYS = "train_state"
 _METADATA = "metadata"
@@ -282,16 +307,28 @@ class Checkpointer:
     # -- restore -----------------------------------------------------------------------------
 
     def restore(self, target: TrainState, *, step: int | None = None) -> tuple[TrainState, dict]:
-        """The saved train state (latest step if ``step`` is None) and its metadata.
+        """The saved train state (latest step if ``step`` is None), placed in ``target``'s
+        shardings, and its metadata.
 
         ``target`` gives the tree structure (optax's NamedTuples included), shapes, dtypes,
-        shardings and the rng's key implementation. Its tree is checked against the
-        checkpoint's stored shapes and dtypes before any array is read; every mismatching path
-        is listed in one :class:`~nn_jax.errors.ParamsError`. The arrays and the metadata are
-        checked against the checksums saved with them (a :class:`FileFormatError` if any
-        differs).
+        shardings and the rng's key implementation. Each leaf is a ``jax.Array`` (restored
+        like it: on its device, or sharded as it is) or a ``jax.ShapeDtypeStruct`` with a
+        ``sharding`` (see :func:`abstract_target`: no model is materialized first). The mesh and
+        specs need not be those of the save: orbax reads each device's slice of each saved
+        array straight onto that device (see the module docstring).
+
+        The target's tree is checked against the checkpoint's stored shapes and dtypes before
+        any array is read; every mismatching path is listed in one
+        :class:`~nn_jax.errors.ParamsError`. The arrays and the metadata are checked against
+        the checksums saved with them (a :class:`FileFormatError` if any differs).
+
+        Raises:
+            ArgumentError: a ``ShapeDtypeStruct`` leaf has no sharding (paths listed).
+            ShapeError: a leaf's sharding does not fit its shape, e.g. a mesh axis that does
+                not divide the dimension it shards (paths listed).
         """
         target_tree = _to_tree(target)
+        _check_target_shardings(target_tree, "Checkpointer.restore")
         step = self._resolve_step(step)
         meta, checksums = self._read_checked_metadata(step)
         saved = self._saved_tree(step)
@@ -304,10 +341,11 @@ class Checkpointer:
                 f"checkpoint step {step} in {str(self.directory)!r} does not match the target "
                 "train state:\n  " + "\n  ".join(problems)
             )
+        # StandardRestore turns each leaf's sharding into orbax's ArrayRestoreArgs(sharding=...).
         tree = self._restore(step, ocp.args.StandardRestore(target_tree), checksums)
         rng = tree["rng"]
         if jax.dtypes.issubdtype(target.rng.dtype, jax.dtypes.prng_key):
-            rng = jax.random.wrap_key_data(rng, impl=jax.random.key_impl(target.rng))
+            rng = jax.random.wrap_key_data(rng, impl=_key_impl(target.rng))
         ts = TrainState(tree["params"], tree["state"], tree["opt_state"], rng, tree["step"])
         return ts, meta
 
@@ -518,10 +556,14 @@ class Checkpointer:
             got = _digests(tree)
         except Exception as e:
             raise self._corrupt(step, e) from e
+        # A digest is None for an array that was, or now is, sharded over several hosts: it
+        # cannot be verified here (see the module docstring).
         differ = sorted(
             k
             for k in expected.keys() | got.keys()
-            if k not in expected or (expected[k] is not None and expected[k] != got.get(k))
+            if k not in expected
+            or k not in got
+            or (None not in (expected[k], got[k]) and expected[k] != got[k])
         )
         if differ:
             listed = ", ".join(differ[:8]) + (f" and {len(differ) - 8} more" if differ[8:] else "")
@@ -649,7 +691,10 @@ def _json_digest(data: Any) -> str:
 
 def _digest(leaf: Any) -> str | None:
     """SHA-256 of an array's dtype, shape and bytes; ``None`` for an array this process cannot
-    read whole (sharded over several hosts: it is not verified)."""
+    read whole (sharded over several hosts: it is not verified).
+
+    A sharded, fully addressable array is gathered to host memory for it (one array at a time,
+    never onto one device), so the digest does not depend on how the array is sharded."""
     if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
         return None
     array = np.ascontiguousarray(np.asarray(leaf))
@@ -661,7 +706,7 @@ def _digest(leaf: Any) -> str | None:
 def _digests(tree: Any) -> dict[str, str | None]:
     """``{"params/0/w": sha256, ...}`` for every array of ``tree``."""
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {"/".join(_key_name(k) for k in path): _digest(leaf) for path, leaf in leaves}
+    return {_path_name(path): _digest(leaf) for path, leaf in leaves}
 
 
 def _check_manifest(manifest: Any, step: int) -> dict[str, Any] | None:
@@ -717,8 +762,9 @@ def _silence_late_tensorstore_callbacks() -> None:
 
     When one array read fails, orbax returns while tensorstore's other reads are still in
     flight; they complete onto orbax's closed event loop later and print ``RuntimeError: Event
-    loop is closed`` tracebacks, and orbax's abandoned read coroutines print theirs (both
-    through ``sys.unraisablehook``), and asyncio logs "Task exception was never retrieved".
+    loop is closed`` tracebacks (through ``sys.unraisablehook``, or ``sys.excepthook`` when
+    tensorstore's callback prints it), orbax's abandoned read coroutines print theirs, and
+    asyncio logs "Task exception was never retrieved".
     From the first failed restore on, exactly those are dropped; everything else still goes to
     the previous hook and logger.
     """
@@ -741,7 +787,15 @@ def _silence_late_tensorstore_callbacks() -> None:
             message.startswith("Task exception was never retrieved") and "tensorstore" in message
         )
 
+    previous_excepthook = sys.excepthook
+
+    def excepthook(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+        # tensorstore's C++ callbacks report through PyErr_Print, i.e. sys.excepthook
+        if not (isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"):
+            previous_excepthook(kind, exc, tb)
+
     sys.unraisablehook = hook
+    sys.excepthook = excepthook
     logging.getLogger("asyncio").addFilter(keep)
 
 
@@ -773,7 +827,7 @@ def _to_tree(ts: TrainState) -> dict[str, Any]:
         raise ArgumentError(f"Checkpointer: expected a TrainState, given {type(ts).__name__}")
     rng = ts.rng
     if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
-        rng = jax.random.key_data(rng)  # orbax stores plain arrays, not typed keys
+        rng = _key_data(rng)  # orbax stores plain arrays, not typed keys
     return {
         "params": ts.params,
         "state": ts.state,
@@ -781,6 +835,160 @@ def _to_tree(ts: TrainState) -> dict[str, Any]:
         "rng": rng,
         "step": ts.step,
     }
+
+
+def _key_data(key: Any) -> Any:
+    """``jax.random.key_data`` of a typed key array, or of its ``ShapeDtypeStruct`` (then a
+    ``ShapeDtypeStruct`` with the key's sharding: the key data only adds trailing axes, which
+    a ``NamedSharding`` or ``SingleDeviceSharding`` leaves unsharded)."""
+    if not isinstance(key, jax.ShapeDtypeStruct):
+        return jax.random.key_data(key)
+    data = jax.eval_shape(jax.random.key_data, jax.ShapeDtypeStruct(key.shape, key.dtype))
+    return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=key.sharding)
+
+
+def _key_impl(key: Any) -> Any:
+    """The PRNG implementation of a typed key array, or of its ``ShapeDtypeStruct`` (read
+    while tracing, the one public way for an abstract key)."""
+    if not isinstance(key, jax.ShapeDtypeStruct):
+        return jax.random.key_impl(key)
+    impls: list[Any] = []
+    jax.eval_shape(lambda k: impls.append(jax.random.key_impl(k)), key)
+    return impls[0]
+
+
+def abstract_target(tree: Any, shardings: Any) -> Any:
+    """``tree`` as ``jax.ShapeDtypeStruct`` leaves carrying ``shardings``: a restore target that
+    holds no array.
+
+    Take the train state's shapes from ``jax.eval_shape`` (nothing is computed or allocated),
+    attach the shardings it should have after the restore (``jax.sharding.NamedSharding``, e.g.
+    from :class:`nn_jax.rules.Rules`), and pass it to :meth:`Checkpointer.restore`, which
+    reads each shard straight onto its device::
+
+        abstract = jax.eval_shape(functools.partial(TrainState.create, model, opt), key, x)
+        replicated = NamedSharding(mesh, P())
+        target = abstract_target(abstract, TrainState(
+            params=rules.shardings(abstract.params, mesh),
+            state=replicated,
+            opt_state=rules.opt_state_shardings(abstract.opt_state, abstract.params, mesh),
+            rng=replicated,
+            step=replicated,
+        ))
+        ts, metadata = checkpointer.restore(target)
+
+    Args:
+        tree: a pytree of arrays or ShapeDtypeStructs (a ``TrainState``, its params, ...).
+        shardings: one ``jax.sharding.Sharding`` for every leaf, or a pytree whose structure
+            is a prefix of ``tree``'s with a ``Sharding`` at each leaf (as ``jax.device_put``
+            takes them): the ``Sharding`` at a node applies to every leaf below it.
+
+    Returns:
+        ``tree``'s structure; each leaf ``jax.ShapeDtypeStruct(shape, dtype, sharding=...)``.
+
+    Raises:
+        ArgumentError: ``shardings`` is not such a tree, or holds something other than a
+            ``Sharding`` (the path is named).
+        ShapeError: a sharding does not fit its leaf, e.g. a mesh axis that does not divide
+            the dimension it shards (every such path is listed, with shape and spec).
+    """
+    is_sharding = lambda x: isinstance(x, jax.sharding.Sharding)  # noqa: E731
+    leaves = jax.tree_util.tree_flatten_with_path(
+        shardings, is_leaf=lambda x: x is None or is_sharding(x)
+    )[0]
+    for path, leaf in leaves:
+        if not is_sharding(leaf):
+            where = f" at {_path_name(path)!r}" if path else ""
+            hint = ""
+            if isinstance(leaf, jax.sharding.PartitionSpec):
+                hint = "; put a PartitionSpec on a mesh with jax.sharding.NamedSharding(mesh, spec)"
+            raise ArgumentError(
+                f"abstract_target: shardings{where} must be a jax.sharding.Sharding, given "
+                f"{leaf!r:.100}{hint}"
+            )
+    problems: list[str] = []
+
+    def attach(path: Any, leaf: Any, sharding: Any) -> jax.ShapeDtypeStruct:
+        dtype = leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
+        try:
+            return jax.ShapeDtypeStruct(np.shape(leaf), dtype, sharding=sharding)
+        except ValueError as e:  # a spec longer than the rank, an unknown mesh axis
+            problems.append(f"{_path_name(path)}: {_short(e)}")
+            return jax.ShapeDtypeStruct(np.shape(leaf), dtype)
+
+    def attach_all(prefix: Any, sharding: Any, subtree: Any) -> Any:
+        return jax.tree_util.tree_map_with_path(
+            lambda p, x: attach((*prefix, *p), x, sharding), subtree
+        )
+
+    try:
+        out = jax.tree_util.tree_map_with_path(attach_all, shardings, tree, is_leaf=is_sharding)
+    except ValueError as e:
+        raise ArgumentError(
+            f"abstract_target: shardings must be one Sharding or a tree whose structure is a "
+            f"prefix of the tree's: {_short(e)}"
+        ) from e
+    if problems:
+        raise ShapeError(
+            "abstract_target: shardings that do not fit their arrays:\n  " + "\n  ".join(problems)
+        )
+    _check_target_shardings(out, "abstract_target")
+    return out
+
+
+def _check_target_shardings(tree: Any, where: str) -> None:
+    """Every ``ShapeDtypeStruct`` leaf of a restore target has a sharding over real devices
+    that fits its shape; checked before orbax reads anything, so a bad target never surfaces
+    as a "corrupt checkpoint"."""
+    missing, problems = [], []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if not isinstance(leaf, jax.ShapeDtypeStruct):
+            continue
+        if leaf.sharding is None:
+            missing.append(_path_name(path))
+        elif (problem := _sharding_problem(leaf.shape, leaf.sharding)) is not None:
+            problems.append(f"{_path_name(path)}: {problem}")
+    if missing:
+        listed = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if missing[8:] else "")
+        raise ArgumentError(
+            f"{where}: a ShapeDtypeStruct in the target needs a sharding to restore into, and "
+            f"{listed} {'has' if len(missing) == 1 else 'have'} none; build the target with "
+            "nn_jax.checkpoint.abstract_target(tree, shardings)"
+        )
+    if problems:
+        raise ShapeError(
+            f"{where}: target shardings that do not fit their arrays:\n  " + "\n  ".join(problems)
+        )
+
+
+def _sharding_problem(shape: tuple[int, ...], sharding: Any) -> str | None:
+    """Why ``sharding`` cannot hold an array of ``shape`` (``None`` if it can)."""
+    try:
+        sharding.device_set  # noqa: B018  # raises for an AbstractMesh
+    except ValueError:
+        return (
+            f"its sharding {sharding} is over an abstract mesh (as jax.eval_shape returns it); "
+            "give a sharding over real devices"
+        )
+    if isinstance(sharding, jax.sharding.NamedSharding):
+        for dim, axes in enumerate(sharding.spec):
+            names = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+            ways = math.prod(sharding.mesh.shape[name] for name in names)
+            if dim < len(shape) and shape[dim] % ways:
+                return (
+                    f"shape {shape}, spec {sharding.spec}: dimension {dim} has size "
+                    f"{shape[dim]}, which mesh axes {names} ({ways} ways) do not divide"
+                )
+    try:
+        sharding.shard_shape(shape)
+    except Exception as e:  # any other sharding that does not fit
+        return f"shape {shape}: {_short(e)}"
+    return None
+
+
+def _path_name(path: Any) -> str:
+    """A key path as the "/"-joined names used in messages and the manifest."""
+    return "/".join(_key_name(k) for k in path)
 
 
 def _is_meta(x: Any) -> bool:

@@ -2,9 +2,10 @@
 
 Commands are argparse subparsers; each registers its flags and sets ``run(args) -> int``.
 
-* ``nn-jax train [MODEL] [--dataset NAME]`` - train a recipe of :mod:`nn_jax.jobs.recipes`
-  into a run folder (default ``runs/<model>-<dataset>``); resumes when the folder holds a
-  checkpoint. Bare ``nn-jax train`` is ``nn-jax train mlp --dataset digits``.
+* ``nn-jax train [MODEL] [--dataset NAME] [--mesh data=2,fsdp=4]`` - train a recipe of
+  :mod:`nn_jax.jobs.recipes` into a run folder (default ``runs/<model>-<dataset>``), on a
+  device mesh with ``--mesh``; resumes when the folder holds a checkpoint. Bare
+  ``nn-jax train`` is ``nn-jax train mlp --dataset digits``.
 * ``nn-jax eval DIR`` - the test metrics of a run folder, from its config.json and checkpoint.
 * ``nn-jax summary MODEL --dataset NAME`` - the model's layer table on the dataset's inputs.
 * ``nn-jax reproduce mnist1d [--quick]`` - the MNIST-1D paper's models, ours vs. the paper's.
@@ -78,6 +79,17 @@ def _folder(text: str) -> str:
     return text
 
 
+def _mesh(text: str) -> str:
+    """A mesh written ``data=2,fsdp=4`` (checked by :func:`nn_jax.parallel.parse_mesh`)."""
+    from nn_jax.parallel import parse_mesh
+
+    try:
+        parse_mesh(text)
+    except NNJaxError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -129,6 +141,12 @@ def _add_train_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--out", type=_folder, help="run folder (default: runs/<model>-<dataset>)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--mesh", type=_mesh, metavar="AXES",
+        help="train on a device mesh, e.g. data=2,fsdp=4 (axes data, fsdp, tensor; the sizes "
+        "multiply to the device count): batches split over data x fsdp, params sharded as "
+        "nn_jax.parallel.mesh_rules decides",
+    )  # fmt: skip
 
     def run(args: argparse.Namespace) -> int:
         from nn_jax.jobs.runs import TrainOptions, check_out_dir, train_run
@@ -147,6 +165,7 @@ def _add_train_parser(subparsers: Any) -> None:
             seed=args.seed,
             val_every=args.val_every,
             progress=not args.no_progress,
+            mesh=args.mesh,
         )
         print(train_run(args.model, dataset, out, options)["line"])
         return 0

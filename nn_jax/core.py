@@ -171,6 +171,30 @@ def nested(name: str) -> Iterator[None]:
         _PATH.reset(token)
 
 
+STACKED = "<i>"
+"""The path segment standing for the layer index in a scan over stacked layers
+(:class:`nn_jax.repeat.Repeat` traces its block once, at ``<repeat path>/<i>``)."""
+
+# Wraps each child a Scope runs in apply mode, given its path (nn_jax.remat.rematerializing).
+_CHILD_WRAP: contextvars.ContextVar[Callable[[Layer, str], Layer] | None] = contextvars.ContextVar(
+    "nn_jax_child_wrap", default=None
+)
+
+
+@contextlib.contextmanager
+def wrapping_children(wrap: Callable[[Layer, str], Layer]) -> Iterator[None]:
+    """Inside the block, every child a :class:`Scope` runs in apply mode is ``wrap(layer, path)``.
+
+    The hook behind :func:`nn_jax.remat.rematerializing`: a wrapper chosen by layer path, with
+    no change to the model's code (``wrap`` must keep the layer's params and state trees).
+    """
+    token = _CHILD_WRAP.set(wrap)
+    try:
+        yield
+    finally:
+        _CHILD_WRAP.reset(token)
+
+
 def derive_key(key: PRNGKey, name: str) -> PRNGKey:
     """A child key that depends only on the parent key and the child's name (not on call order)."""
     return jax.random.fold_in(key, zlib.crc32(name.encode()) & 0x7FFFFFFF)
@@ -252,14 +276,24 @@ class Taps:
     values: dict[str, Any] = dataclasses.field(default_factory=dict)
     layers: dict[str, Layer] = dataclasses.field(default_factory=dict)
     calls: dict[str, tuple[Any, Side]] = dataclasses.field(default_factory=dict)
+    match: Callable[[str, str], bool | Array] = fnmatch.fnmatchcase
+    """``match(path, pattern)``: a bool, or a traced boolean scalar inside a scan over stacked
+    layers (:class:`nn_jax.repeat.Repeat`), where one traced body stands for several paths."""
 
     def visit(self, path: str, value: Any) -> Any:
         for pattern, fn in self.edit.items():
-            if fnmatch.fnmatchcase(path, pattern):
+            hit = self.match(path, pattern)
+            if hit is True:
                 value = fn(value)
-        if any(fnmatch.fnmatchcase(path, p) for p in self.capture):
+            elif hit is not False:  # the path of some of the stacked layers only
+                value = jax.tree.map(functools.partial(jnp.where, hit), fn(value), value)
+        if self.captures(path):
             self.values[path] = value
         return value
+
+    def captures(self, path: str) -> bool:
+        """Whether a value at ``path`` is kept (for one of the layers a traced path stands for)."""
+        return any(self.match(path, p) is not False for p in self.capture)
 
 
 _TAPS: contextvars.ContextVar[Taps | None] = contextvars.ContextVar("nn_jax_taps", default=None)
@@ -301,6 +335,49 @@ def tap(name: str, value: T) -> T:
         return value
     path = f"{layer_path()}/{name}" if layer_path() else name
     return taps.visit(path, value)
+
+
+def tapped(name: str) -> bool:
+    """Whether ``tap(name, ...)`` here would capture or edit its value: an active
+    :func:`tapping` block has a pattern matching ``<layer path>/name`` (a layer with a fused
+    kernel that never materializes the value then takes its explicit path)."""
+    taps = _TAPS.get()
+    if taps is None:
+        return False
+    path = f"{layer_path()}/{name}" if layer_path() else name
+    return taps.captures(path) or any(taps.match(path, p) is not False for p in taps.edit)
+
+
+@contextlib.contextmanager
+def tap_region() -> Iterator[Taps | None]:
+    """Collect the taps of code traced inside an inner transformation on their own.
+
+    Values tapped inside ``jax.checkpoint`` or a ``jax.lax.scan`` body are tracers of that inner
+    trace: kept as they are they would leak out of it. Inside this block taps are collected in
+    the :class:`Taps` it yields (``None`` when no :func:`tapping` is active), with the enclosing
+    capture patterns and edits (edits apply inside); return its ``values`` as outputs of the
+    transformation and hand them on with :func:`expose_taps`. Its ``match`` starts as the
+    enclosing one's; a scan over stacked layers replaces it to stand for every layer's path.
+    """
+    outer = _TAPS.get()
+    if outer is None:
+        yield None
+        return
+    inner = Taps(outer.capture, outer.edit, match=outer.match)
+    token = _TAPS.set(inner)
+    try:
+        yield inner
+    finally:
+        _TAPS.reset(token)
+
+
+def expose_taps(values: Mapping[str, Any], layers: Mapping[str, Layer] | None = None) -> None:
+    """Hand values collected by :func:`tap_region` (already edited) to the active tapping."""
+    taps = _TAPS.get()
+    if taps is None:
+        return
+    taps.values.update((path, v) for path, v in values.items() if taps.captures(path))
+    taps.layers.update(layers or {})
 
 
 # --------------------------------------------------------------------------------------------
@@ -1284,7 +1361,9 @@ class Scope:
                     self.new_state[name] = s
             p = (self.new_params if self.initializing else self._params).get(name, {})
             s = self.new_state.get(name, {})
-            y, s_new = layer.apply(
+            wrap = _CHILD_WRAP.get()
+            run = layer if wrap is None or self.initializing else wrap(layer, layer_path())
+            y, s_new = run.apply(
                 p,
                 s,
                 x,

@@ -10,6 +10,7 @@ __all__ = [
     "ParamsError",
     "RngError",
     "ShapeError",
+    "ShardingError",
     "ValueRangeError",
 ]
 
@@ -32,6 +33,12 @@ class RngError(NNJaxError, ValueError):
 
 class ConfigError(NNJaxError, ValueError):
     """A layer's hyper-parameters are invalid (checked when the layer is constructed)."""
+
+
+class ShardingError(ConfigError):
+    """A sharding does not fit a parameter or the mesh: a mesh axis the mesh lacks, a
+    ``PartitionSpec`` longer than the array's rank, or mesh axes whose size does not divide the
+    dimension they shard (never a silent fallback to replication)."""
 
 
 class ValueRangeError(NNJaxError, ValueError):

@@ -15,8 +15,10 @@ leak into the value (its gradient may still, if the loss itself is non-finite th
 
 Predictions and targets must have the same shape: nn_jax never broadcasts them into a wrong
 answer, a mismatch raises :class:`~nn_jax.errors.ShapeError` naming the loss and both shapes.
-Targets are cast to the predictions' floating dtype (0/1 integer targets are accepted), so the
-loss has the predictions' dtype.
+Losses compute in at least float32: half-precision (bfloat16, float16) predictions are cast to
+float32 first, so a mixed-precision model's loss and the gradient it sends back are float32
+(float64 stays float64). Targets are cast to that dtype (0/1 integer targets are accepted), and
+the loss has it.
 
 Wrong *values* are errors too (:class:`~nn_jax.errors.ValueRangeError`, naming the loss, the
 allowed range and the values given): integer labels outside ``[0, C)``, probabilities or targets
@@ -58,6 +60,7 @@ from nn_jax._checks import (
     masked_reduce,
     scores_and_int_labels,
 )
+from nn_jax._options import at_least_float32
 from nn_jax.checks import check_in_range
 from nn_jax.errors import ConfigError, ShapeError
 
@@ -87,7 +90,8 @@ def _float_pair(
     *,
     b_float: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
-    """``a`` (floating) and ``b`` (of ``a``'s shape, cast to its dtype) as arrays.
+    """``a`` (floating, in at least float32) and ``b`` (of ``a``'s shape, cast to that dtype)
+    as arrays.
 
     ``b_float`` also requires ``b`` to be floating (not just castable).
     """
@@ -96,6 +100,7 @@ def _float_pair(
     if b_float:
         check_float(fn_name, b_name, b)
     check_same_shape(fn_name, a_name, a, b_name, b)
+    a = a.astype(at_least_float32(a.dtype))
     return a, b.astype(a.dtype)
 
 
@@ -255,6 +260,7 @@ def _integer_label_inputs(
         reduce_mask = None  # scores_and_int_labels raises the shape error
     scores, labels = scores_and_int_labels(fn_name, name, scores, labels, mask=reduce_mask)
     check_float(fn_name, name, scores)
+    scores = scores.astype(at_least_float32(scores.dtype))
     if keep is not None:
         labels = jnp.where(keep, labels, jnp.zeros_like(labels))
     return scores, labels, reduce_mask, name

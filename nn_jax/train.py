@@ -16,9 +16,11 @@ The steps, all jitted, nothing synced with the host:
 
 ``batch`` is ``(inputs, targets)`` or ``(inputs, targets, side)``, where ``side`` is the model's
 side inputs (``{"lengths": (B,) ints}``, ``{"key_mask": (B, T) bools}``, ...; see
-:mod:`nn_jax.core`). Gradient clipping, schedules, weight decay and gradient accumulation are
-optax's: ``optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule))``,
-``optax.MultiSteps(opt, every_k_schedule=4)``.
+:mod:`nn_jax.core`). Gradient clipping, schedules and weight decay are optax's:
+``optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule))``. Gradient accumulation
+over micro-batches of one batch is ``make_step(..., micro_batches=k)`` (``lax.scan``), over
+steps ``optax.MultiSteps(opt, every_k_schedule=4)``; dynamic loss scaling for float16 is
+``make_step(..., loss_scale=DynamicLossScale())`` (see :mod:`nn_jax.precision`).
 
 :func:`fit` is a thin loop over these steps (validation, early stopping, callbacks, resume,
 checkpoints, several steps per dispatch); see its docstring.
@@ -27,6 +29,7 @@ checkpoints, several steps per dispatch); see its docstring.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import math
 import time
@@ -39,6 +42,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
+from nn_jax._options import at_least_float32
 from nn_jax.config import to_config
 from nn_jax.core import (
     Array,
@@ -57,9 +61,13 @@ from nn_jax.data.prefetch import prefetch_to_device
 from nn_jax.errors import ArgumentError, ConfigError, ShapeError
 from nn_jax.history import History, Record
 from nn_jax.monitor import Monitor, activation_health, layer_norms
+from nn_jax.precision import DynamicLossScale, LossScaledState, LossScaleState
 
 if TYPE_CHECKING:
+    from jax.sharding import Mesh
+
     from nn_jax.checkpoint import Checkpointer
+    from nn_jax.rules import Rules
 
 LossFn = Callable[[Any, Any], Array]
 MetricFn = Callable[[Any, Any], Array]
@@ -284,21 +292,34 @@ def _train_body(
     ts: TrainState,
     batch: Any,
     halted: Array | bool = False,
+    *,
+    loss_scale: DynamicLossScale | None = None,
+    micro_batches: int = 1,
 ) -> tuple[TrainState, Metrics]:
-    """One optimizer step on ``batch`` and what it logs; skipped when non-finite or halted."""
+    """One optimizer step on ``batch`` and what it logs; skipped when non-finite or halted.
+
+    With ``loss_scale``, ``ts.opt_state`` is the :class:`~nn_jax.precision.LossScaledState` of
+    ``loss_scale.wrap(...)``: the loss is scaled before ``jax.grad``, the gradients unscaled
+    after, a non-finite step is always skipped and the scale adjusted. With ``micro_batches``
+    ``k > 1`` the batch is split into ``k`` micro-batches run one after another by
+    ``lax.scan``, whose gradients and logs are averaged before one optimizer update.
+    """
     rng = jax.random.fold_in(ts.rng, ts.step)
-
-    def loss_and_aux(params: Params) -> tuple[Array, tuple[State, Metrics]]:
-        if not monitor.activations:
-            out = objective(params, ts.state, batch, rng=rng, train=True)
-            return _objective_output(objective, out)
-        with tapping(capture="*") as taps:
-            out = objective(params, ts.state, batch, rng=rng, train=True)
-            loss, (state, metrics) = _objective_output(objective, out)
-        stats, traced.paths["activations"], bad = activation_health(taps.values, taps.layers)
-        return loss, (state, {**metrics, **stats, "_nonfinite/activations": bad})
-
-    (loss, (state, logs)), grads = jax.value_and_grad(loss_and_aux, has_aux=True)(ts.params)
+    scale_state = None
+    if loss_scale is not None:
+        scale_state = _scale_state(ts.opt_state)
+    grads_of = functools.partial(
+        _loss_and_grads, objective, monitor, traced, ts.params, loss_scale, scale_state
+    )
+    if micro_batches == 1:
+        loss, state, logs, grads = grads_of(ts.state, batch, rng)
+    else:
+        loss, state, logs, grads = _accumulate_micro_batches(
+            grads_of, ts.params, ts.state, batch, rng, micro_batches
+        )
+    if loss_scale is not None:
+        grads = loss_scale.unscale(grads, scale_state)  # type: ignore[arg-type]
+        logs["loss_scale"] = scale_state.scale  # type: ignore[union-attr]
     updates, opt_state = optimizer.update(grads, ts.opt_state, ts.params)
     params = optax.apply_updates(ts.params, updates)
     # One reduction per gradient array gives both the global norm and which arrays hold a
@@ -319,13 +340,110 @@ def _train_body(
         for layer, norm in layer_norms(updates).items():
             logs[f"update_ratio/{layer}"] = norm / (param_norms[layer] + 1e-12)
     new = TrainState(params, state, opt_state, ts.rng, ts.step + 1)
-    if monitor.on_nonfinite != "ignore":
+    if monitor.on_nonfinite != "ignore" or loss_scale is not None:
         keep_new = finite & ~jnp.asarray(halted)
         params, state, opt_state = jax.tree.map(
             lambda a, b: jnp.where(keep_new, a, b), tuple(new[:3]), tuple(ts[:3])
         )
+        if loss_scale is not None:  # the scale moves on a skipped step too (not when halted)
+            adjusted = loss_scale.adjust(scale_state, finite)  # type: ignore[arg-type]
+            kept = jax.tree.map(
+                lambda a, b: jnp.where(jnp.asarray(halted), a, b), scale_state, adjusted
+            )
+            opt_state = opt_state._replace(loss_scale=kept)
         new = TrainState(params, state, opt_state, ts.rng, ts.step + 1)
     return new, logs
+
+
+def _scale_state(opt_state: Any) -> LossScaleState:
+    """The loss scale's state in ``opt_state``, or an error saying how to put it there."""
+    if not isinstance(opt_state, LossScaledState):
+        raise ArgumentError(
+            "make_step(loss_scale=...) keeps the loss scale in the optimizer state, but the "
+            f"train state's opt_state is {describe(opt_state)}; create it with the wrapped "
+            "optimizer, opt = loss_scale.wrap(optimizer); TrainState.create(model, opt, ...), "
+            "and give the step that same opt"
+        )
+    return opt_state.loss_scale
+
+
+def _loss_and_grads(
+    objective: Objective,
+    monitor: Monitor,
+    traced: _Traced,
+    params: Params,
+    loss_scale: DynamicLossScale | None,
+    scale_state: LossScaleState | None,
+    state: State,
+    batch: Any,
+    rng: PRNGKey,
+) -> tuple[Array, State, Metrics, Params]:
+    """The objective's loss, new layer state and metrics on ``batch``, and the gradients of
+    the loss (of the scaled loss, with ``loss_scale``) w.r.t. ``params``."""
+
+    def loss_and_aux(params: Params) -> tuple[Array, tuple[Array, State, Metrics]]:
+        if not monitor.activations:
+            out = objective(params, state, batch, rng=rng, train=True)
+            loss, (new_state, metrics) = _objective_output(objective, out)
+        else:
+            with tapping(capture="*") as taps:
+                out = objective(params, state, batch, rng=rng, train=True)
+                loss, (new_state, metrics) = _objective_output(objective, out)
+            stats, traced.paths["activations"], bad = activation_health(taps.values, taps.layers)
+            metrics = {**metrics, **stats, "_nonfinite/activations": bad}
+        scaled = loss if loss_scale is None else loss_scale.scale(loss, scale_state)  # type: ignore[arg-type]
+        return scaled, (loss, new_state, dict(metrics))
+
+    (_, (loss, new_state, metrics)), grads = jax.value_and_grad(loss_and_aux, has_aux=True)(params)
+    return loss, new_state, metrics, grads
+
+
+def _split_micro_batches(batch: Any, k: int) -> Any:
+    """``batch`` with every array reshaped from ``(B, ...)`` to ``(k, B // k, ...)``."""
+    shapes = [tuple(jnp.shape(a)) for a in jax.tree.leaves(batch)]
+    sizes = {shape[0] if shape else -1 for shape in shapes}
+    if len(sizes) != 1 or -1 in sizes:
+        raise ShapeError(
+            f"make_step: micro_batches={k} splits the batch along its leading (example) axis, "
+            f"which every array of the batch must share; given arrays of shapes {shapes}"
+        )
+    size = sizes.pop()
+    if size % k:
+        raise ConfigError(
+            f"make_step: micro_batches={k} does not divide the batch size {size}; give a batch "
+            f"size that is a multiple of {k}, or another micro_batches"
+        )
+    return jax.tree.map(lambda a: jnp.reshape(a, (k, size // k, *jnp.shape(a)[1:])), batch)
+
+
+def _accumulate_micro_batches(
+    grads_of: Callable[[State, Any, PRNGKey], tuple[Array, State, Metrics, Params]],
+    params: Params,
+    state: State,
+    batch: Any,
+    rng: PRNGKey,
+    k: int,
+) -> tuple[Array, State, Metrics, Params]:
+    """:func:`_loss_and_grads` over ``k`` micro-batches by ``lax.scan`` (the memory of one):
+    layer state threaded through, gradients summed in at least float32 and averaged, losses
+    and metrics averaged, boolean flags OR-ed. Micro-batch ``i`` gets ``fold_in(rng, i)``."""
+
+    def one(carry: tuple[State, Params], xs: tuple[Array, Any]) -> Any:
+        state, total = carry
+        i, micro = xs
+        loss, state, metrics, grads = grads_of(state, micro, jax.random.fold_in(rng, i))
+        total = jax.tree.map(lambda t, g: t + g.astype(t.dtype), total, grads)
+        return (state, total), (loss, metrics)
+
+    zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, at_least_float32(p.dtype)), params)
+    micro = _split_micro_batches(batch, k)
+    (state, total), (losses, metrics) = jax.lax.scan(one, (state, zeros), (jnp.arange(k), micro))
+    grads = jax.tree.map(lambda t, p: (t / k).astype(p.dtype), total, params)
+    metrics = {
+        name: jnp.any(v, axis=0) if v.dtype == jnp.bool_ else jnp.mean(v, axis=0)
+        for name, v in metrics.items()
+    }
+    return jnp.mean(losses), state, metrics, grads
 
 
 def make_step(
@@ -333,6 +451,8 @@ def make_step(
     optimizer: optax.GradientTransformation,
     *,
     monitor: Monitor | None = None,
+    loss_scale: DynamicLossScale | None = None,
+    micro_batches: int = 1,
 ) -> Callable[[TrainState, Any], tuple[TrainState, Metrics]]:
     """A jitted ``step(ts, batch) -> (ts, logs)`` for any :class:`Objective`.
 
@@ -340,10 +460,31 @@ def make_step(
     ``monitor`` asks for (default :class:`~nn_jax.monitor.Monitor`: a non-finite step is
     skipped). The step's rng is ``fold_in(ts.rng, ts.step)``: a fresh key per step,
     reproducible.
+
+    Args:
+        objective, optimizer: what to minimize and the optax optimizer of ``ts.opt_state``.
+        monitor: what the step measures and what a non-finite step does.
+        loss_scale: a :class:`~nn_jax.precision.DynamicLossScale` for float16 training. The
+            optimizer (here and in ``TrainState.create``) is then ``loss_scale.wrap(opt)``, so
+            ``opt_state`` carries the scale (and checkpoints with it). The loss is multiplied
+            by the scale before ``jax.grad`` and the gradients divided by it after; a step with
+            non-finite gradients is skipped whatever ``monitor`` says (params, layer state and
+            optimizer state unchanged, ``"nonfinite"`` logged) and the scale divided by its
+            factor. ``logs["loss_scale"]`` is the scale the step used.
+        micro_batches: ``k > 1`` splits the batch's leading axis into ``k`` micro-batches run
+            one after another by ``jax.lax.scan`` (activations of one micro-batch in memory at
+            a time) with the layer state threaded through; gradients, loss and metrics are
+            averaged (equal to the whole batch's for a mean loss), then ONE optimizer update.
+            Micro-batch ``i`` gets rng ``fold_in(step rng, i)``; layers with batch statistics
+            (BatchNorm) see each micro-batch's. A batch size ``k`` does not divide is a
+            ``ConfigError``. ``optax.MultiSteps(opt, every_k_schedule=k)`` is the alternative
+            that accumulates over ``k`` steps (``k`` dispatches, the same memory).
     """
     _check_objective("make_step", objective)
     _check_optimizer("make_step", optimizer)
     _check_monitor("make_step", monitor)
+    _check_loss_scale("make_step", loss_scale)
+    micro_batches = _positive("make_step", "micro_batches", micro_batches)
     monitor = monitor or Monitor()
     traced = _Traced()
 
@@ -354,10 +495,27 @@ def make_step(
                 "step(ts, batch) takes the TrainState made by TrainState.create(model, "
                 f"optimizer, key, x), given {describe(ts)}"
             )
-        ts, logs = _train_body(objective, optimizer, monitor, traced, ts, batch)
+        ts, logs = _train_body(
+            objective,
+            optimizer,
+            monitor,
+            traced,
+            ts,
+            batch,
+            loss_scale=loss_scale,
+            micro_batches=micro_batches,
+        )
         return ts, {k: v for k, v in logs.items() if not k.startswith("_")}
 
     return step
+
+
+def _check_loss_scale(where: str, loss_scale: Any) -> None:
+    if loss_scale is not None and not isinstance(loss_scale, DynamicLossScale):
+        raise ArgumentError(
+            f"{where}: loss_scale must be a nn_jax.DynamicLossScale(...) or None, given "
+            f"{describe(loss_scale)}"
+        )
 
 
 def make_stateful_train_step(
@@ -367,8 +525,10 @@ def make_stateful_train_step(
     *,
     metrics: Mapping[str, MetricFn] | None = None,
     monitor: Monitor | None = None,
+    loss_scale: DynamicLossScale | None = None,
+    micro_batches: int = 1,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
-    """``make_step(Supervised(model, loss_fn, metrics), optimizer)``: the short form.
+    """``make_step(Supervised(model, loss_fn, metrics), optimizer, ...)``: the short form.
 
     >>> import jax, jax.numpy as jnp, optax
     >>> from nn_jax import Dense, losses
@@ -381,7 +541,13 @@ def make_stateful_train_step(
     """
     check_layer("make_stateful_train_step", model)
     _check_loss("make_stateful_train_step", loss_fn)
-    return make_step(Supervised(model, loss_fn, metrics), optimizer, monitor=monitor)
+    return make_step(
+        Supervised(model, loss_fn, metrics),
+        optimizer,
+        monitor=monitor,
+        loss_scale=loss_scale,
+        micro_batches=micro_batches,
+    )
 
 
 def make_train_step(
@@ -566,6 +732,23 @@ def _check_batch_size(batch_size: int, n: int, drop_last: bool) -> None:
         )
 
 
+def _check_split(source: _InMemory, devices: int) -> None:
+    """Every batch of ``source`` splits evenly over a mesh's ``devices`` data devices."""
+    if source.batch_size % devices:
+        raise ShapeError(
+            f"fit: batch_size {source.batch_size} is not a multiple of the {devices} devices "
+            f"the mesh splits each batch over (its data and fsdp axes); use a multiple of "
+            f"{devices}"
+        )
+    last = source.n % source.batch_size
+    if source.short_last and last % devices:
+        raise ShapeError(
+            f"fit: with drop_last=False the last batch of each epoch has {last} rows "
+            f"({source.n} examples, batch_size {source.batch_size}), which the mesh's "
+            f"{devices} data devices do not divide; use drop_last=True"
+        )
+
+
 def _positive(where: str, name: str, value: Any) -> Any:
     """``value`` (an int or NumPy integer ``>= 1``, or ``None``) as a Python int, else a
     ``ConfigError``."""
@@ -645,6 +828,10 @@ def fit(
     checkpoint: Checkpointer | None = None,
     checkpoint_every: int | None = None,
     progress: bool = True,
+    mesh: Mesh | None = None,
+    rules: Rules | None = None,
+    loss_scale: DynamicLossScale | None = None,
+    micro_batches: int = 1,
 ) -> tuple[TrainState, History]:
     """Train ``model``: a thin loop over :func:`make_step` and :func:`make_eval_step`.
 
@@ -682,6 +869,24 @@ def fit(
             it saves every ``checkpoint_every`` steps (default: at each validation, or
             epoch), with the validation metrics (for keeping the best) and at the end.
         progress: a tqdm bar with the loss, metrics and examples per second.
+        mesh: a ``jax.sharding.Mesh`` (:func:`nn_jax.parallel.make_mesh`) to train on. The
+            train state is created directly in its shardings (or ``init`` placed in them)
+            before a checkpoint is restored into them; each batch is split over the mesh's
+            ``data`` and ``fsdp`` axes (``batch_size`` must be a multiple of their device
+            count), in-memory data is replicated on every device and gathered there; training
+            and validation run jitted with explicit shardings
+            (:mod:`nn_jax.parallel`). On CPU devices each dispatch is waited for: back-to-back
+            steps with collectives can hang on simulated CPU devices otherwise.
+        rules: the :class:`nn_jax.rules.Rules` deciding each param's sharding (and its
+            optimizer state's); default :func:`nn_jax.parallel.mesh_rules`, from the mesh's
+            axis sizes. Only with ``mesh``; the rules' other settings (trainable, lr scale,
+            dtypes) take effect through ``rules.optimizer(...)`` and the model, not here.
+        loss_scale: dynamic loss scaling for float16 training
+            (:class:`nn_jax.precision.DynamicLossScale`): ``optimizer`` is wrapped so its state
+            carries the scale, an overflowing step is skipped and the scale shrunk; the default
+            monitor then skips non-finite steps instead of stopping.
+        micro_batches: split each batch into this many micro-batches, accumulating their
+            gradients with ``lax.scan`` before one update (see :func:`make_step`).
 
     Every argument is checked before anything is compiled: a wrong kind (a layer class, a loss
     of the wrong signature, an uncalled optimizer factory, a list of arrays as ``data``) is an
@@ -737,6 +942,11 @@ def fit(
             )
         split_batch(validation)
         _check_rows("validation", jax.tree.leaves(validation))
+    _check_loss_scale("fit", loss_scale)
+    micro_batches = _positive("fit", "micro_batches", micro_batches)
+    if loss_scale is not None:  # overflows are routine under loss scaling: skip, don't stop
+        monitor = monitor or Monitor(on_nonfinite="skip")
+        optimizer = loss_scale.wrap(optimizer)
     monitor = monitor or Monitor()
     objective = objective or Supervised(model, loss_fn, metrics)  # type: ignore[arg-type]
     init_key, data_key = jax.random.split(key)
@@ -745,6 +955,13 @@ def fit(
         raise ConfigError(
             f"fit: the checkpointer keeps the best {checkpoint.best!r}, which needs validation="
         )
+    if rules is not None and mesh is None:
+        raise ConfigError("fit: rules= shards the train state over a mesh: give mesh= too")
+    if mesh is not None:
+        from nn_jax import parallel  # here: nn_jax.parallel builds on this module
+
+        batch_sharding = parallel.batch_sharding(mesh)  # checks the mesh
+        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     in_memory = isinstance(data, tuple)
     source: _InMemory | None = None
     if in_memory:
@@ -752,6 +969,9 @@ def fit(
             raise ConfigError("fit: batch_size is required for in-memory data")
         split_batch(tuple(data))
         source = _InMemory(data, batch_size, shuffle=shuffle, drop_last=drop_last, key=data_key)
+        if mesh is not None:
+            _check_split(source, parallel.data_axis_size(mesh))
+            source.data = jax.device_put(source.data, replicated)  # each device gathers rows
         steps_per_epoch: int | None = source.steps_per_epoch
         example = jax.tree.map(lambda a: a[: source.batch_size], source.data)
     elif steps_per_dispatch != 1:
@@ -768,8 +988,15 @@ def fit(
     if init is None:
         if example is None:
             example = batches.peek()
-        init = TrainState.create(model, optimizer, init_key, split_batch(example)[0])
+        x = split_batch(example)[0]
+        if mesh is None:
+            init = TrainState.create(model, optimizer, init_key, x)
+        else:  # created directly in its shardings
+            init = parallel.sharded_train_state(model, optimizer, init_key, x, mesh, rules)
     ts = init
+    if mesh is not None:  # (a restored checkpoint lands in these shardings)
+        rules = rules or parallel.mesh_rules(ts.params, mesh)
+        ts = parallel.shard_train_state(ts, mesh, rules)
     if checkpoint is not None and checkpoint.latest_step() is not None:
         ts, metadata = checkpoint.restore(ts)
         history = History.from_dict(metadata.get("history", {})).truncate(int(ts.step))
@@ -778,16 +1005,33 @@ def fit(
         raise ConfigError(f"fit: the train state is at step {start}, past the requested {total}")
 
     traced = _Traced()
-    chunk = jax.jit(
-        lambda ts, acc, payload, kind: _run_chunk(
-            objective, optimizer, monitor, traced, ts, acc, kind, payload
-        ),
-        static_argnames="kind",
+    body = functools.partial(
+        _train_body,
+        objective,
+        optimizer,
+        monitor,
+        traced,
+        loss_scale=loss_scale,
+        micro_batches=micro_batches,
     )
-    evaluate = make_eval_step(objective)
+
+    def run(ts: TrainState, acc: dict[str, Any], payload: Any, kind: str) -> Any:
+        return _run_chunk(body, monitor, ts, acc, kind, payload,
+                          None if mesh is None else batch_sharding)  # fmt: skip
+
+    if mesh is None:
+        chunk = jax.jit(run, static_argnames="kind")
+        evaluate = make_eval_step(objective)
+    else:
+        placed = parallel.train_state_shardings(ts, mesh, rules)
+        chunk = jax.jit(run, static_argnames="kind", out_shardings=(placed, replicated))
+        evaluate = parallel.make_sharded_eval_step(objective, mesh, rules)
+    # Back-to-back steps with collectives can hang on simulated CPU devices when dispatched
+    # asynchronously; waiting for each chunk avoids it (and costs little on a CPU).
+    wait = mesh is not None and mesh.size > 1 and mesh.devices.flat[0].platform == "cpu"
     acc = _zero_accumulator(
         jax.eval_shape(
-            lambda ts, b: _train_body(objective, optimizer, monitor, traced, ts, b)[1],
+            lambda ts, b: body(ts, b)[1],
             ts,
             batches.example_batch(example),
         )
@@ -814,7 +1058,11 @@ def fit(
             boundaries.append(_next(step, spe) - 1 if (step + 1) % spe else step + 1)
         count = min(boundaries) - step
         kind, payload = batches.take(step, count)
+        if mesh is not None and kind == "batch":
+            payload = parallel.shard_batch(payload, mesh)
         ts, acc = chunk(ts, acc, payload, kind=kind)
+        if wait:
+            jax.block_until_ready(ts)
         step += count
         bar.update(count)
         logged: list[Record] = []
@@ -947,23 +1195,24 @@ class _BatchStream:
 
 
 def _run_chunk(
-    objective: Objective,
-    optimizer: optax.GradientTransformation,
+    body: Callable[..., tuple[TrainState, Metrics]],
     monitor: Monitor,
-    traced: _Traced,
     ts: TrainState,
     acc: dict[str, Any],
     kind: str,
     payload: Any,
+    batch_sharding: jax.sharding.Sharding | None = None,
 ) -> tuple[TrainState, dict[str, Any]]:
-    """Steps over one chunk of batches (a ``lax.scan`` when several), accumulating the logs.
+    """Steps of ``body`` (:func:`_train_body` with the objective, optimizer and options bound)
+    over one chunk of batches (a ``lax.scan`` when several), accumulating the logs.
 
     ``payload`` is a batch (``kind="batch"``) or ``(data, row indices (k, B))`` (``"rows"``).
+    On a mesh, the gathered rows are split by ``batch_sharding`` (each device keeps its own).
     """
 
     def one(carry: tuple[TrainState, dict[str, Any]], batch: Any) -> Any:
         ts, acc = carry
-        new_ts, logs = _train_body(objective, optimizer, monitor, traced, ts, batch, acc["halted"])
+        new_ts, logs = body(ts, batch, acc["halted"])
         return (new_ts, _accumulate(acc, logs, ts.step, monitor)), None
 
     if kind == "batch":
@@ -971,7 +1220,10 @@ def _run_chunk(
     data, indices = payload
 
     def gather(rows: Array) -> Any:
-        return tuple(jax.tree.map(lambda a: a[rows], tuple(data)))
+        batch = tuple(jax.tree.map(lambda a: a[rows], tuple(data)))
+        if batch_sharding is None:
+            return batch
+        return jax.lax.with_sharding_constraint(batch, batch_sharding)
 
     if indices.shape[0] == 1:
         return one((ts, acc), gather(indices[0]))[0]

@@ -19,10 +19,12 @@ NAMESPACE_MODULES = {
     "activations",
     "compat",
     "data",
+    "distributed",
     "initializers",
     "losses",
     "metrics",
     "models",
+    "parallel",
 }
 # Namespace modules whose names are re-exported at the top level too (``nn.relu``).
 REEXPORTED_NAMESPACES = {"activations"}

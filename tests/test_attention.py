@@ -403,3 +403,129 @@ def test_separate_key_and_value_inputs_errors_and_params():
         layer(params, (xq, xk))
     with pytest.raises(ConfigError, match="for cross-attention use decode=False"):
         MultiHeadAttention(2, decode=True).init(KEY, (xq, xk, xv))
+
+
+# --------------------------------------------------------------------------------------------
+# Kernels: jax.nn.dot_product_attention ("xla") against the explicit one and NumPy; the choice.
+
+
+def _kernel_cases():
+    """(name, Hq, Hkv, mask): causal, key padding with an example that has no key, GQA."""
+    causal = np.tril(np.ones((5, 5), bool))
+    padding = (np.arange(5)[None] < np.array([[3], [0]]))[:, None, None, :]  # (B, 1, 1, Tk)
+    return [
+        ("causal", 4, 4, causal),
+        ("padding_gqa", 4, 2, padding),
+        ("causal_padding_mqa", 4, 1, causal & padding),
+    ]
+
+
+@pytest.mark.parametrize(("name", "hq", "hkv", "mask"), _kernel_cases(), ids=lambda c: c)
+def test_xla_kernel_equals_explicit_and_numpy_outputs_and_gradients(name, hq, hkv, mask):
+    rng = np.random.default_rng(30)
+    q, k, v = (a.astype(np.float32) for a in qkv(rng, Tq=5, Tk=5, Hq=hq, Hkv=hkv, D=8, Dv=8))
+    cotangent = rng.standard_normal(q.shape).astype(np.float32)
+
+    def loss(impl):
+        def f(q, k, v):
+            out = dot_product_attention(q, k, v, mask=mask, implementation=impl)
+            return jnp.sum(out * cotangent)
+
+        return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2)))
+
+    (l_x, g_x), (l_e, g_e) = loss("xla")(q, k, v), loss("explicit")(q, k, v)
+    out = dot_product_attention(q, k, v, mask=mask, implementation="xla")
+    np.testing.assert_allclose(out, np_attention(q, k, v, mask)[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(l_x, l_e, rtol=1e-5)
+    for a, b in zip(g_x, g_e, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    if "padding" in name:  # example 1 has no key: zero output, no gradient into its q, k, v
+        np.testing.assert_array_equal(out[1], 0.0)
+        for g in g_x:
+            np.testing.assert_array_equal(g[1], 0.0)
+
+
+@pytest.mark.parametrize("side", ["lengths", "key_mask"])
+def test_layer_xla_kernel_equals_explicit_with_causal_padding_and_gqa(side):
+    """The layer's fused path (is_causal + key lengths / a key mask) against the explicit one,
+    outputs and parameter gradients, with a sequence of length 0 (zero attention output)."""
+    rng = np.random.default_rng(31)
+    x = rng.standard_normal((2, 6, 16)).astype(np.float32)
+    lengths = np.array([4, 0])
+    given = {"lengths": lengths, "key_mask": np.arange(6)[None] < lengths[:, None]}[side]
+    layers = {
+        i: MultiHeadAttention(4, num_kv_heads=2, causal=True, implementation=i)
+        for i in ("xla", "explicit")
+    }
+    params = random_params(layers["xla"].init(KEY, x)[0], rng)
+
+    def run(impl):
+        def f(p):
+            y = layers[impl](p, x, side={side: given})
+            return jnp.sum(jnp.sin(y)), y
+
+        return jax.jit(jax.value_and_grad(f, has_aux=True))(params)
+
+    (l_x, y_x), g_x = run("xla")
+    (l_e, y_e), g_e = run("explicit")
+    np.testing.assert_allclose(l_x, l_e, rtol=1e-5)
+    np.testing.assert_allclose(y_x, y_e, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(y_x[1], np.broadcast_to(params["b_o"], (6, 16)), rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g_x, g_e)
+
+
+def _count_fused_calls(monkeypatch):
+    calls = []
+    real = jax.nn.dot_product_attention
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["implementation"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(jax.nn, "dot_product_attention", spy)
+    return calls
+
+
+def test_tapping_the_weights_runs_the_explicit_kernel(monkeypatch):
+    """With implementation="xla", a tapping block that captures or edits ``weights`` gets the
+    real weights (explicit kernel); one that taps other paths leaves the fused kernel on."""
+    calls = _count_fused_calls(monkeypatch)
+    rng = np.random.default_rng(32)
+    x = rng.standard_normal((1, 3, 4)).astype(np.float32)
+    layer = MultiHeadAttention(2, causal=True, implementation="xla")
+    params = random_params(layer.init(KEY, x)[0], rng)
+    y = layer(params, x)
+    assert calls == ["xla"]
+    y_heads, _, taps = apply_with_intermediates(layer, params, {}, x, capture="*heads")
+    assert calls == ["xla", "xla"] and list(taps) == ["heads"]
+    y_w, _, taps = apply_with_intermediates(layer, params, {}, x, capture="*weights")
+    assert len(calls) == 2 and list(taps) == ["weights"]
+    ref, ref_w = np_mha(params, x, x, np.tril(np.ones((3, 3), bool)))
+    np.testing.assert_allclose(taps["weights"], ref_w, rtol=1e-5, atol=1e-6)
+    for out in (y, y_heads, y_w):
+        np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    with tapping(capture=(), edit={"*weights": lambda w: jnp.zeros_like(w)}):
+        y_edit = layer(params, x)
+    assert len(calls) == 2
+    np.testing.assert_allclose(y_edit[0], np.broadcast_to(params["b_o"], (3, 4)), rtol=1e-6)
+
+
+def test_kernel_choice_and_its_errors(monkeypatch):
+    calls = _count_fused_calls(monkeypatch)
+    x = np.ones((1, 3, 8), np.float32)
+    layer = MultiHeadAttention(2, causal=True)
+    params = layer.init(KEY, x)[0]
+    layer(params, x)  # None on CPU: the explicit kernel
+    dot_product_attention(*qkv(np.random.default_rng(0)))
+    assert calls == []
+    with pytest.raises(ConfigError, match=r"implementation must be None .* given 'flash'"):
+        MultiHeadAttention(2, implementation="flash")
+    with pytest.raises(ConfigError, match=r"implementation='xla' .* no dropout"):
+        MultiHeadAttention(2, dropout_rate=0.1, implementation="xla")
+    with pytest.raises(ConfigError, match=r"implementation='cudnn' needs an NVIDIA GPU"):
+        MultiHeadAttention(2, implementation="cudnn")(params, x)
+    q, k, v = qkv(np.random.default_rng(0))  # Dv != D: JAX's function cannot take it
+    with pytest.raises(ConfigError, match=r"does not support value head size \(2\)"):
+        dot_product_attention(q, k, v, implementation="xla")
+    with pytest.raises(ConfigError, match=r"does not support dropout"):
+        dot_product_attention(q, k, k, dropout_rate=0.5, implementation="xla")

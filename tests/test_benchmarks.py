@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nn_jax.bench import cli, flops, runner
+from nn_jax.bench import cli, flops, runner, timing
+from nn_jax.bench import report as report_lib
 from nn_jax.bench.environment import framework_available
 from nn_jax.bench.frameworks import leaf
 from nn_jax.bench.registry import FRAMEWORKS
@@ -200,12 +201,14 @@ def test_quick_cli_run_writes_json_and_markdown(tmp_path):
     assert runs == {(w, f) for w in cli.QUICK_WORKLOADS for f in cli.QUICK_FRAMEWORKS}
     for rec in report["results"]:
         assert rec["step_s"] > 0 and math.isfinite(rec["first_loss"])
-        assert rec["flops"] > 0 and 0 < rec["mfu"] < 1.5
+        # CPU: no vendor peak, so no MFU; the fraction of the measured matmul instead.
+        assert rec["flops"] > 0 and rec["mfu"] is None and 0 < rec["matmul_fraction"] < 1.5
         assert rec["peak_memory_bytes"] > 0
     assert report["meta"]["jax"] == jax.__version__ and report["meta"]["device_kind"]
     assert {t["workload"] for t in report["targets"]} == set(cli.QUICK_WORKLOADS)
     md = (out / "results.md").read_text()
     assert "| workload | dtype | framework |" in md and "raw JAX" in md
+    assert report["peaks"]["float32"]["flops_per_s"] is None and "of matmul" in md
     assert "nn_jax bench" in done.stdout
 
 
@@ -278,3 +281,90 @@ def test_leaf_finds_a_parameter_at_any_depth_and_names_the_tree_otherwise():
     np.testing.assert_array_equal(leaf(tree, "w"), np.ones(2))
     with pytest.raises(LookupError, match=r"one parameter named 'kernel' in .*\['dense'\]\['w'\]"):
         leaf(tree, "kernel")
+
+
+# --------------------------------------------------------------------------------------------
+# MFU: FLOPs per step / step time / the device's peak (given, from the vendor table, or unknown).
+
+
+@pytest.mark.parametrize(
+    ("kind", "float32", "bfloat16"),
+    [
+        ("NVIDIA H100 80GB HBM3", 494.7e12, 989.4e12),  # H100 SXM
+        ("NVIDIA H100 PCIe", 378e12, 756e12),
+        ("NVIDIA H200", 494.7e12, 989.4e12),
+        ("NVIDIA A100-SXM4-80GB", 156e12, 312e12),
+        ("NVIDIA L4", 60e12, 121e12),
+        ("NVIDIA L40", None, None),  # not the L4, not the L40S: unknown
+        ("NVIDIA A10G", None, None),
+        ("NVIDIA Tesla V100-SXM2-16GB", 15.7e12, None),  # no bfloat16 tensor cores
+        ("TPU v4", 275e12, 275e12),
+        ("TPU v5 lite", 197e12, 197e12),  # v5e
+        ("TPU v5", 459e12, 459e12),  # v5p
+        ("TPU v6 lite", 918e12, 918e12),  # v6e
+        ("cpu", None, None),
+    ],
+)
+def test_peak_table_lookup_by_device_kind(kind, float32, bfloat16):
+    assert flops.table_peak(kind, "float32") == float32
+    assert flops.table_peak(kind, "bfloat16") == bfloat16
+
+
+def _record(dtype: str, flop_count: float | None, step_s: float) -> dict:
+    return {"dtype": dtype, "flops": flop_count, "step_s": step_s}
+
+
+def test_mfu_is_flops_per_step_over_step_time_over_the_given_peak():
+    # 3 TFLOP per 20 ms step = 150 TFLOP/s; against a 600 TFLOP/s peak: 25%.
+    assert flops.model_flops_utilization(3e12, 0.02, 600e12) == pytest.approx(0.25)
+    peaks = timing.Peaks(jax.devices()[0], {"bfloat16": 600e12})
+    peak = peaks.peak("bfloat16")
+    assert peak["flops_per_s"] == 600e12 and "--peak-tflops 600" in peak["source"]
+    records = [_record("bfloat16", 3e12, 0.02), _record("bfloat16", None, 0.02)]
+    runner.add_mfu(records, {"bfloat16": peak})
+    assert records[0]["achieved_flops_per_s"] == pytest.approx(150e12)
+    assert records[0]["mfu"] == pytest.approx(0.25)
+    assert records[1]["mfu"] is None and records[1]["achieved_flops_per_s"] is None
+
+
+def test_mfu_is_unknown_without_a_peak_and_the_measured_matmul_is_reported_apart():
+    peaks = timing.Peaks(jax.devices()[0])  # CPU: not in the table
+    peaks.samples["float32"] = [100e9, 400e9, 200e9]  # as measure() would record them
+    peak = peaks.peak("bfloat16")  # CPU bfloat16 matmuls run in float32: the same samples
+    assert peak["flops_per_s"] is None and "unknown" in peak["source"]
+    assert peak["matmul_flops_per_s"] == 400e9 and peak["matmul_median_flops_per_s"] == 200e9
+    records = [_record("bfloat16", 2e9, 0.01)]  # 200 GFLOP/s
+    runner.add_mfu(records, {"bfloat16": peak})
+    assert records[0]["mfu"] is None
+    assert records[0]["matmul_fraction"] == pytest.approx(0.5)
+    report = {"results": [], "peaks": {"bfloat16": peak}}
+    report["meta"] = {
+        "device_kind": "cpu",
+        "platform": "cpu",
+        "host": {"cpu": "x", "cpu_count": 2},
+        "jax": "0",
+        "jaxlib": "0",
+        "timestamp": "t",
+        "load_average_start": [0.0],
+        "load_average_end": [0.0],
+    }
+    assert "bfloat16: - (unknown for cpu bfloat16" in report_lib.header(report)
+
+
+def test_peak_tflops_flag_for_every_dtype_or_per_dtype(capsys):
+    from nn_jax.cli import build_parser
+
+    def options(*argv: str) -> runner.Options:
+        return cli.options_from_args(build_parser().parse_args(["bench", *argv]))
+
+    assert options("--peak-tflops", "989").peak_flops == (
+        ("float32", 989e12),
+        ("bfloat16", 989e12),
+    )
+    both = options("--peak-tflops", "bfloat16=989,float32=494.5").peak_flops
+    assert both == (("bfloat16", 989e12), ("float32", 494.5e12))
+    assert options().peak_flops == ()
+    for bad in ("fast", "float16=100", "-3"):
+        with pytest.raises(SystemExit):
+            options("--peak-tflops", bad)
+        assert "--peak-tflops" in capsys.readouterr().err

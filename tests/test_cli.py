@@ -27,9 +27,10 @@ DIGITS = ["train", "mlp", "--dataset", "digits", "--no-progress"]
 METRICS = re.compile(r"test .*? examples\)")
 
 
-def nn_jax(*args, cwd):
-    """Run ``python -m nn_jax.cli *args`` in ``cwd``. The processes share a persistent JAX
-    compilation cache (in ``cwd``'s parent) so that the digits runs compile once."""
+def nn_jax(*args, cwd, env=None):
+    """Run ``python -m nn_jax.cli *args`` in ``cwd`` (with ``env`` added to the environment).
+    The processes share a persistent JAX compilation cache (in ``cwd``'s parent) so that the
+    digits runs compile once."""
     cache = Path(cwd).parent / "jax-cache"
     env = {
         **os.environ,
@@ -37,6 +38,7 @@ def nn_jax(*args, cwd):
         "JAX_COMPILATION_CACHE_DIR": str(cache),
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+        **(env or {}),
     }
     return subprocess.run(
         [sys.executable, "-m", "nn_jax.cli", *map(str, args)],
@@ -111,6 +113,24 @@ def test_interrupted_and_resumed_run_is_bit_identical(digits_run):
     assert read_jsonl(cwd / "B/history.jsonl") == read_jsonl(run / "history.jsonl")
 
 
+def test_training_on_a_two_device_mesh_matches_one_device(digits_run):
+    """``--mesh data=2`` in a process with 2 simulated CPU devices: each batch split in two,
+    the same 80 steps as the one-device run of the fixture, so the same losses up to float32
+    reduction order, and the params land on both devices."""
+    run, _ = digits_run
+    cpus = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    ok(nn_jax(*DIGITS, "--epochs", 4, "--mesh", "data=2", "--out", "M", cwd=run.parent, env=cpus))
+    mesh_run = run.parent / "M"
+    one, two = read_jsonl(run / "history.jsonl"), read_jsonl(mesh_run / "history.jsonl")
+    assert [(r["step"], r["split"]) for r in two] == [(r["step"], r["split"]) for r in one]
+    np.testing.assert_allclose([r["loss"] for r in two], [r["loss"] for r in one], rtol=1e-4)
+    results = [json.loads((r / "result.json").read_text())["test"] for r in (run, mesh_run)]
+    np.testing.assert_allclose(results[1]["loss"], results[0]["loss"], rtol=1e-4)
+    flat_one, flat_two = (dict(_leaves(params_of(r))) for r in (run, mesh_run))
+    for path, value in flat_one.items():
+        np.testing.assert_allclose(flat_two[path], value, rtol=1e-3, atol=1e-5, err_msg=path)
+
+
 def test_eval_of_a_damaged_checkpoint_is_one_line_in_a_subprocess(digits_run):
     """Flipped bits in the latest step's array files: refused on one line, with no trace of the
     array reads that tensorstore abandons (they would print tracebacks)."""
@@ -172,6 +192,9 @@ def _bad_inputs():
     yield ["train", "--seed", "4294967296"], "--seed: expected an integer >= 0 up to 4294967295"
     yield ["train", "--out", ""], "--out: expected a folder path, given ''"
     yield ["train", "--out", "a\x00b"], "--out: expected a folder path"
+    yield ["train", "--mesh", "gpu=2"], "--mesh: mesh 'gpu=2': expected comma-separated axis="
+    yield ["train", "--mesh", "data=0"], "with sizes >= 1, e.g. 'data=2,fsdp=4'; given 'data=0'"
+    yield ["train", "--mesh", "data=2"], "data=2 x fsdp=1 x tensor=1 lays out 2 devices, but 1"
     yield ["reproduce", "mnist1d", "--seeds", "1001"], "--seeds: expected a positive integer up to"
     yield ["eval", "nowhere"], "'nowhere' is not a run folder"
     yield ["eval", "file"], "'file' is not a run folder"

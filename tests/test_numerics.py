@@ -351,7 +351,8 @@ LOSS_CASES = {
 @pytest.mark.parametrize("name", sorted(LOSS_CASES))
 def test_half_precision_losses_accumulate_accurately(name, dtype):
     """A mean over 8192 terms in half precision: summed in bfloat16 it would stall once the
-    running sum is large (adding 1 to 256 is a no-op in bfloat16); it must match float32."""
+    running sum is large (adding 1 to 256 is a no-op in bfloat16); it must match float32.
+    Losses of half-precision predictions compute and return float32."""
     g = np.random.default_rng(4)
     predictions, targets = LOSS_CASES[name](g, 8192)
     fn = getattr(losses, name)
@@ -361,7 +362,7 @@ def test_half_precision_losses_accumulate_accurately(name, dtype):
     for reduction in ("mean", "sum"):
         value = fn(p_half, t_half, reduction=reduction)
         reference = fn(np.asarray(p_half, np.float32), t_f32, reduction=reduction)
-        assert value.dtype == dtype and _all_finite(value)
+        assert value.dtype == jnp.float32 and _all_finite(value)
         _close(value, reference, HALF_TOL[dtype], reduction)
     if name != "mse":  # logits of +-1e4 stay finite in half precision too (1e4 fits float16)
         extreme = jnp.asarray(1e4 * np.sign(predictions), dtype)

@@ -71,6 +71,26 @@ def _file_stem(text: str) -> str:
     return text
 
 
+def _peak_tflops(text: str) -> tuple[tuple[str, float], ...]:
+    """``--peak-tflops``: ``989`` (every dtype of the run) or ``bfloat16=989,float32=494.7``,
+    as ``(dtype, FLOP/s)`` pairs (``("*", ...)`` for every dtype)."""
+    pairs = []
+    for item in text.split(","):
+        dtype, sep, value = item.strip().rpartition("=")
+        dtype = dtype.strip() if sep else "*"
+        try:
+            tflops = float(value)
+        except ValueError:
+            tflops = -1.0
+        if dtype not in (*DTYPES, "*") or not 0 < tflops < float("inf"):
+            raise argparse.ArgumentTypeError(
+                f"expected a positive peak in TFLOP/s, e.g. 989, or DTYPE=TFLOPS pairs with "
+                f"DTYPE in {', '.join(DTYPES)}, e.g. bfloat16=989,float32=494.7; given {text!r}"
+            )
+        pairs.append((dtype, tflops * 1e12))
+    return tuple(pairs)
+
+
 def _add_selection(parser: argparse.ArgumentParser) -> None:
     missing = "".join(
         f"; unavailable: {family} family ({why})" for family, why in UNAVAILABLE.items()
@@ -95,6 +115,14 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--batch-size", type=_positive(int), help="override every workload's batch size"
+    )
+    parser.add_argument(
+        "--peak-tflops",
+        type=_peak_tflops,
+        default=(),
+        help="the device's dense peak in TFLOP/s for MFU, overriding the built-in table: one "
+        "number for every dtype, or DTYPE=TFLOPS pairs (bfloat16=989,float32=494.7). Without it "
+        "and off the table (CPUs) MFU is reported as unknown",
     )
 
 
@@ -148,6 +176,11 @@ def options_from_args(args: argparse.Namespace) -> Options:
         out=args.out,
         name=args.name,
         seed=args.seed,
+        peak_flops=tuple(
+            (dtype, flops)
+            for given, flops in args.peak_tflops
+            for dtype in (DTYPES if given == "*" else (given,))
+        ),
     )
 
 

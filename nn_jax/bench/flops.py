@@ -10,12 +10,14 @@ Three counts, from most to least authoritative:
   enclosing scan.
 * hand-written formulas in the workload modules (``Workload.analytic_flops``), for the tests.
 
-Device peaks: :data:`PEAKS` lists dense peak FLOP/s of known accelerators; on CPU (or an unknown
-device) the peak is measured in the same run with :func:`matmul_throughput`.
+Device peaks: :data:`PEAKS` lists the vendors' dense peak FLOP/s of known accelerators by
+``device_kind`` (:func:`table_peak`); elsewhere (CPUs, unknown devices) there is no peak, so no
+MFU, and :func:`matmul_throughput` measures what a large matmul reaches in the same run.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -34,39 +36,76 @@ from nn_jax._flops import (
 # --------------------------------------------------------------------------------------------
 # Peaks.
 
-PEAKS: tuple[tuple[str, float, float], ...] = (
-    # (device_kind substring, float32 peak, bfloat16 peak) in FLOP/s, dense (no sparsity).
-    # GPUs: float32 matmuls run on tensor cores as TF32 under JAX's default precision, so the
-    # float32 peak is the TF32 one where the GPU has TF32.
+PEAKS: tuple[tuple[str, float, float | None], ...] = (
+    # (device model, float32 peak, bfloat16 peak) in FLOP/s, dense (the vendors' "with
+    # sparsity" figures halved). The model matches whole words of ``device.device_kind``,
+    # first entry first (so "H100 PCIe" before "H100"). GPUs: float32 matmuls run on tensor
+    # cores as TF32 under JAX's default precision, so the float32 peak is the TF32 one.
+    # NVIDIA H200 datasheet (SXM): TF32 989 / BF16 1,979 TFLOPS with sparsity; NVL: 835 / 1,671.
+    ("H200 NVL", 417.5e12, 835.5e12),
     ("H200", 494.7e12, 989.4e12),
+    # NVIDIA H100 datasheet: SXM TF32 989 / BF16 1,979, PCIe 756 / 1,513, NVL 835 / 1,671
+    # TFLOPS with sparsity; GH200 (Grace Hopper datasheet) as the H100 SXM.
     ("H100 PCIe", 378e12, 756e12),
+    ("H100 NVL", 417.5e12, 835.5e12),
     ("H100", 494.7e12, 989.4e12),
+    ("GH200", 494.7e12, 989.4e12),
+    # NVIDIA A100 datasheet (SXM and PCIe): TF32 156 / BF16 312 TFLOPS dense.
     ("A100", 156e12, 312e12),
+    # NVIDIA L40S datasheet: TF32 183 / BF16 362.05 TFLOPS dense.
     ("L40S", 183e12, 362e12),
+    # NVIDIA L4 datasheet: TF32 120 / BF16 242 TFLOPS with sparsity.
     ("L4", 60e12, 121e12),
-    ("A10G", 35e12, 70e12),
+    # NVIDIA A10 datasheet: TF32 62.5 / BF16 125 TFLOPS dense.
     ("A10", 62.5e12, 125e12),
-    ("V100", 15.7e12, 125e12),
-    ("T4", 8.1e12, 65e12),
-    # TPUs: float32 matmuls use bfloat16 passes under JAX's default precision.
-    ("TPU v6", 918e12, 918e12),
+    # NVIDIA V100 (SXM2) and T4 datasheets: FP32 15.7 and 8.1 TFLOPS; no bfloat16 tensor cores.
+    ("V100", 15.7e12, None),
+    ("T4", 8.1e12, None),
+    # Google Cloud TPU docs, bf16 peak per chip (one JAX device per chip from v4 on); float32
+    # matmuls take one bfloat16 pass under JAX's default precision, so the same peak.
+    ("TPU v6 lite", 918e12, 918e12),  # v6e (Trillium)
+    ("TPU v6e", 918e12, 918e12),
+    ("TPU v5 lite", 197e12, 197e12),  # v5e
+    ("TPU v5e", 197e12, 197e12),
     ("TPU v5p", 459e12, 459e12),
-    ("TPU v5", 197e12, 197e12),  # v5e ("TPU v5 lite")
+    ("TPU v5", 459e12, 459e12),  # v5p's device_kind
     ("TPU v4", 275e12, 275e12),
-    ("TPU v3", 123e12, 123e12),
-    ("TPU v2", 45e12, 45e12),
 )
 
 
-def table_peak(device: jax.Device, dtype: str) -> float | None:
-    """The listed peak FLOP/s of ``device`` for ``dtype``, or ``None`` if it is not listed."""
-    if device.platform == "cpu":
-        return None
-    kind = device.device_kind
-    for name, f32, bf16 in PEAKS:
-        if name.lower() in kind.lower():
-            return bf16 if dtype == "bfloat16" else f32
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def table_peak(device_kind: str, dtype: str) -> float | None:
+    """The listed dense peak FLOP/s of a device (by ``jax.Device.device_kind``) for ``dtype``.
+
+    ``None`` where the device or dtype is not listed (CPUs, unknown accelerators): a peak is
+    never guessed. A model matches when its words appear in order as consecutive words of the
+    device kind and, for TPUs, make up all of it ("TPU v5" is v5p, "TPU v5 lite" is v5e).
+    """
+    words = _words(device_kind)
+    for model, f32, bf16 in PEAKS:
+        want = _words(model)
+        if want[0] == "tpu":
+            found = words == want
+        else:
+            found = any(words[i : i + len(want)] == want for i in range(len(words)))
+        if found:
+            return bf16 if dtype == "bfloat16" else f32 if dtype == "float32" else None
     return None
+
+
+def model_flops_utilization(
+    flops: float | None, step_s: float, peak_flops_per_s: float | None
+) -> float | None:
+    """MFU: the step's FLOPs per second over the device's peak, ``flops / step_s / peak``.
+
+    ``None`` where the FLOP count or the peak is unknown (never a guessed peak).
+    """
+    if not flops or not peak_flops_per_s:
+        return None
+    return flops / step_s / peak_flops_per_s
 
 
 def matmul_throughput(n: int = 1024, dtype: Any = jnp.float32, repeats: int = 20) -> list[float]:
@@ -93,6 +132,7 @@ __all__ = [
     "cost_analysis",
     "jaxpr_matmul_flops",
     "matmul_throughput",
+    "model_flops_utilization",
     "peak_memory_bytes",
     "scan_correction",
     "step_flops",

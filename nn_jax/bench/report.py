@@ -49,9 +49,15 @@ COLUMNS = (
     "FLOP/step",
     "FLOP/s",
     "MFU",
+    "of matmul",
     "peak mem",
     "vs raw JAX",
 )
+
+
+def fmt_percent(value: float | None, digits: int = 2) -> str:
+    """``12.34%``, or ``-`` for none (an unknown MFU)."""
+    return "-" if value is None else f"{value * 100:.{digits}f}%"
 
 
 def _row(rec: dict[str, Any]) -> tuple[str, ...]:
@@ -67,7 +73,8 @@ def _row(rec: dict[str, Any]) -> tuple[str, ...]:
         fmt_si(rec["items_per_s"], f" {rec['unit']}/s"),
         fmt_si(rec["flops"]),
         fmt_si(rec["achieved_flops_per_s"], "FLOP/s"),
-        "-" if rec["mfu"] is None else f"{rec['mfu'] * 100:.2f}%",
+        fmt_percent(rec["mfu"]),
+        fmt_percent(rec.get("matmul_fraction")),
         "-" if mem is None else f"{mem / 2**20:.2f} MiB",
         fmt_ratio(rec.get("ratio_to_jax")),
     )
@@ -83,6 +90,11 @@ def header(report: dict[str, Any]) -> str:
     meta = report["meta"]
     peaks = "; ".join(
         f"{dtype}: {fmt_si(p['flops_per_s'], 'FLOP/s')} ({p['source']})"
+        + (
+            f", matmul {fmt_si(p['matmul_flops_per_s'], 'FLOP/s')} ({p['matmul']})"
+            if "matmul" in p
+            else ""
+        )
         for dtype, p in report["peaks"].items()
     )
     return (
@@ -136,6 +148,7 @@ SUMMARY_COLUMNS = (
     "dtype",
     "nn_jax step",
     "MFU",
+    "of matmul",
     "nn_jax / raw JAX",
     "nn_jax / fastest other",
     "nnx.jit / nn_jax",
@@ -143,7 +156,8 @@ SUMMARY_COLUMNS = (
 
 
 def summary_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
-    """One row per workload and dtype: nn_jax's step time and MFU and its ratios to the others.
+    """One row per workload and dtype: nn_jax's step time, MFU (``-`` where the device's peak
+    is unknown), fraction of the measured matmul throughput (where measured) and its ratios.
 
     Ratios are medians of per-round ratios; "fastest other" is the fastest of Flax Linen,
     Flax NNX (both styles), Equinox and Haiku that ran.
@@ -158,7 +172,8 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
                 workload,
                 dtype,
                 fmt_time(nn["step_s"]),
-                "-" if nn["mfu"] is None else f"{nn['mfu'] * 100:.1f}%",
+                fmt_percent(nn["mfu"], 1),
+                fmt_percent(nn.get("matmul_fraction"), 1),
                 fmt_ratio(nn.get("ratio_to_jax")),
                 "-" if other is None else f"{other[1]:.3f}x ({FRAMEWORK_LABELS[other[0]]})",
                 "-" if nnx is None else fmt_ratio(nnx["ratio_to_nn_jax"]),
@@ -211,6 +226,7 @@ def write_reports(report: dict[str, Any], out: Path, name: str = "results") -> l
 __all__ = [
     "COLUMNS",
     "SUMMARY_COLUMNS",
+    "fmt_percent",
     "fmt_ratio",
     "fmt_si",
     "fmt_time",

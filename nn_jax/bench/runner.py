@@ -10,9 +10,10 @@ nn_jax parameters, then records:
   median of the per-round ratios (paired, so slow drift cancels);
 * throughput - items (examples, tokens, nodes) per second at the median step time;
 * FLOPs per step - XLA's cost analysis of the compiled raw-JAX step, corrected for scan trip
-  counts; achieved FLOP/s and MFU against the device's peak (a table for known GPUs/TPUs; on
-  CPU the best of 40 calls of a 1024x1024 float32 matmul, 20 at the start and 20 at the end of
-  the same run);
+  counts; achieved FLOP/s; MFU, FLOPs per step / step time / the device's peak for the dtype
+  (``--peak-tflops``, else the vendor's figure for known GPUs/TPUs, else unknown: ``None``);
+  where the peak is unknown (CPU), the fraction of the best of 40 calls of a large matmul
+  (1024x1024 float32 on CPU), 20 at the start and 20 at the end of the same run;
 * peak memory - ``memory_analysis()`` of each framework's compiled step (where it is a
   ``jax.jit`` function).
 """
@@ -95,6 +96,8 @@ class Options:
     out: Path = Path("benchmarks/out")
     name: str = "results"
     seed: int = 0
+    peak_flops: tuple[tuple[str, float], ...] = ()
+    """``(dtype, FLOP/s)`` pairs: the device's peak for MFU, overriding the table."""
 
 
 def _skip_reason(workload: Workload, framework: str) -> str | None:
@@ -191,13 +194,15 @@ def bench_workload(
 
 
 def add_mfu(records: list[dict[str, Any]], peaks: dict[str, dict[str, Any]]) -> None:
-    """Set each record's achieved FLOP/s and MFU (``None`` without a FLOP count)."""
+    """Set each record's achieved FLOP/s, its MFU against the dtype's peak (``None`` without a
+    FLOP count or a known peak) and, where a matmul was measured instead, its fraction of the
+    best measured matmul throughput (``matmul_fraction``, else ``None``)."""
     for rec in records:
-        if rec["flops"]:
-            rec["achieved_flops_per_s"] = rec["flops"] / rec["step_s"]
-            rec["mfu"] = rec["achieved_flops_per_s"] / peaks[rec["dtype"]]["flops_per_s"]
-        else:
-            rec["achieved_flops_per_s"] = rec["mfu"] = None
+        peak = peaks[rec["dtype"]]
+        flops, matmul = rec["flops"], peak.get("matmul_flops_per_s")
+        rec["achieved_flops_per_s"] = flops / rec["step_s"] if flops else None
+        rec["mfu"] = flopslib.model_flops_utilization(flops, rec["step_s"], peak["flops_per_s"])
+        rec["matmul_fraction"] = flopslib.model_flops_utilization(flops, rec["step_s"], matmul)
 
 
 def run(options: Options, console: Console | None = None) -> dict[str, Any]:
@@ -209,7 +214,7 @@ def run(options: Options, console: Console | None = None) -> dict[str, Any]:
         f"nn_jax bench on {env['device_kind']} ({env['platform']}), jax {env['jax']}, "
         f"load average {env['load_average_start'][0]:.2f}"
     )
-    peaks = Peaks(jax.devices()[0])
+    peaks = Peaks(jax.devices()[0], dict(options.peak_flops))
     peaks.measure(options.dtypes)
     results: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []

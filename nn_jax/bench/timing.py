@@ -9,8 +9,8 @@
   all of them alike), with Python's garbage collector off.
 * :func:`step_statistics` - median, quartiles and minimum of the per-step times, and the paired
   ratios (median of per-round ratios, so slow drift cancels).
-* :class:`Peaks` - the device's peak FLOP/s: a table for known GPUs/TPUs, else the best of
-  measured ``n x n`` matmuls.
+* :class:`Peaks` - the device's peak FLOP/s (MFU's denominator): given, or the vendor's figure
+  for known GPUs/TPUs, else unknown, with the best of measured ``n x n`` matmuls beside it.
 """
 
 from __future__ import annotations
@@ -107,36 +107,58 @@ def step_statistics(times: dict[str, list[float]], name: str) -> dict[str, Any]:
 
 
 class Peaks:
-    """Peak FLOP/s per dtype: the device table, or a matmul measured in this run (best of)."""
+    """Each dtype's peak FLOP/s, the denominator of MFU: the one given on the command line
+    (``--peak-tflops``), else the vendor's figure for the device
+    (:func:`~nn_jax.bench.flops.table_peak`), else unknown (``None``: CPUs, unlisted devices).
 
-    def __init__(self, device: jax.Device) -> None:
+    Where the peak is unknown, :meth:`measure` times large matmuls in this run (best of), a
+    yardstick of what the device reaches, reported next to MFU but never as its denominator.
+    """
+
+    def __init__(self, device: jax.Device, given: Mapping[str, float] | None = None) -> None:
         self.device = device
+        self.given = dict(given or {})
         self.samples: dict[str, list[float]] = {}
         self.size = 1024 if device.platform == "cpu" else 8192
+
+    def known(self, dtype: str) -> tuple[float, str] | None:
+        """``(FLOP/s, source)`` of the given or listed peak, or ``None``."""
+        if dtype in self.given:
+            return self.given[dtype], f"given: --peak-tflops {self.given[dtype] / 1e12:g}"
+        table = flopslib.table_peak(self.device.device_kind, dtype)
+        if table is not None:
+            return table, f"table: {self.device.device_kind} {dtype}"
+        return None
 
     def _measure_key(self, dtype: str) -> str:
         # CPU computes bfloat16 matmuls in float32: one float32 measurement serves both.
         return "float32" if self.device.platform == "cpu" else dtype
 
     def measure(self, dtypes: Sequence[str]) -> None:
-        """Measure (again) every dtype that the table does not cover."""
-        for key in {
-            self._measure_key(d) for d in dtypes if not flopslib.table_peak(self.device, d)
-        }:
+        """Measure (again) the matmul throughput of every dtype without a known peak."""
+        for key in {self._measure_key(d) for d in dtypes if self.known(d) is None}:
             self.samples.setdefault(key, []).extend(flopslib.matmul_throughput(self.size, key))
 
     def peak(self, dtype: str) -> dict[str, Any]:
-        """``{"flops_per_s", "source"}`` (and the measurement's median, when measured)."""
-        table = flopslib.table_peak(self.device, dtype)
-        if table is not None:
-            return {"flops_per_s": table, "source": f"table: {self.device.device_kind} {dtype}"}
-        key, n = self._measure_key(dtype), self.size
-        samples = self.samples[key]
-        return {
-            "flops_per_s": max(samples),
-            "median_flops_per_s": statistics.median(samples),
-            "source": f"measured: best of {len(samples)} {n}x{n} {key} matmuls in this run",
+        """``{"flops_per_s", "source"}`` (``flops_per_s`` ``None`` when unknown), plus the
+        matmul measurement (``matmul_flops_per_s``: best, ``matmul_median_flops_per_s``)
+        when one was made."""
+        known = self.known(dtype)
+        if known is not None:
+            return {"flops_per_s": known[0], "source": known[1]}
+        info: dict[str, Any] = {
+            "flops_per_s": None,
+            "source": f"unknown for {self.device.device_kind} {dtype} (give --peak-tflops)",
         }
+        key, n = self._measure_key(dtype), self.size
+        samples = self.samples.get(key)
+        if samples:
+            info |= {
+                "matmul_flops_per_s": max(samples),
+                "matmul_median_flops_per_s": statistics.median(samples),
+                "matmul": f"best of {len(samples)} {n}x{n} {key} matmuls in this run",
+            }
+        return info
 
 
 __all__ = [

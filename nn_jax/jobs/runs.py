@@ -33,6 +33,7 @@ from nn_jax.inspect import summary
 from nn_jax.jobs.recipes import Data, Recipe, find_recipe, input_spec
 from nn_jax.loggers import JsonlLogger, read_jsonl
 from nn_jax.monitor import Monitor
+from nn_jax.parallel import make_mesh
 from nn_jax.plots import plot_history
 from nn_jax.train import fit, make_eval_step
 
@@ -75,10 +76,12 @@ class TrainOptions:
         seed: int = 0,
         val_every: int | None = None,
         progress: bool = True,
+        mesh: str | None = None,
     ) -> None:
         self.epochs, self.steps = epochs, steps
         self.learning_rate, self.batch_size = learning_rate, batch_size
         self.seed, self.val_every, self.progress = seed, val_every, progress
+        self.mesh = mesh  # "data=2,fsdp=4" (nn_jax.parallel.make_mesh), or None: one device
 
 
 def check_out_dir(out: str | os.PathLike[str]) -> Path:
@@ -283,6 +286,7 @@ def train_run(
 
     recipe = find_recipe(model_name, dataset)
     out_dir = check_out_dir(out)
+    mesh = None if options.mesh is None else make_mesh(options.mesh)  # before any data is read
     data = recipe.load(options.seed)
     settings = _settings(recipe, options, data)
     model = recipe.build()
@@ -325,6 +329,7 @@ def train_run(
                 # the seed's failure modes: dead ReLUs, saturated units, where a NaN started
                 monitor=Monitor(activations=True),
                 progress=options.progress,
+                mesh=mesh,
             )
     finally:
         checkpointer.close()
