@@ -5,9 +5,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
-__all__ = ["DtypeOptions", "at_least_float32"]
+from nn_jax.core import describe
+from nn_jax.errors import ConfigError
+
+__all__ = ["DtypeOptions", "at_least_float32", "floating_dtype"]
 
 
 def at_least_float32(dtype: Any) -> Any:
@@ -15,6 +20,23 @@ def at_least_float32(dtype: Any) -> Any:
     angles are computed for half-precision inputs. (``jnp.promote_types(dtype, float32)``
     says the same, but is refused under ``jax.numpy_dtype_promotion("strict")``.)"""
     return dtype if jnp.finfo(dtype).bits >= 32 else jnp.dtype(jnp.float32)
+
+
+def floating_dtype(where: str, name: str, value: Any) -> np.dtype[Any]:
+    """``value`` (a dtype or its name) as a floating NumPy dtype, else a ``ConfigError`` naming
+    ``name``: the check of every dtype setting of a policy or a rule table."""
+    try:
+        dtype = (
+            np.dtype(jnp.dtype(value)) if not isinstance(value, np.ndarray | jax.Array) else None
+        )
+    except TypeError:
+        dtype = None
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        raise ConfigError(
+            f"{where}: {name} must be a floating dtype such as 'float32' or 'bfloat16', "
+            f"given {describe(value)}"
+        )
+    return dtype
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

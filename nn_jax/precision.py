@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nn_jax._options import at_least_float32
+from nn_jax._options import at_least_float32, floating_dtype
 from nn_jax.core import Array, Call, Layer, Params, PRNGKey, State, describe
 from nn_jax.errors import ArgumentError, ConfigError
 from nn_jax.rules import Rules
@@ -56,22 +56,6 @@ __all__ = [
 ]
 
 _POLICY_KEYS = {"params": "param_dtype", "compute": "compute_dtype", "output": "output_dtype"}
-
-
-def _float_dtype(where: str, name: str, value: Any) -> np.dtype[Any]:
-    """``value`` as a floating NumPy dtype, else a ``ConfigError`` naming ``name``."""
-    try:
-        dtype = (
-            np.dtype(jnp.dtype(value)) if not isinstance(value, np.ndarray | jax.Array) else None
-        )
-    except TypeError:
-        dtype = None
-    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
-        raise ConfigError(
-            f"{where}: {name} must be a floating dtype such as 'float32' or 'bfloat16', "
-            f"given {describe(value)}"
-        )
-    return dtype
 
 
 def cast_floats(tree: Any, dtype: Any) -> Any:
@@ -113,7 +97,7 @@ class Policy:
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
-            dtype = _float_dtype("Policy", field.name, getattr(self, field.name))
+            dtype = floating_dtype("Policy", field.name, getattr(self, field.name))
             object.__setattr__(self, field.name, dtype)
 
     @classmethod

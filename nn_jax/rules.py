@@ -60,6 +60,7 @@ import optax
 from jax.sharding import AbstractMesh, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from nn_jax._options import floating_dtype
 from nn_jax.errors import ArgumentError, ConfigError, ParamsError, ShardingError
 from nn_jax.remat import checkpoint_policy
 
@@ -117,7 +118,7 @@ class Rule:
         for name in ("dtype", "compute_dtype"):
             value = getattr(self, name)
             if value is not None:
-                object.__setattr__(self, name, _float_dtype(where, name, value))
+                object.__setattr__(self, name, floating_dtype(where, name, value))
         if self.remat is not None:
             checkpoint_policy(self.remat, f"{where}: remat")
         for name in ("trainable", "weight_decay"):
@@ -453,16 +454,6 @@ def _shape_dtype(path: str, leaf: Any) -> tuple[tuple[int, ...], np.dtype[Any]]:
             f"a jax.ShapeDtypeStruct"
         )
     return tuple(leaf.shape), np.dtype(leaf.dtype)
-
-
-def _float_dtype(where: str, name: str, value: Any) -> np.dtype[Any]:
-    try:
-        dtype = np.dtype(jnp.dtype(value))
-    except TypeError:
-        dtype = None
-    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
-        raise ConfigError(f"{where}: {name} must be a floating dtype, given {value!r}")
-    return dtype
 
 
 def _axis_names(entry: Any) -> tuple[str, ...]:
