@@ -79,8 +79,6 @@ def main() -> None:
             "cpu_count": os.cpu_count(),
             "load_before": load_before,
             "load_after": round(os.getloadavg()[0], 2),
-            "note": "shared machine: other processes were compiling and testing "
-            "during the run (see the load averages)",
         },
         "rows": rows,
         f"ratio_{hi}_over_{lo}": ratios,
