@@ -62,6 +62,7 @@ from nn_jax.errors import ArgumentError, ConfigError, ShapeError
 from nn_jax.history import History, Record
 from nn_jax.monitor import Monitor, activation_health, layer_norms
 from nn_jax.precision import DynamicLossScale, LossScaledState, LossScaleState
+from nn_jax.remat import rematerializing
 
 if TYPE_CHECKING:
     from jax.sharding import Mesh
@@ -878,9 +879,10 @@ def fit(
             (:mod:`nn_jax.parallel`). On CPU devices each dispatch is waited for: back-to-back
             steps with collectives can hang on simulated CPU devices otherwise.
         rules: the :class:`nn_jax.rules.Rules` deciding each param's sharding (and its
-            optimizer state's); default :func:`nn_jax.parallel.mesh_rules`, from the mesh's
-            axis sizes. Only with ``mesh``; the rules' other settings (trainable, lr scale,
-            dtypes) take effect through ``rules.optimizer(...)`` and the model, not here.
+            optimizer state's) and which layers are rematerialized (its remat rules); default
+            :func:`nn_jax.parallel.mesh_rules`, from the mesh's axis sizes. Only with
+            ``mesh``; the rules' other settings (trainable, lr scale, dtypes) take effect
+            through ``rules.optimizer(...)`` and ``MixedPrecision(model, rules=...)``.
         loss_scale: dynamic loss scaling for float16 training
             (:class:`nn_jax.precision.DynamicLossScale`): ``optimizer`` is wrapped so its state
             carries the scale, an overflowing step is skipped and the scale shrunk; the default
@@ -995,6 +997,8 @@ def fit(
             init = parallel.sharded_train_state(model, optimizer, init_key, x, mesh, rules)
     ts = init
     if mesh is not None:  # (a restored checkpoint lands in these shardings)
+        if rules is not None:  # its remat rules too: no change to the model's code
+            objective = _rematerialized(objective, rules.remat_paths(ts.params))
         rules = rules or parallel.mesh_rules(ts.params, mesh)
         ts = parallel.shard_train_state(ts, mesh, rules)
     if checkpoint is not None and checkpoint.latest_step() is not None:
@@ -1192,6 +1196,20 @@ class _BatchStream:
                 ) from None
         self._position += 1
         return tuple(batch) if isinstance(batch, list) else batch
+
+
+def _rematerialized(objective: Objective, paths: Mapping[str, str]) -> Objective:
+    """``objective`` run under :func:`nn_jax.remat.rematerializing` of ``paths`` (the layers a
+    rule table's remat rules chose), or ``objective`` itself when there are none."""
+    if not paths:
+        return objective
+
+    @functools.wraps(objective)
+    def run(params: Params, state: State, batch: Any, *, rng: PRNGKey | None, train: bool) -> Any:
+        with rematerializing(paths):
+            return objective(params, state, batch, rng=rng, train=train)
+
+    return run
 
 
 def _run_chunk(

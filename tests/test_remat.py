@@ -176,3 +176,34 @@ def test_save_nothing_halves_compiled_temp_memory_of_a_deep_mlp():
     remat = _temp_bytes(Repeat(block, 4, remat="nothing_saveable"), x)
     assert unrolled >= 2 * remat, (unrolled, remat)
     assert scanned >= 2 * remat, (scanned, remat)
+
+
+def test_fit_applies_the_rule_table_s_remat_rules(monkeypatch):
+    """``fit(mesh=, rules=)`` rematerializes the layers a remat rule names (the block at path
+    "2" goes through ``jax.checkpoint`` with that policy) and trains to the same params as
+    without the rule (float32: recomputation may round differently)."""
+    import optax
+
+    from nn_jax import losses
+    from nn_jax.parallel import make_mesh
+    from nn_jax.rules import Rule, Rules
+    from nn_jax.train import fit
+
+    seen = []
+    real = jax.checkpoint
+
+    def spy(fn, **kwargs):
+        seen.append(kwargs.get("policy"))
+        return real(fn, **kwargs)
+
+    x = np.random.default_rng(1).standard_normal((32, 3)).astype(np.float32)
+    y = np.random.default_rng(2).standard_normal((32, 2)).astype(np.float32)
+    common = dict(key=jax.random.key(0), steps=3, batch_size=8, progress=False)
+    mesh = make_mesh(data=1)
+    plain, _ = fit(PLAIN, losses.mse, optax.sgd(0.1), (x, y), mesh=mesh, **common)
+    monkeypatch.setattr(jax, "checkpoint", spy)
+    rules = Rules(Rule("2", remat="dots_saveable"))
+    remat, _ = fit(PLAIN, losses.mse, optax.sgd(0.1), (x, y), mesh=mesh, rules=rules, **common)
+    assert jax.checkpoint_policies.dots_saveable in seen
+    for a, b in zip(jax.tree.leaves(remat.params), jax.tree.leaves(plain.params), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
