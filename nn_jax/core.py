@@ -1354,7 +1354,7 @@ class Scope:
         self._claim(name, layer)
         with nested(name):
             if self.initializing and first_use:
-                p, s = layer.init(derive_key(self._key, name), x)  # type: ignore[arg-type]
+                p, s = _init_child(layer, derive_key(self._key, name), x)  # type: ignore[arg-type]
                 if p:
                     self.new_params[name] = p
                 if s:
@@ -1388,6 +1388,9 @@ class Scope:
         if self.initializing:
             if name not in self.new_params:
                 self.new_params[name] = init(derive_key(self._key, name), shape, dtype)  # type: ignore[arg-type]
+                recording = _INIT_RECORDING.get()
+                if recording is not None:
+                    recording.add(("param", init, tuple(shape), dtype), name)
             return self.new_params[name]
         return self._owner.param(self._params, name, tuple(shape))
 
@@ -1427,9 +1430,12 @@ class Block(Layer):
                 h = jax.nn.relu(scope("hidden", Dense(self.hidden), x))
                 return scope("out", Dense(1), h)
 
-    ``init`` traces ``forward`` under ``jax.jit`` on zeros shaped like the example input and keeps
-    only the parameters: XLA removes the forward computation, so no FLOPs are spent on data. It
-    runs with no side inputs: a layer treats an absent side input (``None``) as "not given"
+    ``init`` traces ``forward`` abstractly on the example input's shapes (no FLOPs are spent on
+    data) and records what makes each parameter; each distinct part (a leaf layer's ``init``, a
+    ``scope.param`` initializer, on given shapes) is then compiled once and run with the key of
+    its path, so a stack of identical blocks compiles one block's init (see "Init by parts"
+    below). Called inside a trace (``jit``, ``vmap``), it traces ``forward`` on zeros instead.
+    It runs with no side inputs: a layer treats an absent side input (``None``) as "not given"
     (no mask, full lengths, zero carry), which never changes parameter shapes.
     """
 
@@ -1447,6 +1453,12 @@ class Block(Layer):
                 NNJaxError,
                 f"layer hyper-parameters must be hashable (use tuples, not lists): {e}",
             ) from None
+        if _INIT_RECORDING.get() is not None:  # a child block while its parent is recorded
+            return self.init_traced(key, x)
+        if not _is_traced((key, x)):
+            made = _init_by_parts(self, treedef, tuple(leaves), key)
+            if made is not None:
+                return made
         return _jit_init(self, treedef, tuple(leaves), key)
 
     def init_traced(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
@@ -1483,9 +1495,174 @@ class Block(Layer):
         return y, scope.new_state
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _jit_init(
-    layer: Block, treedef: Any, structs: tuple[jax.ShapeDtypeStruct, ...], key: PRNGKey
+def _init_on_zeros(
+    layer: Layer, treedef: Any, structs: tuple[jax.ShapeDtypeStruct, ...], key: PRNGKey
 ) -> tuple[Params, State]:
     x = jax.tree.unflatten(treedef, [jnp.zeros(s.shape, s.dtype) for s in structs])
-    return layer.init_traced(key, x)
+    return layer.init_traced(key, x) if isinstance(layer, Block) else layer.init(key, x)
+
+
+_jit_init = jax.jit(_init_on_zeros, static_argnums=(0, 1, 2))
+
+
+# --------------------------------------------------------------------------------------------
+# Init by parts: a block's init compiled with each distinct part once.
+#
+# Compiling a whole model's init as one XLA program costs seconds on CPU, paid again after every
+# kernel restart: each parameter's random draw, and each child key's ``fold_in`` on the way to
+# it, is its own threefry kernel (10 s for a 12-layer transformer on a 2-core CPU). So
+# ``Block.init`` traces the forward pass abstractly (``jax.eval_shape``: no FLOPs, no
+# compilation) and records what makes each parameter: every leaf layer's ``init`` on its input
+# shapes and every ``scope.param`` initializer. The keys are derived outside any program (the
+# eager ``fold_in`` compiles once), the parts made once run in one program, and a part made n
+# times (the same layer on the same shapes: a stack of identical blocks) gets a program of its
+# own, compiled once and run n times. The parameters are bit for bit those of the one-program
+# init (tests/test_core.py).
+
+Part = tuple[Any, ...]
+"""What makes one part: ``("layer", layer, treedef, input structs)`` (its ``init`` on zeros
+of those shapes) or ``("param", initializer, shape, dtype)`` (a ``scope.param``)."""
+
+
+@dataclasses.dataclass
+class _InitRecording:
+    """The parts of a block's init by path relative to the block (filled while tracing)."""
+
+    prefix: tuple[str, ...]
+    parts: list[tuple[tuple[str, ...], Part]] = dataclasses.field(default_factory=list)
+
+    def add(self, part: Part, *names: str) -> None:
+        self.parts.append(((*_PATH.get()[len(self.prefix) :], *names), part))
+
+
+_INIT_RECORDING: contextvars.ContextVar[_InitRecording | None] = contextvars.ContextVar(
+    "nn_jax_init_recording", default=None
+)
+
+
+def _is_traced(tree: Any) -> bool:
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree))
+
+
+def _splits_into_parts(layer: Layer) -> bool:
+    """Whether ``layer.init`` is the derived one of :class:`Block` (its children are recorded)."""
+    return (
+        isinstance(layer, Block)
+        and type(layer).init is Block.init
+        and type(layer).init_traced is Block.init_traced
+    )
+
+
+def _init_child(layer: Layer, key: PRNGKey, x: Any) -> tuple[Params, State]:
+    """A :class:`Scope` child's init; a leaf's is recorded while a block's init is recorded."""
+    recording = _INIT_RECORDING.get()
+    if recording is None or _splits_into_parts(layer):
+        return layer.init(key, x)
+    if type(layer).init is ParameterFree.init:
+        return {}, {}
+    leaves, treedef = jax.tree.flatten(jax.eval_shape(lambda t: t, x))
+    recording.add(("layer", layer, treedef, tuple(leaves)))
+    token = _INIT_RECORDING.set(None)  # a leaf's own init (Repeat, Remat) is one part
+    try:
+        return layer.init(key, x)
+    finally:
+        _INIT_RECORDING.reset(token)
+
+
+def _make_part(part: Part, key: PRNGKey) -> Any:
+    if part[0] == "layer":
+        _, layer, treedef, structs = part
+        return _init_on_zeros(layer, treedef, structs, key)
+    _, init, shape, dtype = part
+    return init(key, shape, dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _recorded_init(
+    block: Block,
+    treedef: Any,
+    structs: tuple[jax.ShapeDtypeStruct, ...],
+    key: jax.ShapeDtypeStruct,
+    x64: bool,
+) -> tuple[tuple[tuple[Part, tuple[tuple[str, ...], ...]], ...], Any]:
+    """``block``'s init parts grouped (equal parts together, with their paths), and the
+    abstract ``(params, state)`` the init gives. Cached by everything the trace depends on
+    (``x64``: JAX's default dtypes)."""
+    del x64
+    recording = _InitRecording(prefix=_PATH.get())
+    token = _INIT_RECORDING.set(recording)
+    try:
+        expected = jax.eval_shape(
+            lambda k: block.init_traced(
+                k, jax.tree.unflatten(treedef, [jnp.zeros(s.shape, s.dtype) for s in structs])
+            ),
+            key,
+        )
+    finally:
+        _INIT_RECORDING.reset(token)
+    groups: dict[Part, list[tuple[str, ...]]] = {}
+    for path, part in recording.parts:
+        groups.setdefault(part, []).append(path)
+    return tuple((part, tuple(paths)) for part, paths in groups.items()), expected
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _run_parts(parts: tuple[Part, ...], keys: tuple[PRNGKey, ...]) -> list[Any]:
+    """Each part's output for its key, in one program."""
+    return [_make_part(part, key) for part, key in zip(parts, keys, strict=True)]
+
+
+def _nest(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for name in path[:-1]:
+        tree = tree.setdefault(name, {})
+    tree[path[-1]] = value
+
+
+def _init_by_parts(
+    block: Block, treedef: Any, structs: tuple[jax.ShapeDtypeStruct, ...], key: PRNGKey
+) -> tuple[Params, State] | None:
+    """``block``'s init run by parts (see above), or ``None`` when it cannot be.
+
+    It cannot when a part is not hashable (the program's cache key) or when the parts do not
+    rebuild the abstract result (a block that makes parameters other than through children and
+    ``scope.param``); the caller then compiles the whole init as one program.
+    """
+    key_struct = jax.ShapeDtypeStruct(jnp.shape(key), jnp.asarray(key).dtype)
+    x64 = jax.dtypes.canonicalize_dtype(jnp.float64) == jnp.float64  # the default dtypes
+    groups, expected = _recorded_init(block, treedef, structs, key_struct, x64)
+    try:
+        hash(groups)
+    except TypeError:
+        return None
+    keys: dict[tuple[str, ...], PRNGKey] = {(): key}
+
+    def key_at(path: tuple[str, ...]) -> PRNGKey:  # eager: fold_in compiles once, not per path
+        if path not in keys:
+            keys[path] = derive_key(key_at(path[:-1]), path[-1])
+        return keys[path]
+
+    # The parts made once go in one program; a part made n times has its own, run n times.
+    single = tuple(part for part, paths in groups if len(paths) == 1)
+    made_once = iter(
+        _run_parts(single, tuple(key_at(paths[0]) for _, paths in groups if len(paths) == 1))
+    )
+    params: dict[str, Any] = {}
+    state: dict[str, Any] = {}
+    for part, paths in groups:
+        for path in paths:
+            made = next(made_once) if len(paths) == 1 else _run_parts((part,), (key_at(path),))[0]
+            if part[0] == "param":
+                _nest(params, path, made)
+                continue
+            p, s = made
+            if p:
+                _nest(params, path, p)
+            if s:
+                _nest(state, path, s)
+    made = (params, state)
+    if jax.tree.structure(made) != jax.tree.structure(expected) or any(  # type: ignore[operator]
+        (a.shape, a.dtype) != (b.shape, b.dtype)
+        for a, b in zip(jax.tree.leaves(made), jax.tree.leaves(expected), strict=True)
+    ):
+        return None
+    return jax.tree.unflatten(jax.tree.structure(expected), jax.tree.leaves(made))

@@ -7,13 +7,14 @@ pair ``(new_carry, y_t)``, with the one layer signature
 ``(*batch, F)`` and ``h`` is ``(*batch, H)``.
 
 Each cell splits its step in two, :meth:`RecurrentCell.input_projection` (``x_t @ w_i + b``, no
-dependence on the carry; the gates as a tuple) and :meth:`RecurrentCell.step` (the rest, with
-``h @ w_h``). ``RNN(..., hoist_input_projection=True)`` uses this to *hoist* the input projection
-out of the time loop: one large matmul over all steps, then a ``jax.lax.scan`` doing only
-``h @ w_h`` per step (the cuDNN design). It is off by default because on XLA:CPU it measured
-slower: for an LSTM (F=32, H=128) a jitted forward+backward took 22 ms hoisted vs 17 ms per step
-at (B=64, T=40), and 420 vs 240 ms at (B=256, T=100); only at a tiny batch (B=8) was it ahead
-(8 vs 9 ms). The large ``(T, B, G*H)`` intermediate leaves the cache, while per step the
+dependence on the carry; all gates as one ``(*batch, G*H)`` array) and :meth:`RecurrentCell.step`
+(the rest: ``h @ w_h`` is added to the whole projection at once, then split into the gates, as a
+hand-written JAX cell does). ``RNN(..., hoist_input_projection=True)`` uses this to *hoist* the
+input projection out of the time loop: one large matmul over all steps, then a ``jax.lax.scan``
+doing only ``h @ w_h`` per step (the cuDNN design). It is off by default because on XLA:CPU it
+measured slower: for an LSTM (F=32, H=128) a jitted forward+backward took 22 ms hoisted vs 17 ms
+per step at (B=64, T=40), and 420 vs 240 ms at (B=256, T=100); only at a tiny batch (B=8) was it
+ahead (8 vs 9 ms). The large ``(T, B, G*H)`` intermediate leaves the cache, while per step the
 projection is consumed where it is made. On accelerators, measure both. A custom cell may keep
 ``input_projection`` as the identity and do all its work in ``step``.
 
@@ -118,10 +119,10 @@ class RecurrentCell(Layer):
     """Base class of cells: ``(carry, x_t) -> (new_carry, y_t)``, split for hoisting.
 
     Subclasses implement :meth:`initial_carry`, :meth:`step` and ``init``, and may override
-    :meth:`input_projection` (default: the identity). Applied as a layer, a cell computes
-    ``step(params, carry, input_projection(params, x_t))`` after checking the carry with
-    :meth:`check_carry`. The projection may be any pytree of
-    arrays whose leading axes are the input's (the time axis first, when :class:`RNN` calls it).
+    :meth:`input_projection` (default: the identity) and :meth:`output`. Applied as a layer, a
+    cell computes ``step(params, carry, input_projection(params, x_t))`` after checking the carry
+    with :meth:`check_carry`. The projection may be any pytree of arrays whose leading axes are
+    the input's (the time axis first, when :class:`RNN` calls it).
     """
 
     @abc.abstractmethod
@@ -135,6 +136,15 @@ class RecurrentCell(Layer):
     @abc.abstractmethod
     def step(self, params: Params, carry: Carry, projected: Any) -> tuple[Carry, Array]:
         """One step from the carry and ``input_projection(params, x_t)``."""
+
+    def output(self, carry: Carry) -> Array | None:
+        """The output ``y_t`` of the step that returned ``carry``, read from it; ``None``: not
+        in the carry (the default).
+
+        When the carry holds the output (``h``), :class:`RNN` with ``return_sequences=False``
+        reads the last output from the final carry instead of carrying it through its scan.
+        """
+        return None
 
     def check_carry(self, carry: Carry, x_t: Any, what: str = "carry") -> None:
         """Raise ``ShapeError`` unless ``carry`` matches :meth:`initial_carry` for ``x_t``.
@@ -222,8 +232,11 @@ class _DenseCell(RecurrentCell, DtypeOptions):
             )
         return w_i, self.param(params, "w_h", (self.hidden, gh)), self.param(params, "b", (gh,))
 
-    def input_projection(self, params: Params, x: Array) -> tuple[Array, ...]:
-        """``x @ w_i + b`` (one matmul) split into the ``G`` gates: a tuple of ``(..., H)``."""
+    def output(self, carry: Carry) -> Array:
+        return carry
+
+    def input_projection(self, params: Params, x: Array) -> Array:
+        """``x @ w_i + b``, all gates in one ``(..., G*H)`` array (one matmul)."""
         w_i, _, b = self._weights(params)
         x = jnp.asarray(x)
         if x.shape[-1] != w_i.shape[0]:
@@ -233,22 +246,20 @@ class _DenseCell(RecurrentCell, DtypeOptions):
                 f"{w_i.shape[0]}, the size this cell was initialized with (w_i: {w_i.shape})",
             )
         dtype = self.dtype or jnp.result_type(x.dtype, w_i.dtype)
-        xw = add_bias(_matmul(x.astype(dtype), w_i.astype(dtype), self.precision), b.astype(dtype))
-        return tuple(jnp.split(xw, self.num_gates, axis=-1))
+        return add_bias(
+            _matmul(x.astype(dtype), w_i.astype(dtype), self.precision), b.astype(dtype)
+        )
 
-    def _recurrent(self, params: Params, h: Array, projected: tuple[Array, ...]) -> list[Array]:
-        """``h @ w_h`` in the dtype of ``projected``, split into the ``G`` gates."""
+    def _recurrent(self, params: Params, h: Array, dtype: Any) -> Array:
+        """``h @ w_h`` in ``dtype``, all gates in one ``(..., G*H)`` array."""
         w_h = self.param(params, "w_h", (self.hidden, self.num_gates * self.hidden))
-        dtype = projected[0].dtype
-        hw = _matmul(h.astype(dtype), w_h.astype(dtype), self.precision)
-        return jnp.split(hw, self.num_gates, axis=-1)
+        return _matmul(h.astype(dtype), w_h.astype(dtype), self.precision)
 
-    def _preactivations(
-        self, params: Params, h: Array, projected: tuple[Array, ...]
-    ) -> list[Array]:
-        """The gates' pre-activations ``x @ w_i + b + h @ w_h``, one ``(..., H)`` array each."""
-        hw = self._recurrent(params, h, projected)
-        return [a + b for a, b in zip(projected, hw, strict=True)]
+    def _preactivations(self, params: Params, h: Array, projected: Array) -> list[Array]:
+        """The gates' pre-activations: ``x @ w_i + b + h @ w_h`` summed whole, then split into
+        ``G`` arrays ``(..., H)`` (one add and one split per step, not one per gate)."""
+        summed = projected + self._recurrent(params, h, projected.dtype)
+        return jnp.split(summed, self.num_gates, axis=-1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -335,6 +346,9 @@ class LSTMCell(_DenseCell):
         h = jax.nn.sigmoid(o) * jnp.tanh(c)
         return (h, c), h
 
+    def output(self, carry: Carry) -> Array:
+        return carry[0]
+
 
 @dataclasses.dataclass(frozen=True)
 class GRUCell(_DenseCell):
@@ -383,11 +397,12 @@ class GRUCell(_DenseCell):
         return params, state
 
     def step(self, params: Params, carry: Carry, projected: Any) -> tuple[Carry, Array]:
-        x_r, x_z, x_n = projected
-        h_r, h_z, h_n = self._recurrent(params, carry, projected)
+        # r and z from one sum over the first 2H columns; n needs h @ w_hn on its own.
+        rz_cols = [2 * self.hidden]
+        x_rz, x_n = jnp.split(projected, rz_cols, axis=-1)
+        h_rz, h_n = jnp.split(self._recurrent(params, carry, projected.dtype), rz_cols, axis=-1)
         b_hn = self.param(params, "b_hn", (self.hidden,)).astype(h_n.dtype)
-        r = jax.nn.sigmoid(x_r + h_r)
-        z = jax.nn.sigmoid(x_z + h_z)
+        r, z = jnp.split(jax.nn.sigmoid(x_rz + h_rz), 2, axis=-1)
         n = jnp.tanh(x_n + r * add_bias(h_n, b_hn))
         h = (1 - z) * n + z * carry.astype(n.dtype)
         return h, h
@@ -533,22 +548,29 @@ class RNN(Layer):
             else:
                 initial_carry = jax.tree.map(jnp.asarray, initial_carry)
                 self.cell.check_carry(initial_carry, x_t, what="side input 'initial_carry'")
-            y_struct = jax.eval_shape(
-                lambda c, xs_0: step(c, xs_0)[1], initial_carry, jax.tree.map(lambda a: a[0], xs)
-            )
-            last = jnp.zeros(y_struct.shape, y_struct.dtype)
+            # The scan carries the cell's carry alone, unless the last output is needed and the
+            # cell cannot read it from its carry: then the last output rides beside it.
+            last = None
+            if not self.return_sequences and self.cell.output(initial_carry) is None:
+                y_struct = jax.eval_shape(
+                    lambda c, xs_0: step(c, xs_0)[1],
+                    initial_carry,
+                    jax.tree.map(lambda a: a[0], xs),
+                )
+                last = jnp.zeros(y_struct.shape, y_struct.dtype)
 
             def body(
-                loop: tuple[Carry, Array], inputs: tuple[Any, Array | None]
-            ) -> tuple[tuple[Carry, Array], Array | None]:
+                loop: tuple[Carry, Array | None], inputs: tuple[Any, Array | None]
+            ) -> tuple[tuple[Carry, Array | None], Array | None]:
                 carry, last = loop
                 xs_t, m_t = inputs
                 new_carry, y = step(carry, xs_t)
                 if m_t is not None:
                     new_carry = _where(m_t, new_carry, carry)
-                    last = _where(m_t, y, last)
+                    if last is not None:
+                        last = _where(m_t, y, last)
                     y = _where(m_t, y, jnp.zeros_like(y))
-                else:
+                elif last is not None:
                     last = y
                 return (new_carry, last), (y if self.return_sequences else None)
 
@@ -560,7 +582,13 @@ class RNN(Layer):
                 unroll=self.unroll,
             )
         tap("carry", carry)
-        return (jnp.moveaxis(cast(Array, ys), 0, axis) if self.return_sequences else last), {}
+        if self.return_sequences:
+            return jnp.moveaxis(cast(Array, ys), 0, axis), {}
+        if last is None:  # held at padding, the final carry holds the last real step's output
+            last = cast(Array, self.cell.output(carry))
+            if time_mask is not None:
+                last = _where(time_mask.any(axis=0), last, jnp.zeros_like(last))
+        return last, {}
 
 
 _MERGES = ("concat", "sum")

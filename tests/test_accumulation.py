@@ -134,7 +134,7 @@ def test_fit_passes_micro_batches_and_loss_scale_to_its_steps():
     assert isinstance(scaled.opt_state, LossScaledState)
     assert float(scaled.opt_state.loss_scale.scale) == 2.0**10
     assert history.train[-1]["loss_scale"] == 2.0**10
-    with pytest.raises(ConfigError, match="16.*3|3.*16"):  # reached the step: not ignored
+    with pytest.raises(ConfigError, match=r"16.*3|3.*16"):  # reached the step: not ignored
         fit(MODEL, losses.mse, optax.sgd(LR), (x, t), micro_batches=3, **common)
 
 

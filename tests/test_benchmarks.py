@@ -6,19 +6,21 @@ import json
 import math
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nn_jax.bench import cli, flops, runner, timing
+from nn_jax.bench import cli, flops, generation, init_time, runner, timing
 from nn_jax.bench import report as report_lib
 from nn_jax.bench.environment import framework_available
 from nn_jax.bench.frameworks import leaf
 from nn_jax.bench.registry import FRAMEWORKS
-from nn_jax.bench.workloads import UNAVAILABLE, WORKLOADS
+from nn_jax.bench.workloads import UNAVAILABLE, WORKLOADS, overhead
 from nn_jax.dense import Dense
+from nn_jax.models.transformer import TransformerLM
 
 # Small batches: the checks are about the computation, not its speed.
 TEST_BATCH = {
@@ -30,8 +32,19 @@ TEST_BATCH = {
     "transformer": 2,
     "lm": 2,
     "gcn": 60,
+    "overhead": 8,
 }
 OTHERS = [fw for fw in FRAMEWORKS if fw not in ("nn_jax", "jax")]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def shallow_overhead_stack():
+    """The overhead workload 3 blocks deep here (1 -> 32, 32 -> 32, 32 -> 1: every block shape
+    of depth 100; the builders read the depth from the reference), so as not to compile 100
+    layers per framework, tens of seconds each on 2 CPU cores."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(overhead, "DEPTH", 3)
+        yield
 
 
 def test_every_workload_is_registered_with_nn_jax_and_raw_jax_steps():
@@ -209,6 +222,8 @@ def test_quick_cli_run_writes_json_and_markdown(tmp_path):
     md = (out / "results.md").read_text()
     assert "| workload | dtype | framework |" in md and "raw JAX" in md
     assert report["peaks"]["float32"]["flops_per_s"] is None and "of matmul" in md
+    assert report["options"]["sections"] == ["steps"]
+    assert report["init"] is None and report["generation"] is None
     assert "nn_jax bench" in done.stdout
 
 
@@ -219,6 +234,7 @@ def test_quick_cli_run_writes_json_and_markdown(tmp_path):
         ("--dtype", "float16", "float32, bfloat16"),
         ("--frameworks", "pytorch", "nn_jax, jax, flax_linen"),
         ("--repeats", "0", "positive int"),
+        ("--sections", "steps,speed", "steps, init, generation"),
     ],
 )
 def test_bad_cli_arguments_name_the_allowed_values(flag, value, allowed, capsys):
@@ -368,3 +384,126 @@ def test_peak_tflops_flag_for_every_dtype_or_per_dtype(capsys):
         with pytest.raises(SystemExit):
             options("--peak-tflops", bad)
         assert "--peak-tflops" in capsys.readouterr().err
+
+
+def test_sections_flag_selects_what_a_run_measures():
+    from nn_jax.cli import build_parser
+
+    def sections(*argv: str) -> tuple[str, ...]:
+        return cli.options_from_args(build_parser().parse_args(["bench", *argv])).sections
+
+    assert sections() == ("steps", "init", "generation") == sections("--sections", "all")
+    assert sections("--quick") == ("steps",)
+    assert sections("--quick", "--sections", "generation,init") == ("generation", "init")
+
+
+# --------------------------------------------------------------------------------------------
+# Init time and generation tokens/s.
+
+
+@pytest.mark.parametrize("model", ["resnet", "transformer"])
+def test_every_framework_inits_the_same_architecture(model):
+    """Traced, not compiled. ResNet: every framework has the same kernel elements (conv and
+    dense; batch-norm state differs by framework). Transformer (no state): the same arrays."""
+
+    def count(framework: str) -> int:
+        case = init_time.InitCase(framework, model, layers=1, width=8, batch=2)
+        init = init_time.INITS[framework](case, jnp.asarray(case.example_input()))
+
+        def floats(key: jax.Array) -> list[jax.Array]:
+            leaves = jax.tree.leaves(init(key))
+            return [a for a in leaves if isinstance(a, jax.Array) and a.dtype == jnp.float32]
+
+        arrays = jax.eval_shape(floats, jax.random.key(0))
+        if model == "resnet":  # kernels: two axes > 1 (Haiku's batch norm has (1, 1, 1, C))
+            arrays = [a for a in arrays if sum(n > 1 for n in a.shape) >= 2]
+        return sum(math.prod(a.shape) for a in arrays)
+
+    d, classes = 8, 10
+    if model == "resnet":  # 3x3: stem, 3 stages x 2 convs; 1x1: 2 projections; head
+        convs = [(3, d), (d, d), (d, d), (d, 2 * d), (2 * d, 2 * d), (2 * d, 4 * d), (4 * d, 4 * d)]
+        expected = sum(9 * i * o for i, o in convs) + 2 * d * d + 8 * d * d + 4 * d * classes
+    else:  # embedding; q, k, v, o, up, down; 2 layer norms, final norm; head
+        expected = 1000 * d + (4 * d * d + 4 * d) + (8 * d * d + 5 * d) + 3 * 2 * d
+        expected += d * classes + classes
+    got = {fw: count(fw) for fw in init_time.INIT_FRAMEWORKS}
+    assert got == dict.fromkeys(got, expected)
+
+
+def test_init_child_reports_first_and_warm_times_and_is_killed_on_timeout():
+    case = init_time.InitCase("nn_jax", "transformer", layers=1, width=8, batch=2)
+    done = init_time.run_child(init_time.child_command(case), timeout=120)
+    assert done["status"] == "ok", done
+    assert done["first_s"] > 0 and done["warm_s"] > 0
+    start = time.perf_counter()
+    slow = init_time.run_child([sys.executable, "-c", "import time; time.sleep(60)"], 0.3)
+    assert slow == {"status": "timeout", "error": "no result after 0.3 s (killed)"}
+    assert time.perf_counter() - start < 30  # killed, not waited for
+    failed = init_time.run_child([sys.executable, "-c", "raise SystemExit('no model')"], 30)
+    assert failed == {"status": "failed", "error": "no model"}
+
+
+def _fake_child(calls):
+    """A ``run_child`` stand-in: Linen twice nn_jax's time, Haiku times out."""
+
+    def run_child(command, timeout):
+        case = json.loads(command[-1])
+        calls.append((case["model"], case["framework"]))
+        if case["framework"] == "haiku":
+            return {"status": "timeout", "error": f"no result after {timeout:g} s (killed)"}
+        first = {"nn_jax": 1.0, "flax_linen": 2.0}[case["framework"]] * case["layers"]
+        return {"status": "ok", "first_s": first, "warm_s": first / 100}
+
+    return run_child
+
+
+def test_run_reports_init_times_and_generation_in_json_and_tables(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(init_time, "run_child", _fake_child(calls))
+    gen_stats = {"call_s_p25": 0.009, "call_s_p75": 0.011, "compile_s": 1.0, "call_times_s": []}
+    records = [
+        {"method": m, "label": generation.METHODS[m], "call_s": t, "tokens_per_s": 512 / t}
+        | gen_stats
+        for m, t in (("kv_cache", 0.01), ("no_cache", 0.2))
+    ]
+    fake_generation = {"model": "LM", "dtype": "float32", "batch": 8, "prompt_tokens": 16}
+    fake_generation |= {"new_tokens": 64, "records": records, "speedup": 20.0}
+    monkeypatch.setattr(runner, "measure_generation", lambda *args: fake_generation)
+    frameworks = ("nn_jax", "jax", "flax_linen", "haiku")
+    options = runner.Options(("seed",), ("float32",), frameworks, sections=("init", "generation"))
+    report = json.loads(json.dumps(runner.run(options)))
+    assert report["results"] == [] and report["generation"]["speedup"] == 20.0
+    # Three rounds, frameworks rotated; Haiku not retried after its timeout.
+    rounds = ["nn_jax", "flax_linen", "haiku", "flax_linen", "nn_jax", "nn_jax", "flax_linen"]
+    assert calls == [("resnet", fw) for fw in rounds] + [("transformer", fw) for fw in rounds]
+    recs = {(r["model"], r["framework"]): r for r in report["init"]["records"]}
+    nn = recs["resnet", "nn_jax"]
+    assert nn["first_to_linen"] == 0.5 and nn["warm_to_linen"] == 0.5
+    assert nn["first_s_all"] == [1.0] * 3 and nn["first_s"] == 1.0 and nn["warm_s"] == 0.01
+    haiku = recs["transformer", "haiku"]
+    assert haiku["status"] == "timeout" and haiku["first_s"] is None
+    text, md = report_lib.text_table(report), report_lib.markdown(report)
+    for out in (text, md):
+        assert "first / Linen" in out and "0.500x" in out and "51.2k tokens/s" in out
+        assert "20.000x" in out and "ResNet-8 (width 16)" in out
+    assert "init transformer haiku: timeout: no result after 600 s" in report_lib.targets_text(
+        report
+    )
+
+
+def test_uncached_generation_is_greedy_and_a_token_mismatch_is_an_error():
+    lm = TransformerLM(17, num_layers=1, d_model=8, num_heads=2)
+    shapes, _ = jax.eval_shape(lm.init, jax.random.key(0), jnp.zeros((2, 7), jnp.int32))
+    rng = np.random.default_rng(0)  # random params without compiling init
+    params = jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(s.dtype), shapes)
+    prompt = np.array([[1, 2, 3], [4, 5, 6]], np.int32)
+    tokens = np.asarray(generation.generate_without_cache(lm, params, jnp.asarray(prompt), 4))
+    # Greedy: each new token is the argmax of a full forward pass at the position before it.
+    logits, _ = jax.jit(lm.apply)(params, {}, jnp.asarray(tokens))
+    np.testing.assert_array_equal(tokens[:, :3], prompt)
+    np.testing.assert_array_equal(tokens[:, 3:], np.argmax(logits[:, 2:-1], axis=-1))
+    generation.check_same_tokens(tokens, tokens.copy())
+    wrong = tokens.copy()
+    wrong[1, 5] = (wrong[1, 5] + 1) % 17
+    with pytest.raises(ValueError, match="differ at 1 positions, first at row 1, position 5"):
+        generation.check_same_tokens(tokens, wrong)

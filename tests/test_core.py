@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import nn_jax as nn
 from nn_jax import (
     Block,
     ConfigError,
@@ -20,6 +21,7 @@ from nn_jax import (
     Scope,
     Sequential,
     ShapeError,
+    core,
     initializers,
 )
 from nn_jax.core import derive_key, tap, tapping
@@ -89,6 +91,49 @@ def test_block_init_spends_no_flops_on_the_forward_pass():
     assert flops_apply > 4e9
     assert init_flops(4096) == pytest.approx(init_flops(1), rel=1e-3)
     assert init_flops(4096) < 0.01 * flops_apply
+
+
+@dataclasses.dataclass(frozen=True)
+class Deep(Block):
+    """Nested blocks, a shared child, own parameters, equal parts, batch-norm state, a scan."""
+
+    def forward(self, scope: Scope, x):
+        h = scope("tied", Tied(), x)
+        h = scope("stack", nn.Sequential(Dense(8), nn.BatchNorm(), jnp.tanh, Dense(8)), h)
+        h = scope("more", nn.Sequential(Dense(8), nn.BatchNorm(), jnp.tanh, Dense(8)), h)
+        h = scope("repeat", nn.Repeat(nn.Sequential(Dense(8), jnp.tanh), 3), h)
+        return h * scope.param("gain", jax.nn.initializers.normal(1.0), (1, 8))
+
+
+def _bits(tree):
+    return jax.tree.map(
+        lambda a: np.asarray(
+            jax.random.key_data(a) if jnp.issubdtype(a.dtype, jax.dtypes.prng_key) else a
+        ).view(np.uint8),
+        tree,
+    )
+
+
+def test_block_init_by_parts_equals_the_one_program_init():
+    """init runs each part on its own (identical blocks compile once); the params and state are
+    bit for bit those of the whole init compiled as one program, also under jit."""
+    x = jnp.ones((2, 5))
+    one_program = jax.jit(Deep().init)(KEY, x)  # traced key: the whole init as one program
+    by_parts = Deep().init(KEY, x)
+    assert jax.tree.structure(by_parts) == jax.tree.structure(one_program)
+    jax.tree.map(np.testing.assert_array_equal, _bits(by_parts), _bits(one_program))
+    other = Deep().init(jax.random.key(1), x)  # a new key gives new values
+    assert not np.array_equal(other[0]["stack"]["0"]["w"], by_parts[0]["stack"]["0"]["w"])
+
+    stack = nn.Sequential(*[nn.Sequential(Dense(6), jnp.tanh) for _ in range(7)])
+    params, _ = stack.init(KEY, jnp.ones((2, 6)))
+    x_struct = jax.ShapeDtypeStruct((2, 6), jnp.float32)
+    key_struct = jax.ShapeDtypeStruct((), KEY.dtype)
+    groups, _ = core._recorded_init(
+        stack, jax.tree.structure(x_struct), (x_struct,), key_struct, False
+    )
+    assert [len(paths) for _, paths in groups] == [7]  # seven equal Dense(6): one part
+    assert len({np.asarray(params[str(i)]["0"]["w"]).tobytes() for i in range(7)}) == 7
 
 
 def test_child_keys_depend_on_names_not_order():

@@ -18,6 +18,7 @@ from nn_jax.recurrent import (
     Bidirectional,
     GRUCell,
     LSTMCell,
+    RecurrentCell,
     SimpleRNNCell,
     StackedRNN,
 )
@@ -303,6 +304,36 @@ def test_padded_batch_equals_each_sequence_alone(padded, name, reverse):
         for a, b in zip(jax.tree.leaves(carry), jax.tree.leaves(alone_carry), strict=True):
             np.testing.assert_allclose(a[i], b[0], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(last[i], alone[0, 0 if reverse else n - 1], rtol=1e-5, atol=1e-6)
+
+
+@dataclasses.dataclass(frozen=True)
+class SumTimesInputCell(RecurrentCell):
+    """A cell whose output is not in its carry: ``s' = s + x_t``, ``y_t = s' * x_t``."""
+
+    def initial_carry(self, batch_shape, dtype=jnp.float32):
+        return jnp.zeros((*batch_shape, 2), dtype)
+
+    def init(self, key, x):
+        return {}, {}
+
+    def step(self, params, carry, projected):
+        s = carry + projected
+        return s, s * projected
+
+
+@pytest.mark.parametrize("cell", [GRUCell(2), SumTimesInputCell()], ids=["gru", "custom"])
+def test_last_output_from_a_given_initial_carry_with_padding(padded, cell):
+    """``return_sequences=False`` from a given carry: the sequence's output at the last real step
+    (read from the final carry, or carried beside it when the cell's output is not in its
+    carry), and zeros for a sequence with no real step (not the output the initial carry holds)."""
+    rnn = RNN(cell)
+    params, _ = rnn.init(KEY, padded)
+    h0 = jnp.asarray(np.random.default_rng(7).standard_normal((5, 2)), jnp.float32)
+    side = {"lengths": LENGTHS, "initial_carry": h0}
+    ys = rnn(params, padded, side=side)
+    last = RNN(cell, return_sequences=False)(params, padded, side=side)
+    for i, n in enumerate(LENGTHS):
+        np.testing.assert_array_equal(last[i], ys[i, n - 1] if n else 0.0)
 
 
 def test_mask_equals_lengths_and_skips_arbitrary_steps(padded):

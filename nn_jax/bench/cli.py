@@ -10,11 +10,12 @@ from typing import Any
 
 from nn_jax.bench.registry import FRAMEWORKS
 from nn_jax.bench.report import targets_text, text_table, write_reports
-from nn_jax.bench.runner import DTYPES, Options, Stdout, run
+from nn_jax.bench.runner import DTYPES, SECTIONS, Options, Stdout, run
 from nn_jax.bench.workloads import UNAVAILABLE, WORKLOADS
 
 QUICK_WORKLOADS: tuple[str, ...] = ("seed", "mlp")
 QUICK_FRAMEWORKS: tuple[str, ...] = ("nn_jax", "jax")
+QUICK_SECTIONS: tuple[str, ...] = ("steps",)
 
 
 def _choices(kind: str, allowed: Sequence[str], extra: str = "") -> Callable[[str], Any]:
@@ -114,6 +115,14 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
         f"{','.join(QUICK_FRAMEWORKS)}). Known: {', '.join(FRAMEWORKS)}",
     )
     parser.add_argument(
+        "--sections",
+        type=_choices("section", SECTIONS),
+        help="what to measure, comma-separated or 'all' (default; --quick: steps): steps "
+        "(training steps of --workloads), init (init time of ResNet-8 and a 12-layer "
+        "transformer, a fresh process per framework), generation (TransformerLM.generate "
+        "tokens/s with and without the KV cache)",
+    )
+    parser.add_argument(
         "--batch-size", type=_positive(int), help="override every workload's batch size"
     )
     parser.add_argument(
@@ -169,6 +178,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
         workloads=pick(args.workloads, tuple(WORKLOADS), QUICK_WORKLOADS),
         dtypes=pick(args.dtype, DTYPES, ("float32",)),
         frameworks=pick(args.frameworks, FRAMEWORKS, QUICK_FRAMEWORKS),
+        sections=pick(args.sections, SECTIONS, QUICK_SECTIONS),
         batch_size=args.batch_size,
         repeats=pick(args.repeats, 20, 3),
         repeat_time=pick(args.repeat_time, 0.1, 0.02),
@@ -217,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 __all__ = [
     "QUICK_FRAMEWORKS",
+    "QUICK_SECTIONS",
     "QUICK_WORKLOADS",
     "add_arguments",
     "main",

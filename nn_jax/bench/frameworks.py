@@ -1,13 +1,13 @@
 """The framework glue every workload shares, written once.
 
 * the references: :func:`make_reference` (an nn_jax model, its params cast to the dtype, the
-  batch, Adam);
+  batch, Adam or SGD);
 * hand-written losses (what a raw-JAX user writes; the other JAX frameworks use them too) and
   :func:`loss_of`, the ``loss_fn(model_or_params, batch)`` closure of a forward function;
 * each framework's idiomatic training step: :func:`functional_impl` (``jax.jit`` +
   ``jax.value_and_grad`` + optax: raw JAX, Flax Linen, Haiku), :func:`nn_jax_builder`,
-  :func:`equinox_impl`, :func:`nnx_builders` (``nnx.jit`` and ``nnx.split``/``merge``),
-  :func:`torch_impl`;
+  :func:`equinox_impl` (:func:`equinox_stateful_impl` with batch norm), :func:`nnx_builders`
+  (``nnx.jit`` and ``nnx.split``/``merge``), :func:`torch_impl`;
 * moving nn_jax parameters into other frameworks: :func:`rename`, :func:`leaf`,
   :func:`haiku_params` and one dense-layer constructor per framework (:func:`eqx_linear`,
   :func:`nnx_linear`, :func:`torch_linear`).
@@ -63,27 +63,30 @@ def make_reference(
     *,
     lr: float,
     loss: str = "ce",
+    optimizer: str = "adam",
     **config: Any,
 ) -> Reference:
     """The :class:`Reference` of ``model`` on ``batch``: params initialized in float32 from
-    ``key`` and cast to ``dtype``, ``adam(lr)``, and the loss ``"ce"`` (softmax cross-entropy
-    with integer labels) or ``"bce"`` (binary cross-entropy on probabilities)."""
+    ``key`` and cast to ``dtype``; the loss ``"ce"`` (softmax cross-entropy with integer
+    labels), ``"bce"`` (binary cross-entropy on probabilities) or ``"mse"`` (mean squared
+    error); the optimizer ``"adam"`` (``optax.adam(lr)``) or ``"sgd"`` (``optax.sgd(lr)``)."""
     params, state = model.init(key, _float32_example(batch[0]))
-    nn_loss = (
-        losses.binary_cross_entropy
-        if loss == "bce"
-        else losses.softmax_cross_entropy_with_integer_labels
-    )
+    nn_losses: dict[str, LossFn] = {
+        "ce": losses.softmax_cross_entropy_with_integer_labels,
+        "bce": losses.binary_cross_entropy,
+        "mse": losses.mse,
+    }
+    tx = {"adam": optax.adam, "sgd": optax.sgd}[optimizer](lr)
     return Reference(
         model,
         cast_floating(params, dtype),
         cast_floating(state, dtype),
         batch,
-        nn_loss,
-        optax.adam(lr),
+        nn_losses[loss],
+        tx,
         dtype,
         len(jax.tree.leaves(batch[1])[0]),
-        {"lr": lr, "loss": loss, **config},
+        {"lr": lr, "loss": loss, "optimizer": optimizer, **config},
     )
 
 
@@ -107,10 +110,20 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return -jnp.mean(jnp.take_along_axis(log_probs, labels[..., None], axis=-1))
 
 
+def mse(predictions: jax.Array, targets: jax.Array) -> jax.Array:
+    """Mean squared error: ``mean((predictions - targets)^2)`` over every element."""
+    return jnp.mean(jnp.square(predictions - targets))
+
+
+def hand_loss(ref: Reference) -> LossFn:
+    """The hand-written loss ``loss(predictions, targets)`` of the reference's ``"loss"``."""
+    return {"ce": cross_entropy, "bce": bce, "mse": mse}[ref.config["loss"]]
+
+
 def loss_of(ref: Reference, predict: Predict) -> LossFn:
     """``loss_fn(model_or_params, (inputs, targets))``: the reference's hand-written loss of
     ``predict(model_or_params, inputs)``."""
-    loss = bce if ref.config["loss"] == "bce" else cross_entropy
+    loss = hand_loss(ref)
 
     def loss_fn(model_or_params: Any, batch: Any) -> jax.Array:
         inputs, targets = batch
@@ -225,6 +238,31 @@ def equinox_impl(
     return Impl(step, (model, opt_state), ref.batch if batch is None else batch, traceable=False)
 
 
+def equinox_stateful_impl(model: Any, state: Any, ref: Reference, batch: Any = None) -> Impl:
+    """:func:`equinox_impl` for a model with ``eqx.nn.State`` (batch norm): the per-example
+    ``model(x, state) -> (y, state)`` is vmapped with ``axis_name="batch"`` (the axis its batch
+    norms name) and the state threaded through the step."""
+    import equinox as eqx
+
+    optimizer, criterion = ref.optimizer, hand_loss(ref)
+
+    def loss_fn(model: Any, state: Any, batch: Any) -> tuple[jax.Array, Any]:
+        x, targets = batch
+        batched = jax.vmap(model, axis_name="batch", in_axes=(0, None), out_axes=(0, None))
+        predictions, state = batched(x, state)
+        return criterion(predictions, targets), state
+
+    @eqx.filter_jit
+    def step(model: Any, state: Any, opt_state: Any, batch: Any) -> tuple[Any, Any, Any, jax.Array]:
+        (loss, state), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(model, state, batch)
+        updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(model, eqx.is_array))
+        return eqx.apply_updates(model, updates), state, opt_state, loss
+
+    opt_state = optimizer.init(eqx.filter(model, eqx.is_array))
+    carry = (model, state, opt_state)
+    return Impl(step, carry, ref.batch if batch is None else batch, traceable=False)
+
+
 def _nnx_jit_impl(model: Any, ref: Reference) -> Impl:
     """Flax NNX's documented step: ``nnx.jit`` over ``(model, optimizer)``, updated in place."""
     from flax import nnx
@@ -313,21 +351,25 @@ def _torch_loss(ref: Reference) -> Callable[[Any, Any], Any]:
 
     if ref.config["loss"] == "bce":
         return F.binary_cross_entropy
+    if ref.config["loss"] == "mse":
+        return F.mse_loss
     return lambda logits, labels: F.cross_entropy(logits.flatten(0, -2), labels.flatten())
 
 
 def torch_impl(model: Any, ref: Reference, batch: tuple[Any, Any] | None = None) -> Impl:
-    """PyTorch eager: ``zero_grad``, forward, ``backward``, ``torch.optim.Adam.step``.
+    """PyTorch eager: ``zero_grad``, forward, ``backward``, ``optimizer.step``.
 
     ``model`` is a ``torch.nn.Module`` holding the reference weights (cast here to the
-    reference's dtype); ``batch`` (JAX arrays; default ``ref.batch``) is converted once. Uses
-    ``ref.config["lr"]`` (every workload's optimizer is Adam).
+    reference's dtype); ``batch`` (JAX arrays; default ``ref.batch``) is converted once. The
+    optimizer is ``torch.optim.Adam`` or ``SGD`` (the reference's ``"optimizer"``) with
+    ``ref.config["lr"]``.
     """
     import torch
 
     device = "cuda" if torch.cuda.is_available() and jax.default_backend() == "gpu" else "cpu"
     model = model.to(device, getattr(torch, ref.dtype))
-    optimizer = torch.optim.Adam(model.parameters(), lr=ref.config["lr"])
+    torch_optimizer = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[ref.config["optimizer"]]
+    optimizer = torch_optimizer(model.parameters(), lr=ref.config["lr"])
     batch = tuple(to_torch(a, device) for a in (ref.batch if batch is None else batch))
     loss_fn = _torch_loss(ref)
 
@@ -459,16 +501,19 @@ __all__ = [
     "cast_floating",
     "cross_entropy",
     "equinox_impl",
+    "equinox_stateful_impl",
     "eqx_linear",
     "functional_impl",
     "functional_step",
     "haiku_impl",
     "haiku_norm",
     "haiku_params",
+    "hand_loss",
     "leaf",
     "linen_impl",
     "loss_of",
     "make_reference",
+    "mse",
     "nn_jax_builder",
     "nnx_builders",
     "nnx_linear",

@@ -105,29 +105,111 @@ def header(report: dict[str, Any]) -> str:
     )
 
 
-def text_table(report: dict[str, Any]) -> str:
-    """The report as an aligned text table for the terminal, one section per workload and
-    dtype, under the :func:`header`."""
-    rows = table_rows(report)
-    widths = [max(len(r[i]) for r in [COLUMNS, *rows]) for i in range(len(COLUMNS))]
+def _text_lines(
+    columns: Sequence[str], rows: Sequence[Sequence[str]], left: int, group: int
+) -> list[str]:
+    """An aligned text table: the first ``left`` columns left-aligned, the others right; a rule
+    between rows whose first ``group`` cells differ."""
+    widths = [max(len(r[i]) for r in [columns, *rows]) for i in range(len(columns))]
 
     def line(cells: Sequence[str]) -> str:
         return "  ".join(
-            c.ljust(w) if i < 3 else c.rjust(w)
+            c.ljust(w) if i < left else c.rjust(w)
             for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         ).rstrip()
 
-    rule = "-" * len(line(COLUMNS))
-    lines = ["nn_jax bench", line(COLUMNS), rule]
+    rule = "-" * len(line(columns))
+    lines = [line(columns), rule]
     for i, row in enumerate(rows):
-        if i and row[:2] != rows[i - 1][:2]:
+        if i and row[:group] != rows[i - 1][:group]:
             lines.append(rule)
         lines.append(line(row))
-    return "\n".join([*lines, rule, header(report)])
+    return [*lines, rule]
+
+
+def text_table(report: dict[str, Any]) -> str:
+    """The report as an aligned text table for the terminal, one section per workload and
+    dtype, under the :func:`header`; then the init and generation tables where they ran."""
+    lines = ["nn_jax bench", *_text_lines(COLUMNS, table_rows(report), 3, 2), header(report)]
+    for title, columns, rows, left in _sections(report):
+        lines += ["", title, *_text_lines(columns, rows, left, group=left - 1)]
+    return "\n".join(lines)
+
+
+INIT_COLUMNS = ("model", "framework", "first call", "warm call", "first / Linen", "warm / Linen")
+GENERATION_COLUMNS = (
+    "method",
+    "compile",
+    "call (median)",
+    "±IQR/2",
+    "tokens/s",
+    "time / KV cache",
+)
+
+
+def init_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
+    """One row per model and framework: first and warm init times and their ratios to Flax
+    Linen's (a framework that failed or timed out every round shows its status instead)."""
+
+    def cell(seconds: float | None, status: str) -> str:
+        return status if seconds is None else fmt_time(seconds)
+
+    return [
+        (
+            rec["description"],
+            rec["label"],
+            cell(rec["first_s"], rec["status"]),
+            cell(rec["warm_s"], rec["status"]),
+            fmt_ratio(rec["first_to_linen"]),
+            fmt_ratio(rec["warm_to_linen"]),
+        )
+        for rec in report["init"]["records"]
+    ]
+
+
+def generation_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
+    """One row per way of generating: compile time, call time, tokens/s, time vs the cache."""
+    gen = report["generation"]
+    return [
+        (
+            rec["label"],
+            fmt_time(rec["compile_s"]),
+            fmt_time(rec["call_s"]),
+            f"±{(rec['call_s_p75'] - rec['call_s_p25']) / rec['call_s'] * 50:.1f}%",
+            fmt_si(rec["tokens_per_s"], " tokens/s"),
+            "1.000x" if rec["method"] == "kv_cache" else fmt_ratio(gen["speedup"]),
+        )
+        for rec in gen["records"]
+    ]
+
+
+_Section = tuple[str, Sequence[str], list[tuple[str, ...]], int]
+
+
+def _sections(report: dict[str, Any]) -> list[_Section]:
+    """``(title, columns, rows, left)`` of the init and generation tables that ran (``left``:
+    how many columns are text; the text table rules off groups of the first ``left - 1``)."""
+    sections: list[_Section] = []
+    init, gen = report.get("init"), report.get("generation")
+    if init:
+        title = (
+            f"Init time: a fresh process per framework and model, median of {init['rounds']} "
+            "rounds (ratios: median of per-round ratios to Flax Linen)"
+        )
+        sections.append((title, INIT_COLUMNS, init_rows(report), 2))
+    if gen:
+        title = (
+            f"Generation: {gen['model']}, {gen['dtype']}, batch {gen['batch']}, prompt "
+            f"{gen['prompt_tokens']}, {gen['new_tokens']} new tokens, greedy: the cache is "
+            f"{gen['speedup']:.1f}x faster (median of per-round ratios)"
+        )
+        sections.append((title, GENERATION_COLUMNS, generation_rows(report), 1))
+    return sections
 
 
 def targets_text(report: dict[str, Any]) -> str:
-    """One line per target check, plus skipped frameworks and unavailable families."""
+    """One line per target check, plus skipped frameworks, inits that failed or timed out,
+    and unavailable families."""
     lines = [
         f"{'MET ' if c['met'] else 'MISS'} {c['workload']} {c['dtype']}: {c['target']}: "
         f"{c['value']:.3f}"
@@ -137,6 +219,11 @@ def targets_text(report: dict[str, Any]) -> str:
     for s in report["skipped"]:
         reasons.setdefault(f"{s['framework']} ({s['reason']})", set()).add(s["workload"])
     lines += [f"skipped {k}: {', '.join(sorted(v))}" for k, v in reasons.items()]
+    lines += [
+        f"init {rec['model']} {rec['framework']}: {rec['status']}: {rec['error']}"
+        for rec in (report.get("init") or {}).get("records", [])
+        if rec["status"] != "ok"
+    ]
     lines += [
         f"unavailable: {f} family ({why})" for f, why in report["unavailable_families"].items()
     ]
@@ -195,6 +282,11 @@ def markdown(report: dict[str, Any]) -> str:
     summary = _md_table(SUMMARY_COLUMNS, summary_rows(report), 2)
     full = _md_table(COLUMNS, table_rows(report), 3)
     checks = targets_text(report).splitlines()
+    sections = [
+        line
+        for title, columns, rows, left in _sections(report)
+        for line in (f"{title}:", "", *_md_table(columns, rows, left), "")
+    ]
     return "\n".join(
         [
             header(report),
@@ -203,6 +295,7 @@ def markdown(report: dict[str, Any]) -> str:
             "",
             *full,
             "",
+            *sections,
             "Targets:",
             "",
             *(f"- {c}" for c in checks),
@@ -225,12 +318,16 @@ def write_reports(report: dict[str, Any], out: Path, name: str = "results") -> l
 
 __all__ = [
     "COLUMNS",
+    "GENERATION_COLUMNS",
+    "INIT_COLUMNS",
     "SUMMARY_COLUMNS",
     "fmt_percent",
     "fmt_ratio",
     "fmt_si",
     "fmt_time",
+    "generation_rows",
     "header",
+    "init_rows",
     "markdown",
     "summary_rows",
     "table_rows",

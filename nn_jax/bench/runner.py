@@ -16,6 +16,10 @@ nn_jax parameters, then records:
   (1024x1024 float32 on CPU), 20 at the start and 20 at the end of the same run;
 * peak memory - ``memory_analysis()`` of each framework's compiled step (where it is a
   ``jax.jit`` function).
+
+Those are the ``steps`` section; the ``init`` section times each framework's init of deep
+models (:mod:`nn_jax.bench.init_time`) and ``generation`` the tokens/s of ``generate``
+with and without its cache (:mod:`nn_jax.bench.generation`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ import jax
 
 from nn_jax.bench import flops as flopslib
 from nn_jax.bench.environment import environment, framework_available
+from nn_jax.bench.generation import measure_generation
+from nn_jax.bench.init_time import measure_init
 from nn_jax.bench.registry import (
     FRAMEWORK_LABELS,
     FRAMEWORK_PACKAGES,
@@ -48,6 +54,8 @@ from nn_jax.bench.timing import (
 from nn_jax.bench.workloads import UNAVAILABLE, WORKLOADS
 
 DTYPES: tuple[str, ...] = ("float32", "bfloat16")
+SECTIONS: tuple[str, ...] = ("steps", "init", "generation")
+"""What a run measures: training steps per workload, init time, generation tokens/s."""
 OTHER_FRAMEWORKS: tuple[str, ...] = (
     "flax_linen",
     "flax_nnx",
@@ -98,6 +106,8 @@ class Options:
     seed: int = 0
     peak_flops: tuple[tuple[str, float], ...] = ()
     """``(dtype, FLOP/s)`` pairs: the device's peak for MFU, overriding the table."""
+    sections: tuple[str, ...] = SECTIONS
+    """Which of :data:`SECTIONS` to run (the report holds ``None`` for the others)."""
 
 
 def _skip_reason(workload: Workload, framework: str) -> str | None:
@@ -215,15 +225,23 @@ def run(options: Options, console: Console | None = None) -> dict[str, Any]:
         f"load average {env['load_average_start'][0]:.2f}"
     )
     peaks = Peaks(jax.devices()[0], dict(options.peak_flops))
-    peaks.measure(options.dtypes)
     results: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
-    for name in options.workloads:
-        for dtype in options.dtypes:
-            recs, skips = bench_workload(WORKLOADS[name], dtype, options, console)
-            results.extend(recs)
-            skipped.extend(skips)
-    peaks.measure(options.dtypes)  # again at the end: the better measurement is the peak
+    if "steps" in options.sections:
+        peaks.measure(options.dtypes)
+        for name in options.workloads:
+            for dtype in options.dtypes:
+                recs, skips = bench_workload(WORKLOADS[name], dtype, options, console)
+                results.extend(recs)
+                skipped.extend(skips)
+        peaks.measure(options.dtypes)  # again at the end: the better measurement is the peak
+    init = generation = None
+    if "init" in options.sections:
+        available = [fw for fw in options.frameworks if framework_available(fw)]
+        init = measure_init(available, log=console.print)
+    if "generation" in options.sections:
+        generation = measure_generation(options.repeats, options.repeat_time, options.seed)
+        console.print(f"generation: {generation['speedup']:.1f}x faster with the cache")
     peak_info = {dtype: peaks.peak(dtype) for dtype in options.dtypes}
     add_mfu(results, peak_info)
     env["load_average_end"] = list(os.getloadavg())
@@ -237,6 +255,8 @@ def run(options: Options, console: Console | None = None) -> dict[str, Any]:
         "results": results,
         "skipped": skipped,
         "unavailable_families": dict(UNAVAILABLE),
+        "init": init,
+        "generation": generation,
     }
     report["targets"] = targets(report)
     return report
@@ -295,6 +315,7 @@ __all__ = [
     "DTYPES",
     "OTHER_FRAMEWORKS",
     "RATIO_TARGET",
+    "SECTIONS",
     "SEED_NNX_TARGET",
     "Console",
     "Options",

@@ -1,8 +1,9 @@
 """The registered workloads: importing this package loads every family module.
 
-Each family module (``dense``, ``conv``, ``recurrent``, ``transformer``, ``graph``) holds only
-its models - an nn_jax ``setup`` and one builder per framework - and registers them with
-:func:`nn_jax.bench.registry.register`; the glue they share is :mod:`nn_jax.bench.frameworks`.
+Each family module (``dense``, ``conv``, ``recurrent``, ``transformer``, ``graph``,
+``overhead``) holds only its models - an nn_jax ``setup`` and one builder per framework - and
+registers them with :func:`nn_jax.bench.registry.register`; the glue they share is
+:mod:`nn_jax.bench.frameworks`.
 Adding a workload is a few lines in a family module::
 
     register(Workload(
@@ -20,7 +21,7 @@ import importlib
 
 from nn_jax.bench.registry import UNAVAILABLE, WORKLOADS
 
-FAMILIES: tuple[str, ...] = ("dense", "conv", "recurrent", "transformer", "graph")
+FAMILIES: tuple[str, ...] = ("dense", "conv", "recurrent", "transformer", "graph", "overhead")
 
 
 def _load() -> None:

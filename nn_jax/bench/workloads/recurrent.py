@@ -87,10 +87,9 @@ def lstm_last_hidden(
 
     ``hoist``: ``"none"`` - the projection inside the loop, per step (nn_jax's default, and what
     Flax, Equinox and Haiku cells do); ``"gates"`` - one input-projection matmul over all steps
-    before the scan, handed to it as four ``(T, B, H)`` arrays (nn_jax's
-    ``RNN(hoist_input_projection=True)``); ``"fused"`` - the same projection as one
-    ``(T, B, 4H)`` array, split into gates inside the loop. ``unroll``: ``jax.lax.scan``'s
-    unroll factor.
+    before the scan, handed to it as four ``(T, B, H)`` arrays; ``"fused"`` - the same
+    projection as one ``(T, B, 4H)`` array, split into gates inside the loop (nn_jax's
+    ``RNN(hoist_input_projection=True)``). ``unroll``: ``jax.lax.scan``'s unroll factor.
     """
     if hoist not in HOISTS:
         raise ValueError(f"hoist must be one of {HOISTS}, given {hoist!r}")
