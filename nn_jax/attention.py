@@ -32,6 +32,7 @@ weights that made the output. All kernels give a fully masked row a zero output.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from dataclasses import KW_ONLY
 from typing import Any, Literal
@@ -309,8 +310,15 @@ def _weights(
     *batch, tq, hq, d = query.shape
     tk, hkv = key.shape[-3], key.shape[-2]
     scale = 1.0 / math.sqrt(d) if scale is None else scale
-    grouped = (query * jnp.asarray(scale, query.dtype)).reshape((*batch, tq, hkv, hq // hkv, d))
-    logits = jnp.einsum("...qhgd,...khd->...hgqk", grouped, key, precision=precision)
+    query = query * jnp.asarray(scale, query.dtype)
+    # Plain multi-head attention takes the 4-d einsum: with the grouped one's size-1 group axis,
+    # XLA computes the logits key-major and transposes them, forward and backward (two more
+    # (..., H, Tq, Tk) copies per layer than raw JAX and Flax; benchmarks/hlo_diff.py).
+    if hq == hkv:
+        logits = jnp.einsum("...qhd,...khd->...hqk", query, key, precision=precision)
+    else:
+        grouped = query.reshape((*batch, tq, hkv, hq // hkv, d))
+        logits = jnp.einsum("...qhgd,...khd->...hgqk", grouped, key, precision=precision)
     shape = (*batch, hq, tq, tk)
     logits = logits.reshape(shape).astype(at_least_float32(logits.dtype))
     if bias is not None:
@@ -327,6 +335,8 @@ def _attend(weights: Array, value: Array, precision: Any) -> Array:
     """Weights ``(..., Hq, Tq, Tk)`` times values ``(..., Tk, Hkv, Dv)``: ``(..., Tq, Hq, Dv)``."""
     *batch, hq, tq, tk = weights.shape
     hkv, dv = value.shape[-2:]
+    if hq == hkv:  # the 4-d einsum, as in _weights
+        return jnp.einsum("...hqk,...khd->...qhd", weights, value, precision=precision)
     grouped = weights.reshape((*batch, hkv, hq // hkv, tq, tk))
     out = jnp.einsum("...hgqk,...khd->...qhgd", grouped, value, precision=precision)
     return out.reshape((*batch, tq, hq, dv))
@@ -449,15 +459,21 @@ class MultiHeadAttention(Layer, DtypeOptions):
         scale: logit scale (default ``1 / sqrt(D)``).
         rope: a :class:`~nn_jax.positional.RotaryEmbedding` applied to ``q`` and ``k`` at
             their positions (see the side input ``"positions"``).
-        decode: incremental decoding (self-attention only). ``init`` on an input of the full
-            length ``L`` creates the state ``{"cached_key": (..., L, K, D), "cached_value":
-            (..., L, K, D), "cache_index": int32}`` (zeros); each ``apply`` on ``n`` new steps
-            writes their keys/values at ``cache_index``, attends to the ``cache_index + n``
-            steps written so far (causally if ``causal``), and advances the index. A block
-            longer than ``L`` is a ``ShapeError`` when traced; steps past ``L`` from the cache
-            index are a ``ValueRangeError`` at once for a concrete index, and under ``jit`` in
-            checked mode (:func:`nn_jax.checked`): an unchecked jitted call would overwrite
-            earlier entries silently.
+        decode: incremental decoding: the state's ``cache_index`` (int32) counts the query
+            steps seen, and each ``apply`` on ``n`` new steps advances it by ``n``.
+            Self-attention: ``init`` on an input of the full length ``L`` also creates
+            ``"cached_key"`` and ``"cached_value"`` ``(..., L, K, D)`` (zeros); each ``apply``
+            writes the new keys/values at ``cache_index`` and attends to the ``cache_index +
+            n`` steps written so far (causally if ``causal``). A block longer than ``L`` is a
+            ``ShapeError`` when traced; steps past ``L`` from the cache index are a
+            ``ValueRangeError`` at once for a concrete index, and under ``jit`` in checked mode
+            (:func:`nn_jax.checked`): an unchecked jitted call would overwrite earlier entries
+            silently. Cross-attention: the first ``apply`` projects the context and adds its
+            keys/values to the state as ``"memory_key"`` and ``"memory_value"`` ``(..., S, K,
+            D)``; later calls reuse them (no projection of the context: they reuse the *first*
+            call's memory, and one of another shape is a ``ShapeError``). The state's structure
+            thus changes once, after the first call: make it (the prompt) before a
+            ``jax.lax.scan`` over the steps.
         w_init, b_init: initializers, applied to the 2-D ``(F_in, H*D)`` / ``(H*D, F_out)``
             views of the kernels (LeCun normal, zeros). A fan-in initializer
             (:class:`~nn_jax.initializers.FanInInitializer`) gets the view's rows: ``F_q``
@@ -477,8 +493,8 @@ class MultiHeadAttention(Layer, DtypeOptions):
     Side inputs (all optional; the masks combine with the causal mask by logical *and*, and a
     query left with no key gets a zero attention output):
         ``"mask"``: bools broadcastable to ``(..., H, Tq, Tk)``, ``True`` = may attend.
-        ``"key_mask"``: ``(..., Tk)`` bools marking the real keys (in decode mode ``Tk = L``,
-        the cache length: the mask covers every cache slot, written or not).
+        ``"key_mask"``: ``(..., Tk)`` bools marking the real keys (in self-attention decode
+        mode ``Tk = L``, the cache length: the mask covers every cache slot, written or not).
         ``"lengths"``: ``(...)`` ints in ``[0, Tk]`` (value-checked), self-attention without
         ``decode`` only: keys ``t >= lengths`` are padding (combined with ``"key_mask"`` by
         *and*). Not read by
@@ -594,12 +610,6 @@ class MultiHeadAttention(Layer, DtypeOptions):
                 f"values input (..., Tk, F_v) must share the batch axes and Tk of the keys "
                 f"input {xk.shape}, given {xv.shape}",
             )
-        if cross and self.decode:
-            raise self.error(
-                ConfigError,
-                "decode=True caches self-attention keys/values; for cross-attention use "
-                "decode=False (the context is given whole at every step)",
-            )
         return xq, xk, xv, cross
 
     def _head_dim(self, features: int) -> int:
@@ -614,7 +624,7 @@ class MultiHeadAttention(Layer, DtypeOptions):
         return features // self.num_heads
 
     def init(self, key: PRNGKey, x: Any) -> tuple[Params, State]:
-        xq, xk, xv, _ = self._inputs(x)
+        xq, xk, xv, cross = self._inputs(x)
         fq, fk, fv = xq.shape[-1], xk.shape[-1], xv.shape[-1]
         h, kv, d = self.num_heads, self.kv_heads, self._head_dim(fq)
         f_out = self.out_features or fq
@@ -640,30 +650,55 @@ class MultiHeadAttention(Layer, DtypeOptions):
             }
         state: State = {}
         if self.decode:
+            state = {"cache_index": jnp.zeros((), jnp.int32)}
+        if self.decode and not cross:
             dtype = self.dtype or jnp.result_type(xq.dtype, dt)
             cache = jnp.zeros((*xq.shape[:-1], kv, d), dtype)
-            index = jnp.zeros((), jnp.int32)
-            state = {"cached_key": cache, "cached_value": cache, "cache_index": index}
+            state |= {"cached_key": cache, "cached_value": cache}
         return params, state
 
     def _project(
         self, params: Params, x: Array, name: str, heads: int, d: int, dtype: Any
     ) -> Array:
         """``x @ w_name + b_name``: ``(..., T, F) -> (..., T, heads, d)``."""
-        w = self.param(params, f"w_{name}")
-        if w.shape != (x.shape[-1], heads, d):
-            raise self.error(
-                ShapeError,
-                f"parameter 'w_{name}' has shape {w.shape}, expected {(x.shape[-1], heads, d)} "
-                f"for an input of shape {x.shape}",
-            )
-        y = jnp.einsum(
-            "...tf,fhd->...thd", x.astype(dtype), w.astype(dtype), precision=self.precision
-        )
+        return self._projections(params, x, ((name, heads),), d, dtype)[0]
+
+    def _projections(
+        self,
+        params: Params,
+        x: Array,
+        names: tuple[tuple[str, int], ...],
+        d: int,
+        dtype: Any,
+    ) -> list[Array]:
+        """``x @ w_n + b_n`` ``(..., T, heads_n, d)`` for each ``(n, heads_n)`` in ``names``,
+        with one matmul against the kernels (and biases) concatenated along the head axis.
+
+        Self-attention projects ``q, k, v`` so: one ``(F, H + 2K, D)`` matmul instead of three
+        of the same input (also one for the input's gradient and one for the kernels'), which
+        XLA does not merge by itself. The parameters stay separate; only ``apply`` concatenates.
+        """
+        kernels, biases = [], []
+        for name, heads in names:
+            w = self.param(params, f"w_{name}")
+            if w.shape != (x.shape[-1], heads, d):
+                raise self.error(
+                    ShapeError,
+                    f"parameter 'w_{name}' has shape {w.shape}, expected "
+                    f"{(x.shape[-1], heads, d)} for an input of shape {x.shape}",
+                )
+            kernels.append(w.astype(dtype))
+            if self.use_bias:
+                biases.append(self.param(params, f"b_{name}", (heads, d)).astype(dtype))
+        w = jnp.concatenate(kernels, axis=1)
+        y = jnp.einsum("...tf,fhd->...thd", x.astype(dtype), w, precision=self.precision)
         if self.use_bias:
-            b = self.param(params, f"b_{name}", (heads, d)).astype(dtype)
+            b = jnp.concatenate(biases, axis=0)
             y = y + b.reshape((1,) * (y.ndim - 2) + b.shape)
-        return y
+        # Slices, not jnp.split: their gradients (pads summed) fuse into the consumers' layouts,
+        # where split's concatenated gradient is one more (..., T, H + 2K, D) copy per layer.
+        ends = list(itertools.accumulate(heads for _, heads in names))
+        return [y[..., end - heads : end, :] for (_, heads), end in zip(names, ends, strict=True)]
 
     def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Any, State]:
         xq, xk, xv, cross = self._inputs(x)
@@ -674,19 +709,30 @@ class MultiHeadAttention(Layer, DtypeOptions):
             )
         d = w_q.shape[-1]
         dtype = self.dtype or jnp.result_type(xq.dtype, xk.dtype, xv.dtype, w_q.dtype)
-        q = self._project(params, xq, "q", self.num_heads, d, dtype)
-        k = self._project(params, xk, "k", self.kv_heads, d, dtype)
-        v = self._project(params, xv, "v", self.kv_heads, d, dtype)
+        h, kv = self.num_heads, self.kv_heads
+        if cross:
+            q = self._project(params, xq, "q", h, d, dtype)
+        else:  # self-attention: q, k, v from one matmul
+            q, k, v = self._projections(params, xq, (("q", h), ("k", kv), ("v", kv)), d, dtype)
+        reuse = cross and self.decode and "memory_key" in state  # projected by the first call
+        if reuse:
+            k, v = self._cached_memory(params, state, xk, xv)
+        elif cross:
+            k = self._project(params, xk, "k", self.kv_heads, d, dtype)
+            v = self._project(params, xv, "v", self.kv_heads, d, dtype)
         tq = q.shape[-3]
         start: Any = self.state_entry(state, "cache_index") if self.decode else 0
         if self.rope is not None:
             q_pos = self._positions(call, q, start)
-            k_pos = jnp.arange(k.shape[-3]) if cross else q_pos
             q = rotary_embedding(q, q_pos, base=self.rope.base)
-            k = rotary_embedding(k, k_pos, base=self.rope.base)
+            if not reuse:  # cached memory keys are rotated already
+                k_pos = jnp.arange(k.shape[-3]) if cross else q_pos
+                k = rotary_embedding(k, k_pos, base=self.rope.base)
         new_state: State = {}
         structural = None
-        if self.decode:
+        if self.decode and cross:
+            new_state = {"memory_key": k, "memory_value": v, "cache_index": start + tq}
+        elif self.decode:
             k, v = self._write_cache(state, k, v, start)
             new_state = {"cached_key": k, "cached_value": v, "cache_index": start + tq}
             key_pos = jnp.arange(k.shape[-3])
@@ -813,6 +859,28 @@ class MultiHeadAttention(Layer, DtypeOptions):
         lengths = self.side_array("lengths", lengths, shape[:-1], "(the batch axes)")
         self.check_range("side input 'lengths'", lengths, 0, shape[-1], closed=True)
         return key_mask, lengths
+
+    def _cached_memory(
+        self, params: Params, state: State, xk: Array, xv: Array
+    ) -> tuple[Array, Array]:
+        """The context's keys/values ``(..., S, K, D)`` kept by the first decode call.
+
+        No projection runs; ``w_k``/``w_v`` (and biases) are only checked against them.
+        """
+        k = self.state_entry(state, "memory_key")
+        v = self.state_entry(state, "memory_value")
+        if xk.shape[:-1] != k.shape[:-2]:
+            raise self.error(
+                ShapeError,
+                f"decode state holds the keys/values of a memory with (..., S) = "
+                f"{k.shape[:-2]}, given a memory of shape {xk.shape}; decode calls after the "
+                "first reuse the first call's memory: init the state again to decode another",
+            )
+        for name, x, cached in (("k", xk, k), ("v", xv, v)):
+            self.param(params, f"w_{name}", (x.shape[-1], *cached.shape[-2:]))
+            if self.use_bias:
+                self.param(params, f"b_{name}", cached.shape[-2:])
+        return k, v
 
     def _write_cache(self, state: State, k: Array, v: Array, start: Array) -> tuple[Array, Array]:
         cached_k = self.state_entry(state, "cached_key")

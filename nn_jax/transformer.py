@@ -21,7 +21,8 @@ Side inputs reach the blocks' self-attention unchanged (``"mask"``, ``"key_mask"
 ``"lengths"``, ``"positions"``: see :class:`~nn_jax.attention.MultiHeadAttention`); the decoder
 block gives its cross-attention the side inputs ``"memory_key_mask"`` and ``"memory_mask"`` as
 that attention's ``"key_mask"`` and ``"mask"``. ``decode=True`` turns on the self-attention
-cache for incremental decoding.
+cache for incremental decoding, and in the decoder block keeps the cross-attention's keys and
+values of the memory, projected once by the first call.
 
 **PyTorch.** With ``ffn="relu"`` (or ``"gelu_exact"``), ``norm="layer"``, the default
 ``epsilon=1e-5`` and ``num_kv_heads=None``, the blocks compute what PyTorch's
@@ -277,7 +278,11 @@ class TransformerDecoderBlock(_BlockOptions):
 
     The decoder block of the encoder-decoder Transformer (Vaswani et al., 2017). Options as
     :class:`TransformerEncoderBlock`; ``rope`` applies to the self-attention only, and
-    ``decode`` caches the self-attention (the memory is given whole at every step).
+    ``decode`` caches the self-attention and the cross-attention's keys/values: the first
+    call projects the memory into the state (``cross_attention/memory_key``, ``memory_value``)
+    and later calls reuse it, so a decoding step never projects the memory again. Every call
+    still takes the pair ``(x, memory)``; calls after the first reuse the first call's memory
+    (one of another shape is a ``ShapeError``).
 
     The memory (the encoder's output) comes in as the second item of the input pair
     ``(x, memory)``; the cross-attention projects it with its own ``w_k``, ``w_v`` (so its
@@ -341,7 +346,7 @@ class TransformerDecoderBlock(_BlockOptions):
         memory = jnp.asarray(memory)
         self_attention = self._attention(causal=self.causal, decode=self.decode)
         x = self._sublayer(scope, "self_attention", self_attention, x)
-        cross = dataclasses.replace(self._attention(causal=False), rope=None)
+        cross = dataclasses.replace(self._attention(causal=False, decode=self.decode), rope=None)
         cross_side = {
             name: value
             for name, value in (

@@ -346,8 +346,6 @@ def test_multi_head_attention_errors():
         MultiHeadAttention(0)
     with pytest.raises(ShapeError, match="input features 6 are not divisible by num_heads=4"):
         MultiHeadAttention(4).init(KEY, jnp.zeros((2, 3, 6)))
-    with pytest.raises(ConfigError, match="for cross-attention use decode=False"):
-        MultiHeadAttention(2, decode=True).init(KEY, (jnp.zeros((1, 3, 4)), jnp.zeros((1, 5, 4))))
     layer = MultiHeadAttention(2)
     params, _ = layer.init(KEY, jnp.zeros((2, 3, 4)))
     with pytest.raises(
@@ -375,7 +373,7 @@ def test_multi_head_attention_errors():
 
 def test_separate_key_and_value_inputs_errors_and_params():
     """The triple (x_q, x_k, x_v): w_k and w_v follow their own inputs; Tk and the batch axes
-    must agree; decode stays self-attention only; a pair's params do not fit a triple."""
+    must agree; a pair's params do not fit a triple."""
     layer = MultiHeadAttention(2)
     xq, xk, xv = jnp.zeros((2, 3, 4)), jnp.zeros((2, 5, 6)), jnp.zeros((2, 5, 7))
     params, _ = layer.init(KEY, (xq, xk, xv))
@@ -401,8 +399,6 @@ def test_separate_key_and_value_inputs_errors_and_params():
         layer(params, (xq, xk, xv, xv))
     with pytest.raises(ShapeError, match=r"parameter 'w_v' has shape \(7, 2, 2\), expected"):
         layer(params, (xq, xk))
-    with pytest.raises(ConfigError, match="for cross-attention use decode=False"):
-        MultiHeadAttention(2, decode=True).init(KEY, (xq, xk, xv))
 
 
 # --------------------------------------------------------------------------------------------
