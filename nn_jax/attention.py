@@ -21,9 +21,10 @@ reads them; dropout acts on them); ``"xla"`` and ``"cudnn"`` call
 float16/bfloat16, head size a multiple of 8). ``None`` (the default) picks per call, when
 tracing: ``"cudnn"`` where cuDNN supports the call (NVIDIA GPU, float16/bfloat16, head size a
 multiple of 8 up to 128, or 256 on Hopper and later, no dropout, no ``precision``, and, in the
-layer, only causal and ``"lengths"`` masks), else ``"explicit"`` (JAX's ``"xla"`` kernel is
-the same einsum-softmax-einsum program; on CPU the two train the benchmark transformer at the
-same speed within noise). The layer runs the explicit kernel whatever
+layer, only causal and ``"lengths"`` masks), else ``"explicit"``: JAX's ``"xla"`` kernel is
+the same einsum-softmax-einsum program with more copies around it, and on a 2-core CPU its
+training steps are slower (interleaved paired ratios, xla/explicit, 100 rounds: benchmark
+``transformer`` 1.05, ``lm`` 1.04). The layer runs the explicit kernel whatever
 ``implementation`` says while a :func:`nn_jax.core.tapping` block captures or edits its
 ``weights`` (e.g. :func:`nn_jax.inspect.apply_with_intermediates`), so the tap always sees the
 weights that made the output. All kernels give a fully masked row a zero output.
@@ -32,7 +33,6 @@ weights that made the output. All kernels give a fully masked row a zero output.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 from dataclasses import KW_ONLY
 from typing import Any, Literal
@@ -660,45 +660,28 @@ class MultiHeadAttention(Layer, DtypeOptions):
     def _project(
         self, params: Params, x: Array, name: str, heads: int, d: int, dtype: Any
     ) -> Array:
-        """``x @ w_name + b_name``: ``(..., T, F) -> (..., T, heads, d)``."""
-        return self._projections(params, x, ((name, heads),), d, dtype)[0]
+        """``x @ w_name + b_name``: ``(..., T, F) -> (..., T, heads, d)``.
 
-    def _projections(
-        self,
-        params: Params,
-        x: Array,
-        names: tuple[tuple[str, int], ...],
-        d: int,
-        dtype: Any,
-    ) -> list[Array]:
-        """``x @ w_n + b_n`` ``(..., T, heads_n, d)`` for each ``(n, heads_n)`` in ``names``,
-        with one matmul against the kernels (and biases) concatenated along the head axis.
-
-        Self-attention projects ``q, k, v`` so: one ``(F, H + 2K, D)`` matmul instead of three
-        of the same input (also one for the input's gradient and one for the kernels'), which
-        XLA does not merge by itself. The parameters stay separate; only ``apply`` concatenates.
+        Self-attention projects ``q``, ``k``, ``v`` with three matmuls of the same input: one
+        matmul against the kernels concatenated along the head axis does less work but ran no
+        faster on a 2-core CPU, where XLA runs the three side by side (paired ratios of the
+        benchmark steps, fused/unfused, three runs of 100-150 rounds: ``transformer``
+        0.96-1.00, ``lm`` 1.01-1.02), so they stay apart.
         """
-        kernels, biases = [], []
-        for name, heads in names:
-            w = self.param(params, f"w_{name}")
-            if w.shape != (x.shape[-1], heads, d):
-                raise self.error(
-                    ShapeError,
-                    f"parameter 'w_{name}' has shape {w.shape}, expected "
-                    f"{(x.shape[-1], heads, d)} for an input of shape {x.shape}",
-                )
-            kernels.append(w.astype(dtype))
-            if self.use_bias:
-                biases.append(self.param(params, f"b_{name}", (heads, d)).astype(dtype))
-        w = jnp.concatenate(kernels, axis=1)
-        y = jnp.einsum("...tf,fhd->...thd", x.astype(dtype), w, precision=self.precision)
+        w = self.param(params, f"w_{name}")
+        if w.shape != (x.shape[-1], heads, d):
+            raise self.error(
+                ShapeError,
+                f"parameter 'w_{name}' has shape {w.shape}, expected {(x.shape[-1], heads, d)} "
+                f"for an input of shape {x.shape}",
+            )
+        y = jnp.einsum(
+            "...tf,fhd->...thd", x.astype(dtype), w.astype(dtype), precision=self.precision
+        )
         if self.use_bias:
-            b = jnp.concatenate(biases, axis=0)
+            b = self.param(params, f"b_{name}", (heads, d)).astype(dtype)
             y = y + b.reshape((1,) * (y.ndim - 2) + b.shape)
-        # Slices, not jnp.split: their gradients (pads summed) fuse into the consumers' layouts,
-        # where split's concatenated gradient is one more (..., T, H + 2K, D) copy per layer.
-        ends = list(itertools.accumulate(heads for _, heads in names))
-        return [y[..., end - heads : end, :] for (_, heads), end in zip(names, ends, strict=True)]
+        return y
 
     def compute(self, params: Params, state: State, x: Any, call: Call) -> tuple[Any, State]:
         xq, xk, xv, cross = self._inputs(x)
@@ -709,15 +692,11 @@ class MultiHeadAttention(Layer, DtypeOptions):
             )
         d = w_q.shape[-1]
         dtype = self.dtype or jnp.result_type(xq.dtype, xk.dtype, xv.dtype, w_q.dtype)
-        h, kv = self.num_heads, self.kv_heads
-        if cross:
-            q = self._project(params, xq, "q", h, d, dtype)
-        else:  # self-attention: q, k, v from one matmul
-            q, k, v = self._projections(params, xq, (("q", h), ("k", kv), ("v", kv)), d, dtype)
+        q = self._project(params, xq, "q", self.num_heads, d, dtype)
         reuse = cross and self.decode and "memory_key" in state  # projected by the first call
         if reuse:
             k, v = self._cached_memory(params, state, xk, xv)
-        elif cross:
+        else:
             k = self._project(params, xk, "k", self.kv_heads, d, dtype)
             v = self._project(params, xv, "v", self.kv_heads, d, dtype)
         tq = q.shape[-3]

@@ -108,6 +108,17 @@ def test_dot_product_attention_matches_numpy(heads):
             np.testing.assert_allclose(weights, ref_w, rtol=1e-12, atol=1e-12)
 
 
+def test_multi_head_logits_come_out_of_the_matmul_in_place():
+    """Hq == Hkv: one dot_general gives (B, H, Tq, Tk), no reshape or transpose after it (a
+    size-1 group axis made XLA transpose the logits, forward and backward)."""
+    q, k = jnp.zeros((2, 5, 4, 3)), jnp.zeros((2, 6, 4, 3))
+    eqns = jax.make_jaxpr(attention_weights)(q, k).jaxpr.eqns
+    names = [e.primitive.name for e in eqns]
+    assert "transpose" not in names and "reshape" not in names
+    (dot,) = (e for e in eqns if e.primitive.name == "dot_general")
+    assert dot.outvars[0].aval.shape == (2, 4, 5, 6)
+
+
 def test_a_decode_cache_never_overflows_silently():
     """A block longer than the cache fails when traced; steps past a concrete cache index fail
     when called (dynamic_update_slice would clamp and overwrite the earlier entries)."""
