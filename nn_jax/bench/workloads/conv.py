@@ -543,29 +543,8 @@ def _resnet_equinox(ref: Reference) -> Impl:
                 x, state = block(x, state)
             return self.head(jnp.mean(x, axis=(1, 2))), state
 
-    return _equinox_stateful_impl(*eqx.nn.make_with_state(ResNetEqx)(ref.params), ref)
-
-
-def _equinox_stateful_impl(model: Any, state: Any, ref: Reference) -> Impl:
-    """Equinox's step for a model with ``eqx.nn.State`` (batch norm over the vmapped batch)."""
-    import equinox as eqx
-
-    optimizer = ref.optimizer
-
-    def loss_fn(model: Any, state: Any, batch: Any) -> tuple[jax.Array, Any]:
-        x, labels = batch
-        batched = jax.vmap(model, axis_name="batch", in_axes=(0, None), out_axes=(0, None))
-        logits, state = batched(x, state)
-        return fw.cross_entropy(logits, labels), state
-
-    @eqx.filter_jit
-    def step(model: Any, state: Any, opt_state: Any, batch: Any) -> tuple[Any, Any, Any, jax.Array]:
-        (loss, state), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(model, state, batch)
-        updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(model, eqx.is_array))
-        return eqx.apply_updates(model, updates), state, opt_state, loss
-
-    opt_state = optimizer.init(eqx.filter(model, eqx.is_array))
-    return Impl(step, (model, state, opt_state), _nchw(ref), traceable=False)
+    model, state = eqx.nn.make_with_state(ResNetEqx)(ref.params)
+    return fw.equinox_stateful_impl(model, state, ref, batch=_nchw(ref))
 
 
 def _resnet_torch(ref: Reference) -> Impl:
