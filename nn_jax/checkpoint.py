@@ -499,6 +499,7 @@ class Checkpointer:
 
     def _saved_tree(self, step: int) -> dict:
         """The stored tree of array metadata (shape, dtype) of ``step``; no array is read."""
+        _silence_late_tensorstore_callbacks()  # before the read: see there
         try:
             meta = self._manager.item_metadata(step)[_ARRAYS]
             tree = getattr(meta, "tree", None)
@@ -550,6 +551,7 @@ class Checkpointer:
     def _restore(self, step: int, arrays: Any, expected: Mapping[str, str | None]) -> Any:
         """Restore the arrays of ``step`` (orbax restore args ``arrays``) and check them against
         ``expected``, their checksums by path."""
+        _silence_late_tensorstore_callbacks()  # before the read: see there
         try:
             tree = self._manager.restore(step, args=ocp.args.Composite(**{_ARRAYS: arrays}))
             tree = tree[_ARRAYS]
@@ -765,8 +767,9 @@ def _silence_late_tensorstore_callbacks() -> None:
     loop is closed`` tracebacks (through ``sys.unraisablehook``, or ``sys.excepthook`` when
     tensorstore's callback prints it), orbax's abandoned read coroutines print theirs, and
     asyncio logs "Task exception was never retrieved".
-    From the first failed restore on, exactly those are dropped; everything else still goes to
-    the previous hook and logger.
+    From the first read of a step's arrays or their metadata on (installed before the read: a
+    failing read's late callbacks may print before its error is caught), exactly those are
+    dropped; everything else still goes to the previous hook and logger.
     """
     global _silenced
     if _silenced:
