@@ -60,7 +60,7 @@ from nn_jax.core import (
 from nn_jax.data.prefetch import prefetch_to_device
 from nn_jax.errors import ArgumentError, ConfigError, ShapeError
 from nn_jax.history import History, Record
-from nn_jax.monitor import Monitor, activation_health, layer_norms
+from nn_jax.monitor import Monitor, activation_health, layer_norms, sums_of_squares
 from nn_jax.precision import DynamicLossScale, LossScaledState, LossScaleState
 from nn_jax.remat import rematerializing
 
@@ -323,17 +323,18 @@ def _train_body(
         logs["loss_scale"] = scale_state.scale  # type: ignore[union-attr]
     updates, opt_state = optimizer.update(grads, ts.opt_state, ts.params)
     params = optax.apply_updates(ts.params, updates)
-    # One reduction per gradient array gives both the global norm and which arrays hold a
-    # NaN or inf (a non-finite value makes its sum of squares non-finite).
-    leaves = jax.tree_util.tree_leaves_with_path(grads)
-    traced.paths["gradients"] = [_path(path) for path, _ in leaves]
-    squares = jnp.stack(
-        [jnp.sum(jnp.square(g.astype(jnp.float32))) for _, g in leaves] or [jnp.float32(0)]
-    )
-    bad_grads = ~jnp.isfinite(squares)
-    finite = jnp.isfinite(loss) & ~jnp.any(bad_grads)
-    logs = {"loss": loss, **logs, "grad_norm": jnp.sqrt(jnp.sum(squares)), "nonfinite": ~finite}
-    logs["_nonfinite/gradients"] = bad_grads
+    logs = {"loss": loss, **logs}
+    finite = jnp.isfinite(loss)
+    if monitor.grad_norm:
+        # Each gradient array's sum of squares gives both the global norm and which arrays
+        # hold a NaN or inf (a non-finite value makes its sum of squares non-finite).
+        leaves = jax.tree_util.tree_leaves_with_path(grads)
+        traced.paths["gradients"] = [_path(path) for path, _ in leaves]
+        squares = sums_of_squares([g for _, g in leaves])
+        finite &= jnp.all(jnp.isfinite(squares))
+        logs["grad_norm"] = jnp.sqrt(jnp.sum(squares))
+        logs["_nonfinite/gradients"] = ~jnp.isfinite(squares)
+    logs["nonfinite"] = ~finite
     if monitor.per_layer:
         param_norms = layer_norms(ts.params)
         for layer, norm in layer_norms(grads).items():

@@ -293,3 +293,53 @@ def test_a_general_objective_with_a_penalty():
 def test_bad_arguments_are_config_errors(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         _fit(**kwargs)
+
+
+def _nan_gradient_loss(logits, labels):
+    """The cross-entropy plus ``0 * sqrt(0)``: a finite loss whose gradient is NaN."""
+    return LOSS(logits, labels) + 0.0 * jnp.sqrt(jnp.sum(logits * 0.0))
+
+
+@pytest.mark.parametrize("grad_norm", [True, False])
+def test_without_the_gradient_norm_only_a_nonfinite_loss_skips_a_step(grad_norm):
+    """``Monitor(grad_norm=False)``: no norm, no per-array flags; a NaN loss is still skipped,
+    but a NaN gradient under a finite loss is applied (the default skips it)."""
+    from nn_jax import TrainState, make_step
+
+    opt = optax.sgd(0.1)
+    start = TrainState.create(MODEL, opt, KEY, X[:8])
+    monitor = Monitor(on_nonfinite="skip", grad_norm=grad_norm)
+    nan_loss = make_step(Supervised(MODEL, LOSS), opt, monitor=monitor)
+    ts, logs = nan_loss(start, (jnp.asarray(X[:8]).at[3].set(np.nan), Y[:8]))
+    assert bool(logs["nonfinite"]) and ("grad_norm" in logs) == grad_norm
+    assert _equal(ts.params, start.params)
+    nan_grad = make_step(Supervised(MODEL, _nan_gradient_loss), opt, monitor=monitor)
+    ts, logs = nan_grad(start, (X[:8], Y[:8]))
+    assert np.isfinite(logs["loss"]) and bool(logs["nonfinite"]) == grad_norm
+    assert _equal(ts.params, start.params) == grad_norm
+    if grad_norm:
+        assert np.isnan(logs["grad_norm"])
+
+
+def test_sums_of_squares_are_each_array_s_in_order():
+    """Small arrays stacked with their equals (shape and dtype), large ones alone: each sum
+    against NumPy's, in the order given."""
+    from nn_jax.monitor import sums_of_squares
+
+    rng = np.random.default_rng(0)
+    arrays = [
+        rng.standard_normal(shape).astype(dtype)
+        for shape, dtype in [
+            ((3, 4), np.float32),
+            ((5,), np.float32),
+            ((3, 4), np.float32),
+            ((129, 128), np.float32),  # over 2**14 elements: reduced alone
+            ((3, 4), jnp.bfloat16),
+            ((5,), np.float32),
+            ((), np.float32),
+        ]
+    ]
+    got = jax.jit(sums_of_squares)([jnp.asarray(a) for a in arrays])
+    want = [np.sum(np.square(np.asarray(a, np.float64))) for a in arrays]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    assert sums_of_squares([]).shape == (0,)

@@ -199,13 +199,27 @@ def functional_impl(loss_fn: LossFn, params: Any, ref: Reference) -> Impl:
 
 
 def nn_jax_builder(ref: Reference) -> Impl:
-    """nn_jax's own step builders: ``make_train_step`` (``make_stateful_train_step`` if state)."""
-    from nn_jax.train import TrainState, make_stateful_train_step, make_train_step
+    """nn_jax's own step builders: ``make_train_step`` (:func:`nn_jax_stateful_impl` if state).
 
-    if not ref.state:
-        step = make_train_step(ref.model, ref.loss, ref.optimizer)
-        return Impl(step, (ref.params, ref.optimizer.init(ref.params)), ref.batch)
-    stateful_step = make_stateful_train_step(ref.model, ref.loss, ref.optimizer)
+    The stateful step runs with ``Monitor(grad_norm=False)``: like ``make_train_step`` and every
+    other framework's step it then computes no gradient norm (it still skips a step whose loss
+    is non-finite); ``benchmarks/monitor_cost.py`` measures what the default monitoring costs.
+    """
+    from nn_jax.monitor import Monitor
+    from nn_jax.train import make_train_step
+
+    if ref.state:
+        return nn_jax_stateful_impl(ref, Monitor(grad_norm=False))
+    step = make_train_step(ref.model, ref.loss, ref.optimizer)
+    return Impl(step, (ref.params, ref.optimizer.init(ref.params)), ref.batch)
+
+
+def nn_jax_stateful_impl(ref: Reference, monitor: Any = None) -> Impl:
+    """``make_stateful_train_step`` with ``monitor`` (default: ``Monitor()``) on a
+    ``TrainState`` of the reference's params and state."""
+    from nn_jax.train import TrainState, make_stateful_train_step
+
+    step = make_stateful_train_step(ref.model, ref.loss, ref.optimizer, monitor=monitor)
     ts = TrainState(
         ref.params,
         ref.state,
@@ -213,7 +227,7 @@ def nn_jax_builder(ref: Reference) -> Impl:
         jax.random.key(0),
         jnp.zeros((), "int32"),
     )
-    return Impl(stateful_step, (ts,), ref.batch, to_float=lambda logs: float(logs["loss"]))
+    return Impl(step, (ts,), ref.batch, to_float=lambda logs: float(logs["loss"]))
 
 
 def equinox_impl(
@@ -515,6 +529,7 @@ __all__ = [
     "make_reference",
     "mse",
     "nn_jax_builder",
+    "nn_jax_stateful_impl",
     "nnx_builders",
     "nnx_linear",
     "nnx_set",

@@ -1,0 +1,104 @@
+"""What nn_jax's default step monitoring costs: the gradient norm and per-array NaN/inf check.
+
+``python benchmarks/monitor_cost.py [--workloads ...] [--repeats N] [--out DIR]`` times, on the
+suite's workloads and interleaved like the suite:
+
+* ``jax``: the hand-written raw-JAX step (the suite's floor);
+* ``nn_jax``: nn_jax's step as the suite runs it (``make_train_step``, or
+  ``make_stateful_train_step(..., monitor=Monitor(grad_norm=False))`` for models with state):
+  the same work as the raw step, plus a skip when the loss is non-finite;
+* ``nn_jax_monitored``: ``make_stateful_train_step`` with the default ``Monitor()``, as ``fit``
+  runs it: also the global gradient norm and a NaN/inf check of every gradient array (a sum of
+  squares per array, small arrays of one shape reduced together), a step with a non-finite
+  gradient skipped.
+
+Each workload's ``nn_jax_monitored / jax`` against ``nn_jax / jax`` is the cost of monitoring;
+on CPU it grows with the number of parameter arrays, not with their size (XLA runs a kernel per
+reduction), so the ``overhead`` workload (400 tiny arrays) is the worst case.
+It writes ``monitor_cost.json`` and ``monitor_cost.md`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from nn_jax.bench.environment import environment
+from nn_jax.bench.frameworks import nn_jax_stateful_impl
+from nn_jax.bench.registry import Workload
+from nn_jax.bench.report import markdown, text_table
+from nn_jax.bench.runner import Options, Stdout, add_mfu, bench_workload
+from nn_jax.bench.workloads import WORKLOADS
+
+DEFAULT_WORKLOADS = ("seed", "mlp", "resnet", "transformer", "overhead")
+
+
+def workloads(names: Sequence[str]) -> dict[str, Workload]:
+    """Each named suite workload with builders ``jax``, ``nn_jax`` and ``nn_jax_monitored``."""
+    out = {}
+    for name in names:
+        suite = WORKLOADS[name]
+        builders = {
+            "jax": suite.builders["jax"],
+            "nn_jax": suite.builders["nn_jax"],
+            "nn_jax_monitored": nn_jax_stateful_impl,
+        }
+        out[name] = dataclasses.replace(suite, builders=builders)
+    return out
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="benchmarks/monitor_cost.py", description=__doc__)
+    parser.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS))
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--repeat-time", type=float, default=0.2)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/out"))
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse(argv)
+    names = args.workloads.split(",")
+    unknown = sorted(set(names) - set(WORKLOADS))
+    if unknown:
+        raise SystemExit(f"--workloads: unknown {unknown}; known {sorted(WORKLOADS)}")
+    env = environment()
+    records: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    for workload in workloads(names).values():
+        options = Options(
+            (workload.name,),
+            ("float32",),
+            tuple(workload.builders),
+            repeats=args.repeats,
+            repeat_time=args.repeat_time,
+        )
+        done, left_out = bench_workload(workload, "float32", options, Stdout())
+        records += done
+        skipped += left_out
+    peak = {"float32": {"flops_per_s": None, "source": "not measured: step times only"}}
+    add_mfu(records, peak)
+    env["load_average_end"] = list(os.getloadavg())
+    report = {
+        "meta": env,
+        "peaks": peak,
+        "results": records,
+        "skipped": skipped,
+        "unavailable_families": {},
+        "targets": [],
+    }
+    print(text_table(report))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "monitor_cost.json").write_text(json.dumps(report, indent=1) + "\n")
+    (args.out / "monitor_cost.md").write_text(markdown(report))
+    print(f"wrote {args.out / 'monitor_cost.json'}, {args.out / 'monitor_cost.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
