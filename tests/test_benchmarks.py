@@ -292,6 +292,40 @@ def test_targets_compare_nn_jax_with_raw_jax_and_the_fastest_other():
     assert nnx["value"] == 2.5 and not nnx["met"]
 
 
+def test_a_missed_target_inside_the_per_round_quartiles_is_within_the_run_s_noise():
+    """Quartiles of per-round ratios against NumPy's; a miss whose lower quartile reaches the
+    target is within noise, one above it is not; nn_jax / other inverts other / nn_jax."""
+    times, base = [1.0, 1.2, 0.9, 1.5, 1.1], [1.0, 1.0, 1.0, 1.0, 1.0]
+    want = np.percentile(np.array(times) / np.array(base), [25, 75])
+    np.testing.assert_allclose(timing.paired_quartiles(times, base), want)
+
+    def rec(fw, to_jax, quartiles, to_nn=None, nn_quartiles=None):
+        return {
+            "workload": "mlp",
+            "dtype": "float32",
+            "framework": fw,
+            "ratio_to_jax": to_jax,
+            "ratio_to_jax_quartiles": quartiles,
+            "ratio_to_nn_jax": to_nn,
+            "ratio_to_nn_jax_quartiles": nn_quartiles,
+        }
+
+    report = {
+        "results": [
+            rec("nn_jax", 1.04, [0.98, 1.10]),
+            rec("jax", 1.0, None, 0.96, [0.9, 1.02]),
+            rec("haiku", 0.95, None, 0.91, [0.8, 0.88]),
+        ]
+    }
+    raw, fastest = runner.targets(report)
+    assert not raw["met"] and raw["within_noise"] and raw["quartiles"] == [0.98, 1.10]
+    assert fastest["value"] == pytest.approx(1 / 0.91) and not fastest["within_noise"]
+    assert fastest["quartiles"] == pytest.approx([1 / 0.88, 1 / 0.8])
+    assert "within the run's noise" in report_lib.targets_text(
+        {**report, "targets": [raw], "skipped": [], "unavailable_families": {}}
+    )
+
+
 def test_leaf_finds_a_parameter_at_any_depth_and_names_the_tree_otherwise():
     tree = {"dense": {"w": np.ones(2)}, "b": np.zeros(2)}
     np.testing.assert_array_equal(leaf(tree, "w"), np.ones(2))

@@ -207,12 +207,21 @@ def _sections(report: dict[str, Any]) -> list[_Section]:
     return sections
 
 
+def _noise(check: dict[str, Any]) -> str:
+    """`` (per-round 0.97-1.09: within the run's noise)`` for a check with quartiles."""
+    quartiles = check.get("quartiles")
+    if not quartiles:
+        return ""
+    within = ": within the run's noise" if check.get("within_noise") else ""
+    return f" (per-round quartiles {quartiles[0]:.3f}-{quartiles[1]:.3f}{within})"
+
+
 def targets_text(report: dict[str, Any]) -> str:
     """One line per target check, plus skipped frameworks, inits that failed or timed out,
     and unavailable families."""
     lines = [
         f"{'MET ' if c['met'] else 'MISS'} {c['workload']} {c['dtype']}: {c['target']}: "
-        f"{c['value']:.3f}"
+        f"{c['value']:.3f}" + _noise(c)
         for c in report["targets"]
     ]
     reasons: dict[str, set[str]] = {}
@@ -246,7 +255,8 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
     """One row per workload and dtype: nn_jax's step time, MFU (``-`` where the device's peak
     is unknown), fraction of the measured matmul throughput (where measured) and its ratios.
 
-    Ratios are medians of per-round ratios; "fastest other" is the fastest of Flax Linen,
+    Ratios are medians of per-round ratios (nn_jax / raw JAX with their quartiles, the run's
+    noise, in brackets); "fastest other" is the fastest of Flax Linen,
     Flax NNX (both styles), Equinox and Haiku that ran.
     """
     rows: list[tuple[str, ...]] = []
@@ -261,12 +271,16 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
                 fmt_time(nn["step_s"]),
                 fmt_percent(nn["mfu"], 1),
                 fmt_percent(nn.get("matmul_fraction"), 1),
-                fmt_ratio(nn.get("ratio_to_jax")),
+                fmt_ratio(nn.get("ratio_to_jax")) + _quartiles(nn.get("ratio_to_jax_quartiles")),
                 "-" if other is None else f"{other[1]:.3f}x ({FRAMEWORK_LABELS[other[0]]})",
                 "-" if nnx is None else fmt_ratio(nnx["ratio_to_nn_jax"]),
             )
         )
     return rows
+
+
+def _quartiles(quartiles: Sequence[float] | None) -> str:
+    return "" if not quartiles else f" [{quartiles[0]:.2f}-{quartiles[1]:.2f}]"
 
 
 def _md_table(columns: Sequence[str], rows: Sequence[Sequence[str]], left: int) -> list[str]:

@@ -8,7 +8,7 @@
   *interleaved* (round ``r`` starts at framework ``r mod n``, so drift and position effects hit
   all of them alike), with Python's garbage collector off.
 * :func:`step_statistics` - median, quartiles and minimum of the per-step times, and the paired
-  ratios (median of per-round ratios, so slow drift cancels).
+  ratios (median of per-round ratios, so slow drift cancels) with their quartiles (the noise).
 * :class:`Peaks` - the device's peak FLOP/s (MFU's denominator): given, or the vendor's figure
   for known GPUs/TPUs, else unknown, with the best of measured ``n x n`` matmuls beside it.
 """
@@ -88,6 +88,13 @@ def paired_ratio(times: Sequence[float], baseline: Sequence[float]) -> float:
     return statistics.median(a / b for a, b in zip(times, baseline, strict=True))
 
 
+def paired_quartiles(times: Sequence[float], baseline: Sequence[float]) -> list[float]:
+    """The 25th and 75th percentiles of the per-round ratios: the run's noise on a ratio (a
+    ratio whose lower quartile is at or below a target cannot be told from it in this run)."""
+    ratios = [a / b for a, b in zip(times, baseline, strict=True)]
+    return [_percentile(ratios, 25), _percentile(ratios, 75)]
+
+
 def step_statistics(times: dict[str, list[float]], name: str) -> dict[str, Any]:
     """Median, 25th/75th percentiles and minimum of ``times[name]``, and its paired ratios to
     raw JAX and nn_jax (where they ran)."""
@@ -99,10 +106,12 @@ def step_statistics(times: dict[str, list[float]], name: str) -> dict[str, Any]:
         "step_s_p75": _percentile(t, 75),
         "step_s_min": min(t),
     }
-    if "jax" in times:
-        stats["ratio_to_jax"] = paired_ratio(t, times["jax"])
-    if name != "nn_jax" and "nn_jax" in times:
-        stats["ratio_to_nn_jax"] = paired_ratio(t, times["nn_jax"])
+    for baseline in ("jax", "nn_jax"):
+        if baseline in times and name != baseline:
+            stats[f"ratio_to_{baseline}"] = paired_ratio(t, times[baseline])
+            stats[f"ratio_to_{baseline}_quartiles"] = paired_quartiles(t, times[baseline])
+    if name == "jax":
+        stats["ratio_to_jax"] = 1.0
     return stats
 
 
