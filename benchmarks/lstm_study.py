@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,7 +38,7 @@ from nn_jax.bench import frameworks as fw
 from nn_jax.bench.environment import environment
 from nn_jax.bench.frameworks import nn_jax_builder
 from nn_jax.bench.registry import Impl, Reference, Workload
-from nn_jax.bench.report import markdown, text_table
+from nn_jax.bench.report import write_study
 from nn_jax.bench.runner import DTYPES, Options, Stdout, add_mfu, bench_workload
 from nn_jax.bench.timing import Peaks
 from nn_jax.bench.workloads import WORKLOADS
@@ -168,20 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     peaks.measure((args.dtype,))
     peak = {args.dtype: peaks.peak(args.dtype)}
     add_mfu(records, peak)
-    env["load_average_end"] = list(os.getloadavg())
-    report = {
-        "meta": env,
-        "peaks": peak,
-        "results": records,
-        "skipped": skipped,
-        "unavailable_families": {},
-        "targets": [],
-    }
-    print(text_table(report))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "lstm_study.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / "lstm_study.md").write_text(markdown(report))
-    print(f"wrote {args.out / 'lstm_study.json'}, {args.out / 'lstm_study.md'}")
+    write_study(env, records, skipped, peak, args.out, "lstm_study")
     return 0
 
 

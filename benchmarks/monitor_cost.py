@@ -4,9 +4,9 @@
 suite's workloads and interleaved like the suite:
 
 * ``jax``: the hand-written raw-JAX step (the suite's floor);
-* ``nn_jax``: nn_jax's step as the suite runs it (``make_train_step``, or
-  ``make_stateful_train_step(..., monitor=Monitor(grad_norm=False))`` for models with state):
-  the same work as the raw step, plus a skip when the loss is non-finite;
+* ``nn_jax``: nn_jax's step as the suite runs it (``make_train_step``, or for models with
+  state ``make_stateful_train_step(..., monitor=Monitor(grad_norm=False,
+  on_nonfinite="ignore"))``): the same work as the raw step;
 * ``nn_jax_monitored``: ``make_stateful_train_step`` with the default ``Monitor()``, as ``fit``
   runs it: also the global gradient norm and a NaN/inf check of every gradient array (a sum of
   squares per array, small arrays of one shape reduced together), a step with a non-finite
@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,7 @@ from typing import Any
 from nn_jax.bench.environment import environment
 from nn_jax.bench.frameworks import nn_jax_stateful_impl
 from nn_jax.bench.registry import Workload
-from nn_jax.bench.report import markdown, text_table
+from nn_jax.bench.report import write_study
 from nn_jax.bench.runner import Options, Stdout, add_mfu, bench_workload
 from nn_jax.bench.workloads import WORKLOADS
 
@@ -83,20 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         skipped += left_out
     peak = {"float32": {"flops_per_s": None, "source": "not measured: step times only"}}
     add_mfu(records, peak)
-    env["load_average_end"] = list(os.getloadavg())
-    report = {
-        "meta": env,
-        "peaks": peak,
-        "results": records,
-        "skipped": skipped,
-        "unavailable_families": {},
-        "targets": [],
-    }
-    print(text_table(report))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "monitor_cost.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / "monitor_cost.md").write_text(markdown(report))
-    print(f"wrote {args.out / 'monitor_cost.json'}, {args.out / 'monitor_cost.md'}")
+    write_study(env, records, skipped, peak, args.out, "monitor_cost")
     return 0
 
 

@@ -201,15 +201,16 @@ def functional_impl(loss_fn: LossFn, params: Any, ref: Reference) -> Impl:
 def nn_jax_builder(ref: Reference) -> Impl:
     """nn_jax's own step builders: ``make_train_step`` (:func:`nn_jax_stateful_impl` if state).
 
-    The stateful step runs with ``Monitor(grad_norm=False)``: like ``make_train_step`` and every
-    other framework's step it then computes no gradient norm (it still skips a step whose loss
-    is non-finite); ``benchmarks/monitor_cost.py`` measures what the default monitoring costs.
+    The stateful step runs with ``Monitor(grad_norm=False, on_nonfinite="ignore")``: the work
+    of ``make_train_step`` and of every other framework's step, without the gradient norm and
+    the skip of non-finite steps; ``benchmarks/monitor_cost.py`` measures what the default
+    monitoring costs.
     """
     from nn_jax.monitor import Monitor
     from nn_jax.train import make_train_step
 
     if ref.state:
-        return nn_jax_stateful_impl(ref, Monitor(grad_norm=False))
+        return nn_jax_stateful_impl(ref, Monitor(grad_norm=False, on_nonfinite="ignore"))
     step = make_train_step(ref.model, ref.loss, ref.optimizer)
     return Impl(step, (ref.params, ref.optimizer.init(ref.params)), ref.batch)
 

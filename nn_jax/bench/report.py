@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -330,6 +331,32 @@ def write_reports(report: dict[str, Any], out: Path, name: str = "results") -> l
     return paths
 
 
+def write_study(
+    env: dict[str, Any],
+    records: list[dict[str, Any]],
+    skipped: list[dict[str, str]],
+    peaks: dict[str, Any],
+    out: Path,
+    name: str,
+) -> None:
+    """A study script's report (``benchmarks/*.py``): the suite's report without targets,
+    printed as a table and written as ``NAME.json`` and ``NAME.md`` into ``out``."""
+    env["load_average_end"] = list(os.getloadavg())
+    report = {
+        "meta": env,
+        "peaks": peaks,
+        "results": records,
+        "skipped": skipped,
+        "unavailable_families": {},
+        "targets": [],
+    }
+    print(text_table(report))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / f"{name}.md").write_text(markdown(report))
+    print(f"wrote {out / f'{name}.json'}, {out / f'{name}.md'}")
+
+
 __all__ = [
     "COLUMNS",
     "GENERATION_COLUMNS",
@@ -348,4 +375,5 @@ __all__ = [
     "targets_text",
     "text_table",
     "write_reports",
+    "write_study",
 ]
