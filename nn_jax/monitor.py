@@ -84,9 +84,9 @@ class Monitor:
             ``"ignore"`` (apply it anyway; the step is still counted in ``"nonfinite"``).
         grad_norm: the global gradient norm (``"grad_norm"``) and a NaN/inf check of every
             gradient array (default). It costs a sum of squares per gradient array (small
-            arrays of one shape are reduced together); on a CPU that is within noise for most
-            models and about 10% of the step of a 100-block stack of tiny layers (the
-            ``overhead`` workload of ``nn-jax bench``). ``False`` drops both: then only a
+            arrays of one shape are reduced together); on a CPU that was within noise for most
+            models and about 8% of the step of a 100-block stack of tiny layers (the
+            ``overhead`` workload of ``nn-jax bench``; ``benchmarks/monitor_cost.py``). ``False`` drops both: then only a
             non-finite loss skips or stops a step, so a NaN gradient under a finite loss is
             applied and shows as a non-finite loss one step later.
     """
