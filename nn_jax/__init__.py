@@ -154,7 +154,7 @@ from nn_jax.masks import (
     masked_mean_over_time,
     sequence_mask,
 )
-from nn_jax.monitor import Monitor, activation_health, layer_norms
+from nn_jax.monitor import Monitor, activation_health, layer_norms, sums_of_squares
 from nn_jax.normalization import BatchNorm, GroupNorm, InstanceNorm, LayerNorm, RMSNorm
 from nn_jax.plots import HistoryLike, plot_history
 from nn_jax.pooling import (
@@ -423,6 +423,7 @@ __all__ = [
     "split_batch",
     "summary",
     "summary_rows",
+    "sums_of_squares",
     "swish",
     "tanh",
     "tap",
