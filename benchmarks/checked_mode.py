@@ -104,7 +104,7 @@ def _impls(name: str) -> tuple[Reference, dict[str, Impl]]:
     carry = (ref.params, ref.optimizer.init(ref.params))
     impls = {
         "jax": workload.builders["jax"](ref),
-        "nn_jax": fw.nn_jax_builder(ref),
+        "nn_jax": fw.nn_jax_pytree_builder(ref),  # nested carry, like the checked steps
         "checked": Impl(nj.checked(step), carry, ref.batch),
         "checks_no_read": Impl(
             _checks_in_program(step),

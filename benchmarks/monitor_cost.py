@@ -1,4 +1,4 @@
-"""What nn_jax's default step monitoring costs: the gradient norm and per-array NaN/inf check.
+"""What nn_jax's default step monitoring and a nested carry cost.
 
 ``python benchmarks/monitor_cost.py [--workloads ...] [--repeats N] [--out DIR]`` times, on the
 suite's workloads and interleaved like the suite:
@@ -6,15 +6,19 @@ suite's workloads and interleaved like the suite:
 * ``jax``: the hand-written raw-JAX step (the suite's floor);
 * ``nn_jax``: nn_jax's step as the suite runs it (``make_train_step``, or for models with
   state ``make_stateful_train_step(..., monitor=Monitor(grad_norm=False,
-  on_nonfinite="ignore"))``): the same work as the raw step;
+  on_nonfinite="ignore"))``): the same work as the raw step, dispatched as ``fit`` does
+  (``nn_jax.flatten_step``: the carry a flat list of arrays between calls);
+* ``nn_jax_pytree``: the same step called with the nested params/``TrainState`` every time, as a
+  hand-written ``ts, logs = step(ts, batch)`` loop does;
 * ``nn_jax_monitored``: ``make_stateful_train_step`` with the default ``Monitor()``, as ``fit``
   runs it: also the global gradient norm and a NaN/inf check of every gradient array (a sum of
   squares per array, small arrays of one shape reduced together), a step with a non-finite
   gradient skipped.
 
-Each workload's ``nn_jax_monitored / jax`` against ``nn_jax / jax`` is the cost of monitoring;
-on CPU it grows with the number of parameter arrays, not with their size (XLA runs a kernel per
-reduction), so the ``overhead`` workload (400 tiny arrays) is the worst case.
+Each workload's ``nn_jax_pytree / jax`` against ``nn_jax / jax`` is the cost of the nested
+carry at the jit boundary; ``nn_jax_monitored / jax`` against ``nn_jax / jax`` is the cost of
+monitoring: on CPU it grows with the number of parameter arrays, not with their size (XLA
+runs a kernel per reduction), so the ``overhead`` workload (400 tiny arrays) is the worst case.
 It writes ``monitor_cost.json`` and ``monitor_cost.md`` into ``--out``.
 """
 
@@ -27,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from nn_jax.bench.environment import environment
-from nn_jax.bench.frameworks import nn_jax_stateful_impl
+from nn_jax.bench.frameworks import nn_jax_pytree_builder, nn_jax_stateful_impl
 from nn_jax.bench.registry import Workload
 from nn_jax.bench.report import write_study
 from nn_jax.bench.runner import Options, Stdout, add_mfu, bench_workload
@@ -37,13 +41,15 @@ DEFAULT_WORKLOADS = ("seed", "mlp", "resnet", "transformer", "overhead")
 
 
 def workloads(names: Sequence[str]) -> dict[str, Workload]:
-    """Each named suite workload with builders ``jax``, ``nn_jax`` and ``nn_jax_monitored``."""
+    """Each named suite workload with builders ``jax``, ``nn_jax``, ``nn_jax_pytree`` and
+    ``nn_jax_monitored``."""
     out = {}
     for name in names:
         suite = WORKLOADS[name]
         builders = {
             "jax": suite.builders["jax"],
             "nn_jax": suite.builders["nn_jax"],
+            "nn_jax_pytree": nn_jax_pytree_builder,
             "nn_jax_monitored": nn_jax_stateful_impl,
         }
         out[name] = dataclasses.replace(suite, builders=builders)

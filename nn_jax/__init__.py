@@ -92,6 +92,7 @@ from nn_jax.diagram import (
     mlp_diagram_model,
     mlp_diagram_params,
 )
+from nn_jax.dispatch import flatten_step
 from nn_jax.drift import (
     DriftGroup,
     DriftReport,
@@ -350,6 +351,7 @@ __all__ = [
     "export_model",
     "fit",
     "flatten_params",
+    "flatten_step",
     "from_config",
     "from_json",
     "gelu",

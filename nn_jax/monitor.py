@@ -86,9 +86,10 @@ class Monitor:
             gradient array (default). It costs a sum of squares per gradient array (small
             arrays of one shape are reduced together); on a CPU that was within noise for most
             models and about 8% of the step of a 100-block stack of tiny layers (the
-            ``overhead`` workload of ``nn-jax bench``; ``benchmarks/monitor_cost.py``). ``False`` drops both: then only a
-            non-finite loss skips or stops a step, so a NaN gradient under a finite loss is
-            applied and shows as a non-finite loss one step later.
+            ``overhead`` workload of ``nn-jax bench``; ``benchmarks/monitor_cost.py``).
+            ``False`` drops both: then only a non-finite loss skips or stops a step, so a NaN
+            gradient under a finite loss is applied and shows as a non-finite loss one step
+            later.
     """
 
     per_layer: bool = False

@@ -58,6 +58,7 @@ from nn_jax.core import (
     tapping,
 )
 from nn_jax.data.prefetch import prefetch_to_device
+from nn_jax.dispatch import flatten_step
 from nn_jax.errors import ArgumentError, ConfigError, ShapeError
 from nn_jax.history import History, Record
 from nn_jax.monitor import Monitor, activation_health, layer_norms, sums_of_squares
@@ -1024,12 +1025,16 @@ def fit(
         return _run_chunk(body, monitor, ts, acc, kind, payload,
                           None if mesh is None else batch_sharding)  # fmt: skip
 
+    # The train state crosses the jit boundary as a flat list of arrays (see nn_jax.dispatch),
+    # rebuilt as a TrainState only where the loop reads it.
     if mesh is None:
-        chunk = jax.jit(run, static_argnames="kind")
+        chunk, leaves, unflatten = flatten_step(run, ts, static_argnames="kind")
         evaluate = make_eval_step(objective)
     else:
         placed = parallel.train_state_shardings(ts, mesh, rules)
-        chunk = jax.jit(run, static_argnames="kind", out_shardings=(placed, replicated))
+        chunk, leaves, unflatten = flatten_step(
+            run, ts, static_argnames="kind", carry_shardings=(placed,), out_shardings=replicated
+        )
         evaluate = parallel.make_sharded_eval_step(objective, mesh, rules)
     # Back-to-back steps with collectives can hang on simulated CPU devices when dispatched
     # asynchronously; waiting for each chunk avoids it (and costs little on a CPU).
@@ -1065,9 +1070,9 @@ def fit(
         kind, payload = batches.take(step, count)
         if mesh is not None and kind == "batch":
             payload = parallel.shard_batch(payload, mesh)
-        ts, acc = chunk(ts, acc, payload, kind=kind)
+        leaves, acc = chunk(leaves, acc, payload, kind=kind)
         if wait:
-            jax.block_until_ready(ts)
+            jax.block_until_ready(leaves)
         step += count
         bar.update(count)
         logged: list[Record] = []
@@ -1084,6 +1089,7 @@ def fit(
                 stop = monitor.on_nonfinite == "stop"
             bar.set_postfix(_postfix(record, examples / elapsed if examples else None))
         if validation is not None and (step % every_validation == 0 or step == total):
+            (ts,) = unflatten(leaves)
             record = _validate(evaluate, ts, validation, val_batch_size or batch_size, step)
             record["epoch"] = _epoch(step, steps_per_epoch)
             train_loss = _window_train_loss(history, step)
@@ -1094,11 +1100,13 @@ def fit(
             if watch is not None and watch.update(record, ts):
                 history.events.append(watch.event(step))
                 stop = True
+        if callbacks and logged:
+            (ts,) = unflatten(leaves)
         for record in logged:
             stop = any([bool(cb(ts, record)) for cb in callbacks]) or stop
         if checkpoint is not None and (step % every_checkpoint == 0 or step == total or stop):
             checkpoint.save(
-                ts,
+                unflatten(leaves)[0],
                 metadata={
                     "history": history.to_dict(),
                     "position": _position(step, steps_per_epoch),
@@ -1107,6 +1115,7 @@ def fit(
                 metrics=_checkpoint_metrics(history, step),
             )
     bar.close()
+    (ts,) = unflatten(leaves)
     if watch is not None and watch.rule.restore_best and stop:
         ts = watch.best_state(ts, checkpoint)
     return ts, history

@@ -198,26 +198,34 @@ def functional_impl(loss_fn: LossFn, params: Any, ref: Reference) -> Impl:
     )
 
 
-def nn_jax_builder(ref: Reference) -> Impl:
-    """nn_jax's own step builders: ``make_train_step`` (:func:`nn_jax_stateful_impl` if state).
+def nn_jax_builder(ref: Reference, *, flat: bool = True) -> Impl:
+    """nn_jax's own step as ``fit`` dispatches it: ``make_train_step`` (:func:`nn_jax_stateful_impl`
+    if state) through :func:`nn_jax.dispatch.flatten_step`, the carry a flat list of arrays
+    between calls (``flat=False``: the nested pytrees at every call, :func:`nn_jax_pytree_builder`).
 
     The stateful step runs with ``Monitor(grad_norm=False, on_nonfinite="ignore")``: the work
     of ``make_train_step`` and of every other framework's step, without the gradient norm and
     the skip of non-finite steps; ``benchmarks/monitor_cost.py`` measures what the default
-    monitoring costs.
+    monitoring and the nested carry cost.
     """
     from nn_jax.monitor import Monitor
     from nn_jax.train import make_train_step
 
     if ref.state:
-        return nn_jax_stateful_impl(ref, Monitor(grad_norm=False, on_nonfinite="ignore"))
+        return nn_jax_stateful_impl(ref, Monitor(grad_norm=False, on_nonfinite="ignore"), flat=flat)
     step = make_train_step(ref.model, ref.loss, ref.optimizer)
-    return Impl(step, (ref.params, ref.optimizer.init(ref.params)), ref.batch)
+    return _nn_jax_impl(step, (ref.params, ref.optimizer.init(ref.params)), ref.batch, flat=flat)
 
 
-def nn_jax_stateful_impl(ref: Reference, monitor: Any = None) -> Impl:
+def nn_jax_pytree_builder(ref: Reference) -> Impl:
+    """:func:`nn_jax_builder` with the nested params, state and optimizer state passed to the
+    jitted step at every call (what ``step(ts, batch)`` in a hand-written loop costs)."""
+    return nn_jax_builder(ref, flat=False)
+
+
+def nn_jax_stateful_impl(ref: Reference, monitor: Any = None, *, flat: bool = True) -> Impl:
     """``make_stateful_train_step`` with ``monitor`` (default: ``Monitor()``) on a
-    ``TrainState`` of the reference's params and state."""
+    ``TrainState`` of the reference's params and state (``flat``: as in :func:`nn_jax_builder`)."""
     from nn_jax.train import TrainState, make_stateful_train_step
 
     step = make_stateful_train_step(ref.model, ref.loss, ref.optimizer, monitor=monitor)
@@ -228,7 +236,22 @@ def nn_jax_stateful_impl(ref: Reference, monitor: Any = None) -> Impl:
         jax.random.key(0),
         jnp.zeros((), "int32"),
     )
-    return Impl(step, (ts,), ref.batch, to_float=lambda logs: float(logs["loss"]))
+    return _nn_jax_impl(step, (ts,), ref.batch, flat, to_float=lambda logs: float(logs["loss"]))
+
+
+def _nn_jax_impl(
+    step: Callable[..., Any],
+    carry: tuple[Any, ...],
+    batch: Any,
+    flat: bool,
+    to_float: Callable[[Any], float] = float,
+) -> Impl:
+    if not flat:
+        return Impl(step, carry, batch, to_float=to_float)
+    from nn_jax.dispatch import flatten_step
+
+    flat_step, leaves, _ = flatten_step(step, *carry)
+    return Impl(flat_step, (leaves,), batch, to_float=to_float)
 
 
 def equinox_impl(
@@ -530,6 +553,7 @@ __all__ = [
     "make_reference",
     "mse",
     "nn_jax_builder",
+    "nn_jax_pytree_builder",
     "nn_jax_stateful_impl",
     "nnx_builders",
     "nnx_linear",
