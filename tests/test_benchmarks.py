@@ -211,7 +211,11 @@ def test_quick_cli_run_writes_json_and_markdown(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((out / "results.json").read_text())
     runs = {(r["workload"], r["framework"]) for r in report["results"]}
-    assert runs == {(w, f) for w in cli.QUICK_WORKLOADS for f in cli.QUICK_FRAMEWORKS}
+    frameworks = (*cli.QUICK_FRAMEWORKS, runner.CONTROL)  # raw JAX comes with its A/A control
+    assert runs == {(w, f) for w in cli.QUICK_WORKLOADS for f in frameworks}
+    recs = {(r["workload"], r["framework"]): r for r in report["results"]}
+    for w in cli.QUICK_WORKLOADS:  # the control is raw JAX's step again: the same losses
+        assert recs[w, runner.CONTROL]["first_loss"] == recs[w, "jax"]["first_loss"]
     for rec in report["results"]:
         assert rec["step_s"] > 0 and math.isfinite(rec["first_loss"])
         # CPU: no vendor peak, so no MFU; the fraction of the measured matmul instead.
@@ -220,7 +224,7 @@ def test_quick_cli_run_writes_json_and_markdown(tmp_path):
     assert report["meta"]["jax"] == jax.__version__ and report["meta"]["device_kind"]
     assert {t["workload"] for t in report["targets"]} == set(cli.QUICK_WORKLOADS)
     md = (out / "results.md").read_text()
-    assert "| workload | dtype | framework |" in md and "raw JAX" in md
+    assert "| workload | dtype | framework |" in md and "raw JAX" in md and "A/A control" in md
     assert report["peaks"]["float32"]["flops_per_s"] is None and "of matmul" in md
     assert report["options"]["sections"] == ["steps"]
     assert report["init"] is None and report["generation"] is None
@@ -324,6 +328,34 @@ def test_a_missed_target_inside_the_per_round_quartiles_is_within_the_run_s_nois
     assert "within the run's noise" in report_lib.targets_text(
         {**report, "targets": [raw], "skipped": [], "unavailable_families": {}}
     )
+
+
+def test_a_miss_no_larger_than_the_a_a_control_s_distance_from_1_is_within_the_run_s_noise():
+    """With the control (raw JAX against itself) at 1.05, nn_jax at 1.06 (lower quartile 1.03,
+    above the target) is within noise; at 1.08 it is not."""
+
+    def report(nn_ratio):
+        def rec(fw, to_jax, quartiles):
+            return {"workload": "mlp", "dtype": "float32", "framework": fw,
+                    "ratio_to_jax": to_jax, "ratio_to_jax_quartiles": quartiles}  # fmt: skip
+
+        return {
+            "results": [
+                rec("nn_jax", nn_ratio, [1.03, 1.12]),
+                rec("jax", 1.0, None),
+                rec(runner.CONTROL, 1.05, [0.97, 1.1]),
+            ]
+        }
+
+    (close,) = runner.targets(report(1.06))
+    (far,) = runner.targets(report(1.08))
+    assert close["control"] == far["control"] == 1.05
+    assert not close["met"] and close["within_noise"]
+    assert not far["met"] and not far["within_noise"]
+    text = report_lib.targets_text(
+        {**report(1.06), "targets": [close], "skipped": [], "unavailable_families": {}}
+    )
+    assert "A/A control 1.050: within the run's noise" in text
 
 
 def test_leaf_finds_a_parameter_at_any_depth_and_names_the_tree_otherwise():

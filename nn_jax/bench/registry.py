@@ -42,6 +42,7 @@ FRAMEWORK_LABELS: dict[str, str] = {
     "equinox": "Equinox",
     "haiku": "Haiku",
     "torch": "PyTorch eager",
+    "jax_control": "raw JAX again (A/A control)",
 }
 
 FRAMEWORK_PACKAGES: dict[str, str] = {

@@ -11,7 +11,7 @@ from typing import Any
 
 from nn_jax.bench.plot import bar_chart
 from nn_jax.bench.registry import FRAMEWORK_LABELS
-from nn_jax.bench.runner import fastest_other, group_results
+from nn_jax.bench.runner import CONTROL, fastest_other, group_results
 
 
 def fmt_time(seconds: float) -> str:
@@ -213,8 +213,10 @@ def _noise(check: dict[str, Any]) -> str:
     quartiles = check.get("quartiles")
     if not quartiles:
         return ""
+    control = check.get("control")
+    aa = "" if control is None else f", A/A control {control:.3f}"
     within = ": within the run's noise" if check.get("within_noise") else ""
-    return f" (per-round quartiles {quartiles[0]:.3f}-{quartiles[1]:.3f}{within})"
+    return f" (per-round quartiles {quartiles[0]:.3f}-{quartiles[1]:.3f}{aa}{within})"
 
 
 def targets_text(report: dict[str, Any]) -> str:
@@ -247,6 +249,7 @@ SUMMARY_COLUMNS = (
     "MFU",
     "of matmul",
     "nn_jax / raw JAX",
+    "A/A control",
     "nn_jax / fastest other",
     "nnx.jit / nn_jax",
 )
@@ -257,12 +260,14 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
     is unknown), fraction of the measured matmul throughput (where measured) and its ratios.
 
     Ratios are medians of per-round ratios (nn_jax / raw JAX with their quartiles, the run's
-    noise, in brackets); "fastest other" is the fastest of Flax Linen,
-    Flax NNX (both styles), Equinox and Haiku that ran.
+    noise, in brackets; the A/A control, raw JAX's own step timed a second time, over raw
+    JAX); "fastest other" is the fastest of Flax Linen, Flax NNX (both styles), Equinox and
+    Haiku that ran.
     """
     rows: list[tuple[str, ...]] = []
     for (workload, dtype), recs in group_results(report).items():
         nn, nnx, other = recs.get("nn_jax"), recs.get("flax_nnx"), fastest_other(recs)
+        control = recs.get(CONTROL)
         if nn is None:
             continue
         rows.append(
@@ -273,6 +278,7 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
                 fmt_percent(nn["mfu"], 1),
                 fmt_percent(nn.get("matmul_fraction"), 1),
                 fmt_ratio(nn.get("ratio_to_jax")) + _quartiles(nn.get("ratio_to_jax_quartiles")),
+                "-" if control is None else fmt_ratio(control["ratio_to_jax"]),
                 "-" if other is None else f"{other[1]:.3f}x ({FRAMEWORK_LABELS[other[0]]})",
                 "-" if nnx is None else fmt_ratio(nnx["ratio_to_nn_jax"]),
             )
