@@ -4,9 +4,9 @@ Every call of a ``jax.jit`` function flattens its pytree arguments and rebuilds 
 results. That happens in C++, but node by node: nn_jax's params are nested dicts (one per layer
 and per sublayer), so a deep stack of small layers or a tiny model run one step per call spends
 a measurable part of each step on its containers. Measured on a 2-core CPU (interleaved rounds,
-the training steps of ``nn-jax bench``): the 100-block overhead stack runs 12% slower with its
-nested-dict ``TrainState`` at the jit boundary than with the same program over a flat list of its
-600 arrays, and the seed network 10-32-16-1 about 20% slower (``benchmarks/README.md``).
+the training steps of ``nn-jax bench``): the 100-block overhead stack runs 11-17% slower with
+its nested-dict ``TrainState`` at the jit boundary than with the same program over a flat list
+of its 600 arrays, and the seed network 10-32-16-1 about 25% slower (``benchmarks/README.md``).
 
 :func:`flatten_step` flattens the carry once. The compiled step it returns takes and gives back
 the flat list of leaves (the program XLA runs is unchanged: the nested structure is rebuilt at
