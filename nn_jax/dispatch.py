@@ -73,28 +73,29 @@ def flatten_step(
     if not carry:
         raise ArgumentError("flatten_step: give the carry, step's first arguments, after step")
     leaves, treedef = jax.tree.flatten(carry)
+    structure: Any = treedef  # jax's PyTreeDef stub lacks the methods used below
     n = len(carry)
 
     def flat(leaves: list[jax.Array], *args: Any, **static: Any) -> tuple[list[jax.Array], Any]:
-        results = step(*treedef.unflatten(leaves), *args, **static)
+        results = step(*structure.unflatten(leaves), *args, **static)
         if not isinstance(results, tuple) or len(results) not in (n, n + 1):
             raise ArgumentError(
                 f"flatten_step: step must return its {n} carry value(s) and at most one more, "
                 f"given {type(results).__name__} of length {_length(results)}"
             )
-        new_leaves, new_treedef = jax.tree.flatten(results[:n])
-        if new_treedef != treedef:
+        new_leaves, new_structure = jax.tree.flatten(results[:n])
+        if new_structure != structure:
             raise ArgumentError(
                 "flatten_step: step returned a carry of another structure than it was given; "
-                f"expected {treedef}, given {new_treedef}"
+                f"expected {structure}, given {new_structure}"
             )
         return new_leaves, results[n] if len(results) > n else None
 
     jit_options: dict[str, Any] = {"static_argnames": static_argnames}
     if carry_shardings is not None:
         full = jax.tree.broadcast(carry_shardings, carry)
-        jit_options["out_shardings"] = (treedef.flatten_up_to(full), out_shardings)
-    return jax.jit(flat, **jit_options), leaves, treedef.unflatten
+        jit_options["out_shardings"] = (structure.flatten_up_to(full), out_shardings)
+    return jax.jit(flat, **jit_options), leaves, structure.unflatten
 
 
 def _length(value: Any) -> int | str:
