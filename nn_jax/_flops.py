@@ -143,8 +143,9 @@ def jaxpr_matmul_flops(jaxpr: Any) -> float:
     equation counts, dead code included (XLA removes it; a training step has little).
 
     Scans multiply their body's count by their length; other nested jaxprs (pjit, custom
-    derivatives, remat) are entered; for ``cond`` every branch is counted (an upper bound); the
-    body of a ``while`` is counted once (its trip count is unknown).
+    derivatives, remat) are entered; a ``cond`` counts its costliest branch (one runs; the
+    platform branches of ``jax.lax.platform_dependent`` are such a ``cond``); the body of a
+    ``while`` is counted once (its trip count is unknown).
     """
     jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
     total = 0.0
@@ -156,6 +157,8 @@ def jaxpr_matmul_flops(jaxpr: Any) -> float:
             total += _conv_flops(eqn)
         elif name == "scan":
             total += eqn.params["length"] * jaxpr_matmul_flops(eqn.params["jaxpr"])
+        elif name == "cond":
+            total += max(jaxpr_matmul_flops(b) for b in eqn.params["branches"])
         else:
             total += sum(jaxpr_matmul_flops(sub) for sub in _subjaxprs(eqn))
     return total

@@ -76,7 +76,7 @@ from nn_jax.core import (
     nested,
     tap,
 )
-from nn_jax.dense import add_bias, default_kernel_init
+from nn_jax.dense import add_bias, default_kernel_init, project
 from nn_jax.errors import ConfigError, ShapeError
 from nn_jax.masks import sequence_mask
 from nn_jax.regularization import Dropout
@@ -95,11 +95,6 @@ Carry = Any
 
 default_recurrent_init: Initializer = initializers.orthogonal()
 """Orthogonal (Saxe et al., 2014), applied to each gate's ``(H, H)`` block of ``w_h``."""
-
-
-def _matmul(x: Array, w: Array, precision: Any) -> Array:
-    """``x @ w`` contracting the last axis of ``x`` with the first of a 2-D ``w``."""
-    return jax.lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())), precision=precision)
 
 
 def _gate_blocks(
@@ -247,13 +242,13 @@ class _DenseCell(RecurrentCell, DtypeOptions):
             )
         dtype = self.dtype or jnp.result_type(x.dtype, w_i.dtype)
         return add_bias(
-            _matmul(x.astype(dtype), w_i.astype(dtype), self.precision), b.astype(dtype)
+            project(x.astype(dtype), w_i.astype(dtype), self.precision), b.astype(dtype)
         )
 
     def _recurrent(self, params: Params, h: Array, dtype: Any) -> Array:
         """``h @ w_h`` in ``dtype``, all gates in one ``(..., G*H)`` array."""
         w_h = self.param(params, "w_h", (self.hidden, self.num_gates * self.hidden))
-        return _matmul(h.astype(dtype), w_h.astype(dtype), self.precision)
+        return project(h.astype(dtype), w_h.astype(dtype), self.precision)
 
     def _preactivations(self, params: Params, h: Array, projected: Array) -> list[Array]:
         """The gates' pre-activations: ``x @ w_i + b + h @ w_h`` summed whole, then split into

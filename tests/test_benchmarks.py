@@ -69,6 +69,21 @@ def test_cost_analysis_of_a_dense_layer_is_2mkn():
         assert counted["flops_analytic"] == 2 * m * k * n
 
 
+def test_analytic_flops_count_the_costliest_branch_of_a_cond():
+    # One branch of a cond runs: a (64, 256) @ (256, 128) product or a (64, 256) @ (256, 1).
+    x, w = jnp.ones((64, 256)), jnp.ones((256, 128))
+    branches = (lambda x, w: x @ w, lambda x, w: jnp.tile(x @ w[:, :1], (1, 128)))
+    cond = jax.jit(lambda i, x, w: jax.lax.switch(i, branches, x, w))
+    assert flops.step_flops(cond, 0, x, w)["flops_analytic"] == 2 * 64 * 256 * 128
+    # nn_jax's Dense on CPU is such a cond (jax.lax.platform_dependent): counted once.
+    m, k, n = 64, 256, 32
+    layer = Dense(n, use_bias=False)
+    x = jnp.ones((m, k))
+    params, _ = layer.init(jax.random.key(0), x)
+    grad = jax.jit(jax.grad(lambda p, x: layer(p, x).sum()))
+    assert flops.step_flops(grad, params, x)["flops_analytic"] == 2 * (2 * m * k * n)
+
+
 def test_analytic_conv_flops_match_the_closed_form_and_xla():
     n, h, w, cin, cout, kh, kw = 2, 12, 12, 3, 8, 3, 3
     x = jnp.ones((n, h, w, cin))
