@@ -1,19 +1,20 @@
-"""The weight gradient's GEMM orientation on XLA:CPU: ``nn_jax.dense.project`` against one
-``dot_general``.
+"""The weight gradient's GEMM orientation on XLA:CPU, and where ``nn_jax.dense.project`` uses it.
 
-For each shape ``(rows, D, F)`` and dtype, two jitted gradient-descent steps on
+For each shape ``(rows, D, F)`` and dtype, jitted gradient-descent steps on
 ``loss(w, x) = sum(tanh(x @ w) * g)`` with ``x: (rows, D)`` and ``w: (D, F)``, run interleaved
-(``nn_jax.bench.timing.interleaved_rounds``), in two modes:
+(``nn_jax.bench.timing.interleaved_rounds``), in two modes: ``w``, the gradient of ``w`` only
+(a first layer: its input needs none), and ``w+x``, the gradients of ``w`` and ``x``.
 
-* ``w``: the gradient of ``w`` only (a first layer: its input needs none);
-* ``w+x``: the gradients of ``w`` and ``x`` (a hidden layer).
+* ``plain``: ``jax.lax.dot_general(x, w)``, as raw JAX, Flax and Haiku write ``x @ w``, whose
+  weight gradient XLA computes ``(D, F)``-major;
+* ``narrow``: the same product with the weight gradient computed ``(F, D)``-major and then
+  transposed (``nn_jax.dense``'s custom JVP, forced for every shape and dtype);
+* ``control``: ``plain`` built and timed a second time, the run's A/A noise.
 
-``plain`` multiplies with ``jax.lax.dot_general(x, w)``, as raw JAX, Flax and Haiku do;
-``project`` with ``nn_jax.dense.project``, which ``Dense`` uses: on CPU it takes the weight
-gradient as ``(F, D)`` where ``w`` is float32, ``D >= 2 F`` and the product is large enough
-(column ``branch``), and is ``plain`` elsewhere, so rows with ``branch = plain`` are an A/A
-control of the run's noise. The ratio is the median of per-round ratios ``project / plain``,
-with their quartiles.
+Ratios are medians of per-round ratios to ``plain``, with their quartiles. The column
+``project`` says which of the two ``nn_jax.dense.project`` (and so ``Dense``) runs on CPU for
+that shape and dtype: ``narrow`` for float32 with ``2 <= F <= 32``, ``D >= 2 F`` and
+``rows * D * F >= 2**18``.
 
 Run ``python benchmarks/dense_grad_layout.py``; it writes
 ``benchmarks/results/dense_grad_layout.{json,md}``.
@@ -35,29 +36,39 @@ import numpy as np
 from nn_jax.bench.environment import environment
 from nn_jax.bench.registry import Impl
 from nn_jax.bench.timing import calibrate, interleaved_rounds, paired_quartiles, paired_ratio
-from nn_jax.dense import project
+from nn_jax.dense import project, project_narrow_major_grad
 
 RESULTS = Path(__file__).parent / "results"
 # (rows, D, F, where it occurs)
 SHAPES = (
     (2708, 1433, 16, "GCN layer 1 (Cora)"),
     (2708, 16, 7, "GCN layer 2 (Cora)"),
-    (256, 784, 512, "MLP layer 1"),
-    (256, 512, 512, "MLP layer 2"),
     (256, 512, 10, "MLP head"),
+    (128, 784, 120, "LeNet dense 1"),
+    (256, 784, 512, "MLP layer 1"),
     (4096, 512, 128, "transformer MLP down-projection"),
-    (4096, 128, 512, "transformer MLP up-projection"),
     (2708, 1433, 64, "GCN, 64 hidden"),
+    (512, 256, 32, "a 256 -> 32 bottleneck"),
     (1024, 256, 1, "regression head"),
-    (8, 32, 16, "seed network"),
 )
 MODES = ("w", "w+x")
+VARIANTS = ("plain", "narrow", "control")
 
 
-def chooses_cpu_branch(rows: int, d: int, f: int, dtype: str) -> bool:
-    """Whether ``project`` runs its CPU branch (a ``platform_dependent`` in its jaxpr)."""
+def plain(x: jax.Array, w: jax.Array) -> jax.Array:
+    """One ``dot_general``, as raw JAX, Flax and Haiku write ``x @ w``."""
+    return jax.lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())))
+
+
+def narrow(x: jax.Array, w: jax.Array) -> jax.Array:
+    """``x @ w`` with the weight gradient computed ``(F, D)``-major on CPU, whatever the shape."""
+    return project_narrow_major_grad(x, w, None)
+
+
+def project_uses_narrow(rows: int, d: int, f: int, dtype: str) -> bool:
+    """Whether ``project`` takes the narrow-major weight gradient (its custom JVP) here."""
     x, w = jax.ShapeDtypeStruct((rows, d), dtype), jax.ShapeDtypeStruct((d, f), dtype)
-    return "platform_index" in str(jax.make_jaxpr(project)(x, w))
+    return "custom_jvp_call" in str(jax.make_jaxpr(project)(x, w))
 
 
 def step_impl(matmul: Callable[..., jax.Array], mode: str, arrays: tuple[Any, ...]) -> Impl:
@@ -78,26 +89,26 @@ def step_impl(matmul: Callable[..., jax.Array], mode: str, arrays: tuple[Any, ..
     return Impl(step, (w, x), None)
 
 
-def plain(x: jax.Array, w: jax.Array) -> jax.Array:
-    """One ``dot_general``, as raw JAX, Flax and Haiku write ``x @ w``."""
-    return jax.lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())))
-
-
 def measure(rows: int, d: int, f: int, dtype: str, mode: str, repeats: int) -> dict[str, Any]:
+    """Median step time of each variant, and the paired ratios to ``plain``."""
     rng = np.random.default_rng(0)
     arrays = tuple(
         jnp.asarray(rng.standard_normal(shape, np.float32), dtype)
         for shape in ((d, f), (rows, d), (rows, f))
     )
-    impls = {"plain": step_impl(plain, mode, arrays), "project": step_impl(project, mode, arrays)}
-    inner = calibrate(impls["plain"], 0.05)
-    times = interleaved_rounds(impls, inner, repeats)
-    return {
-        "plain_s": float(np.median(times["plain"])),
-        "project_s": float(np.median(times["project"])),
-        "ratio": paired_ratio(times["project"], times["plain"]),
-        "quartiles": paired_quartiles(times["project"], times["plain"]),
-    }
+    matmuls = {"plain": plain, "narrow": narrow, "control": plain}
+    impls = {name: step_impl(matmuls[name], mode, arrays) for name in VARIANTS}
+    times = interleaved_rounds(impls, calibrate(impls["plain"], 0.05), repeats)
+    out: dict[str, Any] = {f"{name}_s": float(np.median(times[name])) for name in VARIANTS}
+    for name in ("narrow", "control"):
+        out[name] = paired_ratio(times[name], times["plain"])
+        out[f"{name}_quartiles"] = paired_quartiles(times[name], times["plain"])
+    return out
+
+
+def _ratio(row: dict[str, Any], name: str) -> str:
+    q0, q1 = row[f"{name}_quartiles"]
+    return f"{row[name]:.3f} [{q0:.2f}-{q1:.2f}]"
 
 
 def markdown(record: dict[str, Any]) -> str:
@@ -110,16 +121,15 @@ def markdown(record: dict[str, Any]) -> str:
         f"{env['platform']} ({env['device_kind']}), jax {env['jax']}, {env['cpu_count']} CPUs, "
         f"load average {env['load_before']} -> {env['load_after']}, {record['repeats']} rounds.",
         "",
-        "| rows | D | F | where | dtype | grads | branch | plain | project | project / plain "
-        "[quartiles] |",
-        "|---:|---:|---:|---|---|---|---|---:|---:|---:|",
+        "| rows | D | F | where | dtype | grads | plain | narrow / plain [quartiles] | "
+        "control / plain | project |",
+        "|---:|---:|---:|---|---|---|---:|---:|---:|---|",
     ]
     for r in record["rows"]:
-        q0, q1 = r["quartiles"]
         lines.append(
             f"| {r['rows']} | {r['d']} | {r['f']} | {r['where']} | {r['dtype']} | {r['mode']} | "
-            f"{r['branch']} | {r['plain_s'] * 1e6:.1f} us | {r['project_s'] * 1e6:.1f} us | "
-            f"{r['ratio']:.3f} [{q0:.2f}-{q1:.2f}] |"
+            f"{r['plain_s'] * 1e6:.1f} us | {_ratio(r, 'narrow')} | {_ratio(r, 'control')} | "
+            f"{r['project']} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -132,23 +142,22 @@ def main() -> None:
     args = parser.parse_args()
     load_before = round(os.getloadavg()[0], 2)
     rows = []
-    for rows_, d, f, where in SHAPES:
+    for n, d, f, where in SHAPES:
         for dtype in args.dtypes.split(","):
-            branch = "cpu" if chooses_cpu_branch(rows_, d, f, dtype) else "plain"
+            chosen = "narrow" if project_uses_narrow(n, d, f, dtype) else "plain"
             for mode in MODES:
-                r = measure(rows_, d, f, dtype, mode, args.repeats)
-                row = {"rows": rows_, "d": d, "f": f, "where": where, "dtype": dtype}
-                rows.append(row | {"mode": mode, "branch": branch} | r)
+                r = measure(n, d, f, dtype, mode, args.repeats)
+                row = {"rows": n, "d": d, "f": f, "where": where, "dtype": dtype, "mode": mode}
+                rows.append(row | r | {"project": chosen})
                 print(
-                    f"{rows_:5d} x {d:4d} -> {f:4d} {dtype:8s} {mode:3s} {branch:5s} "
-                    f"plain {r['plain_s'] * 1e6:8.1f} us  project {r['project_s'] * 1e6:8.1f} us"
-                    f"  ratio {r['ratio']:.3f} [{r['quartiles'][0]:.2f}-{r['quartiles'][1]:.2f}]",
+                    f"{n:5d} x {d:4d} -> {f:4d} {dtype:8s} {mode:3s} plain "
+                    f"{r['plain_s'] * 1e6:8.1f} us  narrow {_ratio(r, 'narrow')}  control "
+                    f"{_ratio(r, 'control')}  project: {chosen}",
                     flush=True,
                 )
-    env = environment()
     record = {
         "description": "\n\n".join(__doc__.split("\n\n")[1:4]),
-        "environment": env
+        "environment": environment()
         | {
             "cpu_count": os.cpu_count(),
             "load_before": load_before,

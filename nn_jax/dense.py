@@ -9,6 +9,7 @@ recurrent cells, attention, graph layers), not re-exported at the top level:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import KW_ONLY
@@ -16,6 +17,7 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 
 from nn_jax import initializers
 from nn_jax._options import DtypeOptions
@@ -43,47 +45,65 @@ def add_bias(y: Array, b: Array) -> Array:
     return y + b.reshape((1,) * (y.ndim - b.ndim) + b.shape)
 
 
-# XLA:CPU computes a weight gradient ``x^T g`` of shape ``(D, F)`` up to 2.5x slower than the
-# same product as ``(F, D)`` when ``F`` is small against ``D`` (a classifier head 512 -> 10:
-# 334 vs 57 us; Cora's GCN projection 1433 -> 16: 4.1 vs 1.8 ms), and XLA's simplifier folds a
-# written-out transpose back into the slow form. ``benchmarks/dense_grad_layout.py`` measures it.
-_WIDE_TO_NARROW = 2  # D >= this * F
-_MIN_GEMM = 2**18  # rows * D * F below this: the extra transpose costs more than it saves
+def _dot(x: Array, w: Array, precision: Any) -> Array:
+    """``x @ w`` as one ``dot_general``: the last axis of ``x`` with the first of ``w``."""
+    return jax.lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())), precision=precision)
 
 
-def _project_cpu(x: Array, w: Array, precision: Any) -> Array:
-    """``x @ w`` through ``w.T`` behind an optimization barrier, so that the weight gradient is
-    computed ``(F, D)``-major (``g^T x``, Equinox's and PyTorch's layout) and only then
-    transposed: the barrier keeps XLA from folding that transpose into the product."""
+def _dot_narrow_major(x: Array, w: Array, precision: Any) -> Array:
+    """``x @ w`` computed as ``x @ (w.T).T`` with ``w.T`` behind an optimization barrier: its
+    transpose in ``w`` (the weight gradient) is then ``g^T x``, computed ``(F, D)`` as Equinox
+    and PyTorch store weights, and transposed after; the barrier keeps XLA's simplifier from
+    folding that transpose back into the product."""
     w_t = jax.lax.optimization_barrier(w.T)
     return jax.lax.dot_general(x, w_t, (((x.ndim - 1,), (1,)), ((), ())), precision=precision)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def project_narrow_major_grad(x: Array, w: Array, precision: Any) -> Array:
+    """``x @ w`` whose weight tangent (and so gradient) takes the ``(F, D)``-major GEMM on CPU."""
+    return _dot(x, w, precision)
+
+
+def _project_jvp(precision: Any, primals: Any, tangents: Any) -> tuple[Array, Any]:
+    (x, w), (dx, dw) = primals, tangents
+    y = _dot(x, w, precision)
+    parts = []
+    if not isinstance(dx, SymbolicZero):  # the input of a first layer: no gradient
+        parts.append(_dot(dx, w, precision))
+    if not isinstance(dw, SymbolicZero):
+        narrow = functools.partial(_dot_narrow_major, precision=precision)
+        plain = functools.partial(_dot, precision=precision)
+        parts.append(jax.lax.platform_dependent(x, dw, cpu=narrow, default=plain))
+    if not parts:
+        return y, SymbolicZero(jax.typeof(y).to_tangent_aval())
+    return y, functools.reduce(jnp.add, parts)
+
+
+project_narrow_major_grad.defjvp(_project_jvp, symbolic_zeros=True)
 
 
 def project(x: Array, w: Array, precision: Any = None) -> Array:
     """``x @ w``: the last axis of ``x`` contracted with the first of a 2-D ``w``.
 
-    On CPU, a float32 ``w`` that maps many features to few (``D >= 2 F``, and a product large
-    enough to matter) is multiplied as ``x @ (w.T).T`` so that its gradient takes XLA:CPU's
-    fast GEMM orientation (see ``_project_cpu``); other backends, dtypes and shapes use one
-    ``dot_general``.
-    Same values and derivatives of every order either way (``jax.lax.platform_dependent``
-    picks the branch when the program is lowered, so only one is compiled).
+    On CPU, the gradient of a float32 ``w`` that maps many features to few
+    (``2 <= F <= 32``, ``D >= 2 F``, and a product large enough to matter) is computed
+    ``(F, D)``-major and then transposed: XLA:CPU's ``(D, F)`` GEMM is up to 2.5x slower there
+    (``benchmarks/dense_grad_layout.py``; a 512 -> 10 classifier head, Cora's 1433 -> 16 GCN
+    projection), and XLA folds a written-out transpose back into the slow form. The product,
+    the input gradient, other backends, dtypes and shapes are one ``dot_general``. Values and
+    derivatives of every order are the same either way (a ``jax.custom_jvp`` whose weight
+    tangent is a ``jax.lax.platform_dependent``, resolved when the program is lowered).
     """
-
-    def plain(x: Array, w: Array) -> Array:
-        return jax.lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())), precision=precision)
-
     d, f = w.shape
     rows = x.shape[:-1]
-    wide = isinstance(d, int) and isinstance(f, int) and d >= _WIDE_TO_NARROW * f
-    wide = wide and x.dtype == w.dtype == jnp.float32  # bfloat16 measured no faster
+    narrow = isinstance(d, int) and isinstance(f, int) and 2 <= f <= 32 and d >= 2 * f
+    narrow = narrow and x.dtype == w.dtype == jnp.float32  # bfloat16 measured no faster
     # a symbolic batch size (jax.export's shape polymorphism) counts as large
-    small = all(isinstance(n, int) for n in rows) and math.prod(rows) * d * f < _MIN_GEMM
-    if not wide or small:
-        return plain(x, w)
-    return jax.lax.platform_dependent(
-        x, w, cpu=lambda x, w: _project_cpu(x, w, precision), default=plain
-    )
+    small = all(isinstance(n, int) for n in rows) and math.prod(rows) * d * f < 2**18
+    if narrow and not small:
+        return project_narrow_major_grad(x, w, precision)
+    return _dot(x, w, precision)
 
 
 def weight_and_bias(layer: Any, key: PRNGKey, w_shape: tuple[int, ...]) -> Params:
