@@ -65,19 +65,18 @@ def project_narrow_major_grad(x: Array, w: Array, precision: Any) -> Array:
     return _dot(x, w, precision)
 
 
-def _project_jvp(precision: Any, primals: Any, tangents: Any) -> tuple[Array, Any]:
+def _project_jvp(precision: Any, primals: Any, tangents: Any) -> tuple[Array, Array]:
+    """``dx @ w + x @ dw`` with the second term narrow-major on CPU. A symbolic-zero tangent
+    (a first layer's input) adds nothing; JAX never calls this with both zero."""
     (x, w), (dx, dw) = primals, tangents
-    y = _dot(x, w, precision)
     parts = []
-    if not isinstance(dx, SymbolicZero):  # the input of a first layer: no gradient
+    if not isinstance(dx, SymbolicZero):
         parts.append(_dot(dx, w, precision))
     if not isinstance(dw, SymbolicZero):
         narrow = functools.partial(_dot_narrow_major, precision=precision)
         plain = functools.partial(_dot, precision=precision)
         parts.append(jax.lax.platform_dependent(x, dw, cpu=narrow, default=plain))
-    if not parts:
-        return y, SymbolicZero(jax.typeof(y).to_tangent_aval())
-    return y, functools.reduce(jnp.add, parts)
+    return _dot(x, w, precision), functools.reduce(jnp.add, parts)
 
 
 project_narrow_major_grad.defjvp(_project_jvp, symbolic_zeros=True)
@@ -88,7 +87,7 @@ def project(x: Array, w: Array, precision: Any = None) -> Array:
 
     On CPU, the gradient of a float32 ``w`` that maps many features to few
     (``2 <= F <= 32``, ``D >= 2 F``, and a product large enough to matter) is computed
-    ``(F, D)``-major and then transposed: XLA:CPU's ``(D, F)`` GEMM is up to 2.5x slower there
+    ``(F, D)``-major and then transposed: XLA:CPU's ``(D, F)`` GEMM is up to 2x slower there
     (``benchmarks/dense_grad_layout.py``; a 512 -> 10 classifier head, Cora's 1433 -> 16 GCN
     projection), and XLA folds a written-out transpose back into the slow form. The product,
     the input gradient, other backends, dtypes and shapes are one ``dot_general``. Values and
