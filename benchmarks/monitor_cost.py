@@ -13,7 +13,12 @@ suite's workloads and interleaved like the suite:
 * ``nn_jax_monitored``: ``make_stateful_train_step`` with the default ``Monitor()``, as ``fit``
   runs it: also the global gradient norm and a NaN/inf check of every gradient array (a sum of
   squares per array, small arrays of one shape reduced together), a step with a non-finite
-  gradient skipped.
+  gradient skipped;
+* ``jax_skip_loss``, ``jax_skip_update``: the raw-JAX step followed, in the same jitted function,
+  by a skip of a non-finite step (``jnp.where(keep, new, old)`` over the carry: params,
+  optimizer and layer state) with ``keep`` the loss's finiteness, or that and the finiteness of
+  every updated array (the predicate then waits for all of the step's arrays, as the default
+  ``Monitor()``'s does for every gradient): what that skip costs written by hand.
 
 Each workload's ``nn_jax_pytree / jax`` against ``nn_jax / jax`` is the cost of the nested
 carry at the jit boundary; ``nn_jax_monitored / jax`` against ``nn_jax / jax`` is the cost of
@@ -26,13 +31,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+
 from nn_jax.bench.environment import environment
 from nn_jax.bench.frameworks import nn_jax_pytree_builder, nn_jax_stateful_impl
-from nn_jax.bench.registry import Workload
+from nn_jax.bench.registry import Impl, Reference, Workload
 from nn_jax.bench.report import write_study
 from nn_jax.bench.runner import Options, Stdout, add_mfu, bench_workload
 from nn_jax.bench.workloads import WORKLOADS
@@ -40,9 +48,39 @@ from nn_jax.bench.workloads import WORKLOADS
 DEFAULT_WORKLOADS = ("seed", "mlp", "resnet", "transformer", "overhead")
 
 
+def _all_finite(tree: Any) -> jax.Array:
+    """Whether every floating-point array of ``tree`` is free of NaN and inf."""
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def raw_skip(raw: Callable[[Reference], Impl], on: str) -> Callable[[Reference], Impl]:
+    """The raw-JAX builder ``raw`` with a skip of non-finite steps inside its jitted step:
+    ``keep`` is ``isfinite(loss)`` (``on="loss"``), and also every updated array finite
+    (``on="update"``)."""
+
+    def build(ref: Reference) -> Impl:
+        impl = raw(ref)
+        inner = impl.step
+
+        @jax.jit
+        def step(*args: Any) -> Any:
+            *old, batch = args
+            *new, loss = inner(*old, batch)
+            keep = jnp.isfinite(loss)
+            if on == "update":
+                keep &= _all_finite(new)
+            kept = jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, old)
+            return (*kept, loss)
+
+        return dataclasses.replace(impl, step=step)
+
+    return build
+
+
 def workloads(names: Sequence[str]) -> dict[str, Workload]:
-    """Each named suite workload with builders ``jax``, ``nn_jax``, ``nn_jax_pytree`` and
-    ``nn_jax_monitored``."""
+    """Each named suite workload with builders ``jax``, ``nn_jax``, ``nn_jax_pytree``,
+    ``nn_jax_monitored``, ``jax_skip_loss`` and ``jax_skip_update``."""
     out = {}
     for name in names:
         suite = WORKLOADS[name]
@@ -51,6 +89,8 @@ def workloads(names: Sequence[str]) -> dict[str, Workload]:
             "nn_jax": suite.builders["nn_jax"],
             "nn_jax_pytree": nn_jax_pytree_builder,
             "nn_jax_monitored": nn_jax_stateful_impl,
+            "jax_skip_loss": raw_skip(suite.builders["jax"], "loss"),
+            "jax_skip_update": raw_skip(suite.builders["jax"], "update"),
         }
         out[name] = dataclasses.replace(suite, builders=builders)
     return out
